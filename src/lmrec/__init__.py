@@ -1,0 +1,23 @@
+"""lmrec: recommender systems with pretrained language models beside collaborative filtering."""
+
+from lmrec.data import Dataset, Split, Vocabulary, leave_last_out, split
+from lmrec.errors import DataError, LmrecError, UnknownIdError, UnsupportedQueryError
+from lmrec.models import Query, Recommender, create_model
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DataError",
+    "Dataset",
+    "LmrecError",
+    "Query",
+    "Recommender",
+    "Split",
+    "UnknownIdError",
+    "UnsupportedQueryError",
+    "Vocabulary",
+    "__version__",
+    "create_model",
+    "leave_last_out",
+    "split",
+]

@@ -1,0 +1,125 @@
+"""Evaluation reports: JSON (everything), Markdown (the table people read) and a PNG of metric@K."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lmrec.evaluation.evaluate import EvalResult
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "–"
+        return f"{v:.4f}" if abs(v) < 100 else f"{v:.1f}"
+    return str(v)
+
+
+def markdown_table(results: Sequence[EvalResult], columns: Sequence[str] | None = None) -> str:
+    """One row per model; default columns are the ranking metrics at every K plus AUC/coverage."""
+    if not results:
+        return ""
+    if columns is None:
+        columns = [c for c in results[0].metrics if c != "n_users"]
+    header = ["model", *columns, "fit s"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in results:
+        fit = r.info.get("fit_seconds")
+        row = [r.model, *(_fmt(r.metrics.get(c, float("nan"))) for c in columns), _fmt(fit) if fit is not None else "–"]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def segment_table(results: Sequence[EvalResult], metric: str = "ndcg@10") -> str:
+    segs = sorted({s for r in results for s in r.segments})
+    if not segs:
+        return ""
+    lines = ["| model | " + " | ".join(f"{s} {metric} (n)" for s in segs) + " |", "|" + "---|" * (len(segs) + 1)]
+    for r in results:
+        cells = []
+        for s in segs:
+            seg = r.segments.get(s)
+            cells.append(f"{_fmt(seg.get(metric, float('nan')))} ({int(seg['n_users'])})" if seg else "–")
+        lines.append(f"| {r.model} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_metrics_at_k(results: Sequence[EvalResult], path: Path, metrics: Sequence[str] = ("recall", "ndcg")) -> Path:
+    """Line plot of metric@K against K, one line per model, one panel per metric."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4), squeeze=False)
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        for r in results:
+            ks = sorted(int(key.split("@")[1]) for key in r.metrics if key.startswith(f"{metric}@"))
+            if ks:
+                ax.plot(ks, [r.metrics[f"{metric}@{k}"] for k in ks], marker="o", label=r.model)
+        ax.set_xlabel("K")
+        ax.set_ylabel(f"{metric}@K")
+        ax.set_title(f"{metric}@K")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    info = results[0].info if results else {}
+    fig.suptitle(f"{info.get('dataset', '')} — {info.get('split', {}).get('name', '')}, phase {info.get('phase', '')}")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=110)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        Path(tmp).unlink(missing_ok=True)
+    return path
+
+
+def write_report(results: Sequence[EvalResult], out_dir: str | os.PathLike[str], title: str = "lmrec evaluation") -> dict[str, Path]:
+    """Write ``report.json``, ``report.md`` and ``metrics_at_k.png`` into ``out_dir``."""
+    out = Path(out_dir)
+    payload = {"title": title, "results": [r.to_dict() for r in results]}
+    _atomic_write(out / "report.json", json.dumps(payload, indent=2, default=str).encode())
+    info = results[0].info if results else {}
+    md = [f"# {title}", ""]
+    if info:
+        md += [
+            f"- dataset: **{info.get('dataset')}** (interactions checksum `{info.get('dataset_checksum')}`)",
+            f"- split: `{json.dumps(info.get('split'))}`",
+            f"- phase: {info.get('phase')}; history at query time: {info.get('history_at_query_time')}; "
+            f"model fitted on: {info.get('fit_on')}",
+            f"- ranking: {info.get('ranking')}",
+            f"- versions: {', '.join(f'{k} {v}' for k, v in info.get('versions', {}).items())}",
+            "",
+        ]
+    md += ["## Metrics", "", markdown_table(results), ""]
+    seg = segment_table(results)
+    if seg:
+        md += ["## Segments (NDCG@10)", "", seg, ""]
+    md += ["## Configs", ""]
+    for r in results:
+        md.append(f"- {r.model}: `{json.dumps(r.info.get('config', {}))}`")
+    md += ["", "![metric@K](metrics_at_k.png)", ""]
+    _atomic_write(out / "report.md", "\n".join(md).encode())
+    png = plot_metrics_at_k(results, out / "metrics_at_k.png")
+    return {"json": out / "report.json", "markdown": out / "report.md", "plot": png}

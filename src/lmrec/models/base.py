@@ -1,0 +1,486 @@
+"""The one protocol every lmrec model follows.
+
+``fit(data) -> self``, ``recommend(queries, k) -> DataFrame[query, user_id, item_id, score, rank]``,
+``score(queries, items) -> ndarray``, ``save(dir)`` / ``load(dir)`` (safetensors + JSON, never pickle).
+
+A *query* is a known user id, an unseen user's history (external item ids, oldest first), free
+text, or a mix: :class:`Query`. The base class turns queries into a :class:`QueryBatch` of internal
+indices (known users get their training history merged with any extra history), asks the subclass
+for a dense score matrix, masks seen/excluded items and runs the shared top-k. Subclasses only write
+``_fit`` and ``_score`` (and ``_get_state``/``_set_state`` for persistence).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+from pydantic import BaseModel, ConfigDict
+from safetensors.numpy import load_file, save_file
+
+from lmrec.data.dataset import Dataset
+from lmrec.data.vocabulary import Vocabulary
+from lmrec.errors import LmrecError, NotFittedError, UnknownIdError, UnsupportedQueryError
+from lmrec.models.topk import topk
+
+FORMAT_VERSION = 1
+
+
+class ModelConfig(BaseModel):
+    """Base for per-model hyperparameters: one pydantic model, unknown keys rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class Query:
+    """What to recommend for: a known user, an unseen user's history, free text, or a mix.
+
+    ``history`` holds external item ids, oldest first. For a known user it is *added* to the
+    training history (e.g. events since training, or the validation item at test time).
+    """
+
+    user_id: Any = None
+    history: Sequence[Any] | None = None
+    text: str | None = None
+    #: optional per-item weights for ``history`` (ratings, dwell time); default 1
+    weights: Sequence[float] | None = None
+
+    def kinds(self) -> set[str]:
+        out = set()
+        if self.user_id is not None:
+            out.add("user")
+        if self.history is not None:
+            out.add("history")
+        if self.text:
+            out.add("text")
+        return out
+
+
+QueryLike = Query | Mapping[str, Any] | int | str | np.integer
+
+
+def as_queries(queries: QueryLike | Iterable[QueryLike]) -> list[Query]:
+    """Normalise user input: a scalar is a user id; dicts use Query's field names."""
+    if isinstance(queries, (Query, Mapping, int, str, np.integer)):
+        queries = [queries]  # type: ignore[list-item]
+    out: list[Query] = []
+    for q in queries:  # type: ignore[union-attr]
+        if isinstance(q, Query):
+            out.append(q)
+        elif isinstance(q, Mapping):
+            unknown = set(q) - {"user_id", "history", "text", "weights"}
+            if unknown:
+                raise ValueError(f"query has unknown field(s) {sorted(unknown)}; use user_id, history, text")
+            out.append(Query(**q))
+        elif isinstance(q, (int, str, np.integer)):
+            out.append(Query(user_id=q.item() if isinstance(q, np.integer) else q))
+        else:
+            raise TypeError(f"cannot interpret {q!r} as a query (give a user id, a dict or a Query)")
+    for i, q in enumerate(out):
+        if not q.kinds():
+            raise ValueError(f"query {i} is empty: give a user_id, a history or a text")
+    return out
+
+
+@dataclass
+class QueryBatch:
+    """Queries in internal indices, as models see them."""
+
+    #: model-internal user index, or -1 for users with no training history (unseen users)
+    user_idx: np.ndarray
+    #: (n_queries, n_items) CSR: training history (known users) plus the query's extra history
+    history: sp.csr_matrix
+    #: each query's item indices in time order (training sequence, then extra history)
+    sequences: list[np.ndarray]
+    texts: list[str | None]
+    #: items each query must not get back (seen history, explicit exclusions) are masked by the base
+    n_items: int
+    queries: list[Query] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.user_idx)
+
+
+class Recommender(ABC):
+    """Base class: id handling, query kinds, top-k, masking and persistence for every model."""
+
+    #: registry name, used in configs, the CLI and saved artifacts
+    name: ClassVar[str] = "base"
+    Config: ClassVar[type[ModelConfig]] = ModelConfig
+    #: which query kinds ``_score`` can use: "user", "history", "text"
+    supports: ClassVar[frozenset[str]] = frozenset({"user", "history"})
+
+    def __init__(self, config: ModelConfig | Mapping[str, Any] | None = None, **params: Any) -> None:
+        if config is None:
+            config = self.Config(**params)
+        elif isinstance(config, Mapping):
+            config = self.Config(**{**config, **params})
+        elif params:
+            config = config.model_copy(update=params)
+        if not isinstance(config, self.Config):
+            raise TypeError(f"{type(self).__name__} needs a {self.Config.__name__}, got {type(config).__name__}")
+        self.config = config
+        self.user_vocab: Vocabulary | None = None
+        self.item_vocab: Vocabulary | None = None
+        # training histories, time ordered: flattened items, weights and per-user offsets
+        self._hist_items = np.zeros(0, dtype=np.int64)
+        self._hist_weights = np.zeros(0, dtype=np.float32)
+        self._hist_offsets = np.zeros(1, dtype=np.int64)
+        self._history_csr: sp.csr_matrix | None = None
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.config.model_dump().items())
+        return f"{type(self).__name__}({params})"
+
+    # ------------------------------------------------------------------ subclass hooks
+    @abstractmethod
+    def _fit(self, data: Dataset) -> None:
+        """Learn from ``data`` (internal indices in ``data.interactions``)."""
+
+    @abstractmethod
+    def _score(self, batch: QueryBatch) -> np.ndarray:
+        """Dense (n_queries, n_items) float32 scores, higher is better. No masking needed."""
+
+    def _get_state(self) -> dict[str, np.ndarray]:
+        """Model tensors to persist (safetensors)."""
+        return {}
+
+    def _get_extra(self) -> dict[str, Any]:
+        """JSON-serialisable non-tensor state to persist."""
+        return {}
+
+    def _set_state(self, tensors: dict[str, np.ndarray], extra: dict[str, Any]) -> None:
+        """Restore what ``_get_state``/``_get_extra`` returned."""
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def is_fitted(self) -> bool:
+        return self.item_vocab is not None
+
+    @property
+    def n_items(self) -> int:
+        self._check_fitted()
+        assert self.item_vocab is not None
+        return len(self.item_vocab)
+
+    def fit(self, data: Dataset) -> Self:
+        """Fit on ``data`` and remember each user's history for serving known users."""
+        self.user_vocab = data.user_vocab
+        self.item_vocab = data.item_vocab
+        self._set_histories(data)
+        self._fit(data)
+        return self
+
+    def recommend(
+        self,
+        queries: QueryLike | Iterable[QueryLike],
+        k: int = 10,
+        *,
+        exclude_seen: bool = True,
+        items: Iterable[Any] | None = None,
+        exclude: Iterable[Any] | None = None,
+        batch_size: int = 1024,
+    ) -> pl.DataFrame:
+        """Top-``k`` items per query as ``query, user_id, item_id, score, rank`` (rank from 1).
+
+        ``items`` restricts the candidates (external ids); ``exclude`` removes items for every query;
+        ``exclude_seen`` removes each query's history. Fewer than ``k`` rows come back when fewer
+        candidates remain.
+        """
+        if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k <= 0:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        qs = as_queries(queries)
+        self._check_fitted()
+        assert self.item_vocab is not None
+        allowed = None
+        if items is not None:
+            allowed = np.zeros(self.n_items, dtype=bool)
+            allowed[self.item_vocab.indices(list(items))] = True
+        banned = self.item_vocab.indices(list(exclude)) if exclude is not None else None
+        frames = []
+        for start in range(0, len(qs), batch_size):
+            chunk = qs[start : start + batch_size]
+            batch = self.encode_queries(chunk)
+            scores = np.asarray(self._score(batch), dtype=np.float32).copy()
+            mask_scores(scores, batch.history if exclude_seen else None, allowed=allowed, banned=banned)
+            idx, val = topk(scores, int(k))
+            frames.append(self._to_frame(chunk, idx, val, offset=start))
+        return pl.concat(frames) if frames else self._to_frame([], np.zeros((0, 0), np.int64), np.zeros((0, 0)), 0)
+
+    def score(self, queries: QueryLike | Iterable[QueryLike], items: Iterable[Any] | None = None) -> np.ndarray:
+        """Raw scores (n_queries, n_items or len(items)); nothing masked."""
+        qs = as_queries(queries)
+        self._check_fitted()
+        assert self.item_vocab is not None
+        scores = np.asarray(self._score(self.encode_queries(qs)), dtype=np.float32)
+        if items is not None:
+            scores = scores[:, self.item_vocab.indices(list(items))]
+        return scores
+
+    # ------------------------------------------------------------------ query encoding
+    def encode_queries(self, queries: Sequence[Query], *, on_unknown_items: str = "raise") -> QueryBatch:
+        """Resolve external ids, merge histories and check the model supports each query kind."""
+        self._check_fitted()
+        assert self.user_vocab is not None and self.item_vocab is not None
+        n = len(queries)
+        user_idx = np.full(n, -1, dtype=np.int64)
+        seqs: list[np.ndarray] = []
+        rows: list[np.ndarray] = []
+        wts: list[np.ndarray] = []
+        texts: list[str | None] = []
+        unknown_users: list[Any] = []
+        for qi, q in enumerate(queries):
+            kinds = q.kinds()
+            need = kinds - set(self.supports)
+            if "user" in need and q.history is not None:
+                need.discard("user")  # history alone is enough for a history model
+            if need:
+                raise UnsupportedQueryError(
+                    f"{type(self).__name__} cannot serve {'/'.join(sorted(need))} queries "
+                    f"(supports: {', '.join(sorted(self.supports))}); query {qi}: {q!r}"
+                )
+            seq = np.zeros(0, dtype=np.int64)
+            w = np.zeros(0, dtype=np.float32)
+            if q.user_id is not None:
+                u = self.user_vocab.get(q.user_id)
+                if u < 0 or self._hist_offsets[u + 1] == self._hist_offsets[u]:
+                    if q.history is None and not q.text:
+                        unknown_users.append(q.user_id)
+                else:
+                    user_idx[qi] = u
+                    lo, hi = self._hist_offsets[u], self._hist_offsets[u + 1]
+                    seq = self._hist_items[lo:hi]
+                    w = self._hist_weights[lo:hi]
+            if q.history is not None:
+                hist = list(q.history)
+                if on_unknown_items == "drop":
+                    extra = self.item_vocab.indices(hist, missing="drop")
+                    ew = np.ones(len(extra), np.float32)
+                else:
+                    try:
+                        extra = self.item_vocab.indices(hist)
+                    except UnknownIdError as exc:
+                        raise UnknownIdError(f"item_id in the history of query {qi}", exc.ids) from None
+                    ew = (
+                        np.asarray(q.weights, dtype=np.float32)
+                        if q.weights is not None
+                        else np.ones(len(extra), np.float32)
+                    )
+                    if len(ew) != len(extra):
+                        raise ValueError(f"query {qi}: {len(ew)} weights for {len(extra)} history items")
+                seq = np.concatenate([seq, extra])
+                w = np.concatenate([w, ew])
+            seqs.append(seq)
+            rows.append(np.full(len(seq), qi, dtype=np.int64))
+            wts.append(w)
+            texts.append(q.text or None)
+        if unknown_users:
+            raise UnknownIdError("user_id", unknown_users)
+        r = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+        c = np.concatenate(seqs) if seqs else np.zeros(0, np.int64)
+        d = np.concatenate(wts) if wts else np.zeros(0, np.float32)
+        hist = sp.csr_matrix((d, (r, c)), shape=(n, self.n_items), dtype=np.float32)
+        hist.sum_duplicates()
+        return QueryBatch(user_idx=user_idx, history=hist, sequences=seqs, texts=texts, n_items=self.n_items, queries=list(queries))
+
+    # ------------------------------------------------------------------ histories
+    def _set_histories(self, data: Dataset) -> None:
+        df = (
+            data.interactions.with_row_index("_row")
+            .sort(["user_idx", "timestamp", "_row"])
+            .select("user_idx", "item_idx", "weight")
+        )
+        users = df["user_idx"].to_numpy()
+        self._hist_items = df["item_idx"].to_numpy().astype(np.int64)
+        self._hist_weights = df["weight"].fill_null(1.0).to_numpy().astype(np.float32)
+        self._hist_offsets = np.searchsorted(users, np.arange(data.n_users + 1)).astype(np.int64)
+        self._history_csr = None
+
+    @property
+    def train_history(self) -> sp.csr_matrix:
+        """(n_users, n_items) CSR of training interactions (weights summed over duplicates)."""
+        if self._history_csr is None:
+            n_users = len(self._hist_offsets) - 1
+            counts = np.diff(self._hist_offsets)
+            rows = np.repeat(np.arange(n_users), counts)
+            m = sp.csr_matrix(
+                (self._hist_weights, (rows, self._hist_items)), shape=(n_users, self.n_items), dtype=np.float32
+            )
+            m.sum_duplicates()
+            self._history_csr = m
+        return self._history_csr
+
+    def add_interactions(self, user_id: Any, item_ids: Sequence[Any], weights: Sequence[float] | None = None) -> None:
+        """Append events to a known user's history in memory (online feedback, no retraining).
+
+        New users are added to the vocabulary; their queries are then served from history.
+        """
+        self._check_fitted()
+        assert self.user_vocab is not None and self.item_vocab is not None
+        items = self.item_vocab.indices(list(item_ids))
+        w = np.ones(len(items), np.float32) if weights is None else np.asarray(weights, np.float32)
+        if user_id not in self.user_vocab:
+            self.user_vocab = self.user_vocab.extend([user_id])
+            self._hist_offsets = np.append(self._hist_offsets, self._hist_offsets[-1])
+        u = self.user_vocab.index(user_id)
+        at = self._hist_offsets[u + 1]
+        self._hist_items = np.insert(self._hist_items, at, items)
+        self._hist_weights = np.insert(self._hist_weights, at, w)
+        self._hist_offsets[u + 1 :] += len(items)
+        self._history_csr = None
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the model to directory ``path`` atomically (safetensors + JSON; no pickle)."""
+        self._check_fitted()
+        assert self.user_vocab is not None and self.item_vocab is not None
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        try:
+            from lmrec import __version__
+
+            meta = {
+                "format_version": FORMAT_VERSION,
+                "lmrec_version": __version__,
+                "model": self.name,
+                "class": f"{type(self).__module__}.{type(self).__qualname__}",
+                "config": self.config.model_dump(mode="json"),
+                "extra": self._get_extra(),
+            }
+            (tmp / "model.json").write_text(json.dumps(meta, indent=2))
+            (tmp / "vocab.json").write_text(
+                json.dumps({"user": self.user_vocab.to_json(), "item": self.item_vocab.to_json()})
+            )
+            tensors = {f"model.{k}": np.ascontiguousarray(v) for k, v in self._get_state().items()}
+            tensors.update(
+                {
+                    "history.items": self._hist_items,
+                    "history.weights": self._hist_weights,
+                    "history.offsets": self._hist_offsets,
+                }
+            )
+            save_file(tensors, str(tmp / "state.safetensors"))
+            _replace_dir(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return target
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Recommender:
+        """Load any saved lmrec model (the class is read from ``model.json``)."""
+        from lmrec.models.registry import get_model_class
+
+        path = Path(path)
+        try:
+            meta = json.loads((path / "model.json").read_text())
+            vocab = json.loads((path / "vocab.json").read_text())
+            tensors = load_file(str(path / "state.safetensors"))
+        except FileNotFoundError as exc:
+            raise LmrecError(f"{path} is not a saved lmrec model: missing {Path(exc.filename).name}") from exc
+        except (json.JSONDecodeError, OSError, Exception) as exc:
+            raise LmrecError(f"{path}: cannot read saved model ({exc})") from exc
+        klass = get_model_class(meta["model"])
+        if cls is not Recommender and not issubclass(klass, cls):
+            raise LmrecError(f"{path} holds a {meta['model']} model, not {cls.__name__}")
+        model = klass(klass.Config(**meta["config"]))
+        model.user_vocab = Vocabulary.from_json(vocab["user"])
+        model.item_vocab = Vocabulary.from_json(vocab["item"])
+        model._hist_items = tensors.pop("history.items")
+        model._hist_weights = tensors.pop("history.weights")
+        model._hist_offsets = tensors.pop("history.offsets")
+        model._set_state({k.removeprefix("model."): v for k, v in tensors.items()}, meta.get("extra", {}))
+        return model
+
+    # ------------------------------------------------------------------ helpers
+    def _check_fitted(self) -> None:
+        if not self.is_fitted:
+            raise NotFittedError(f"{type(self).__name__} is not fitted: call fit(data) first")
+
+    def _to_frame(self, queries: Sequence[Query], idx: np.ndarray, val: np.ndarray, offset: int) -> pl.DataFrame:
+        assert self.item_vocab is not None
+        valid = np.isfinite(val)
+        qpos = np.repeat(np.arange(idx.shape[0]), idx.shape[1]).reshape(idx.shape)
+        qpos, items, scores = qpos[valid], idx[valid], val[valid]
+        ranks = (np.cumsum(valid, axis=1) * valid)[valid] if valid.size else np.zeros(0, np.int64)
+        user_ids = [queries[i].user_id for i in qpos]
+        user_dtype = pl.Int64 if self.user_vocab is not None and self.user_vocab.kind == "int" else pl.Utf8
+        if user_dtype == pl.Int64:
+            user_ids = [None if u is None else int(u) if not isinstance(u, str) or u.lstrip("-").isdigit() else None for u in user_ids]
+        else:
+            user_ids = [None if u is None else str(u) for u in user_ids]
+        return pl.DataFrame(
+            {
+                "query": (qpos + offset).astype(np.int64),
+                "user_id": pl.Series(user_ids, dtype=user_dtype),
+                "item_id": pl.Series(
+                    self.item_vocab.external(items), dtype=pl.Int64 if self.item_vocab.kind == "int" else pl.Utf8
+                ),
+                "score": scores.astype(np.float32),
+                "rank": ranks.astype(np.int64),
+            }
+        )
+
+
+def mask_scores(
+    scores: np.ndarray,
+    history: sp.csr_matrix | None,
+    *,
+    allowed: np.ndarray | None = None,
+    banned: np.ndarray | None = None,
+) -> np.ndarray:
+    """Set -inf in place where an item is in the query's history, not allowed, or banned."""
+    if history is not None and history.nnz:
+        rows = np.repeat(np.arange(history.shape[0]), np.diff(history.indptr))
+        scores[rows, history.indices] = -np.inf
+    if allowed is not None:
+        scores[:, ~allowed] = -np.inf
+    if banned is not None and len(banned):
+        scores[:, banned] = -np.inf
+    return scores
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
+    """Move the finished ``src`` into place at ``dst``; an existing ``dst`` is swapped out, not merged."""
+    if dst.exists():
+        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
+        os.replace(dst, old)
+        try:
+            os.replace(src, dst)
+        except BaseException:
+            os.replace(old, dst)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(src, dst)
+
+
+class EmbeddingRecommender(Recommender):
+    """A model whose scores are dot products of query vectors and item vectors.
+
+    MF, two-tower, sequence and content models implement ``query_vectors``/``item_vectors``; one
+    scoring path (and the serving ANN index) then serves them all.
+    """
+
+    @abstractmethod
+    def query_vectors(self, batch: QueryBatch) -> np.ndarray:
+        """(n_queries, dim) float32."""
+
+    @abstractmethod
+    def item_vectors(self) -> np.ndarray:
+        """(n_items, dim) float32."""
+
+    def _score(self, batch: QueryBatch) -> np.ndarray:
+        return self.query_vectors(batch) @ self.item_vectors().T

@@ -1,0 +1,77 @@
+"""Splits: deterministic, leak-free, protocol recorded."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from lmrec.data.dataset import Dataset
+from lmrec.data.split import cold_item, cold_user, leave_last_out, random_split, split, temporal
+from lmrec.errors import DataError
+
+
+def test_leave_last_out_takes_last_by_time_ties_by_file_order():
+    df = pl.DataFrame({"user_id": [1, 1, 1, 1], "item_id": [1, 2, 3, 4], "timestamp": [1, 5, 5, 2]})
+    s = leave_last_out(Dataset.from_frames(df))
+    # by time: 1(t1), 4(t2), 2(t5), 3(t5, later in file) -> test 3, valid 2
+    assert s.test["item_id"].to_list() == [3]
+    assert s.valid is not None and s.valid["item_id"].to_list() == [2]
+    assert sorted(s.train.interactions["item_id"].to_list()) == [1, 4]
+    assert s.protocol["name"] == "leave_last_out"
+
+
+def test_leave_last_out_on_ml100k(ml100k):
+    s = leave_last_out(ml100k)
+    assert s.test.height == 943 and s.valid is not None and s.valid.height == 943
+    assert s.train.n_interactions == 100_000 - 2 * 943
+    # no leakage: every test event is at or after all of that user's training events
+    last_train = s.train.interactions.group_by("user_idx").agg(pl.col("timestamp").max().alias("t"))
+    joined = s.test.join(last_train, on="user_idx")
+    assert (joined["timestamp"] >= joined["t"]).all()
+    assert s.full.n_interactions == 100_000 - 943
+
+
+def test_short_users_stay_in_training():
+    df = pl.DataFrame({"user_id": [1, 1, 2, 2, 2], "item_id": [1, 2, 1, 2, 3], "timestamp": [1, 2, 1, 2, 3]})
+    s = leave_last_out(Dataset.from_frames(df))
+    assert s.test["user_id"].to_list() == [2]
+    assert s.train.interactions.filter(pl.col("user_id") == 1).height == 2
+
+
+def test_random_split_is_seeded(ml100k):
+    a = random_split(ml100k, test_fraction=0.2, seed=7)
+    b = random_split(ml100k, test_fraction=0.2, seed=7)
+    c = random_split(ml100k, test_fraction=0.2, seed=8)
+    assert a.test.equals(b.test) and not a.test.equals(c.test)
+    assert abs(a.test.height / 100_000 - 0.2) < 0.02
+
+
+def test_temporal_cut(ml100k):
+    s = temporal(ml100k, test_fraction=0.1, valid_fraction=0.1)
+    assert s.train.interactions["timestamp"].max() <= s.valid["timestamp"].min()
+    assert s.valid["timestamp"].max() <= s.test["timestamp"].min()
+
+
+def test_cold_item_items_absent_from_training(ml100k):
+    s = cold_item(ml100k, item_fraction=0.1, seed=0)
+    test_items = set(s.test["item_idx"].to_list())
+    assert not test_items & set(s.train.interactions["item_idx"].to_list())
+    assert test_items <= set(s.cold_items().tolist())
+    assert s.protocol["seed"] == 0
+
+
+def test_cold_user_reveals_history_prefix(ml100k):
+    s = cold_user(ml100k, user_fraction=0.05, history_fraction=0.5, seed=0)
+    cold = set(s.test["user_idx"].to_list())
+    assert not cold & set(s.train.interactions["user_idx"].to_list())
+    assert s.test_history is not None and set(s.test_history["user_idx"].to_list()) == cold
+    h = s.test_history.group_by("user_idx").agg(pl.col("timestamp").max().alias("h"))
+    t = s.test.group_by("user_idx").agg(pl.col("timestamp").min().alias("t"))
+    j = h.join(t, on="user_idx")
+    assert (j["h"] <= j["t"]).all()
+
+
+def test_dispatch_and_unknown_protocol(ml100k):
+    assert split(ml100k, "leave_last_out").protocol["name"] == "leave_last_out"
+    with pytest.raises(DataError, match="unknown split protocol 'nope'"):
+        split(ml100k, "nope")
