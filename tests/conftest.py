@@ -23,7 +23,9 @@ def _data_home() -> Path:
 def data_home() -> Path:
     home = _data_home()
     if not (home / "ml-100k" / "u.data").exists():
-        pytest.fail(f"real datasets not found at {home}: set LMREC_DATA_HOME or put ../shared/data beside the repo")
+        pytest.fail(
+            f"real datasets not found at {home}: set LMREC_DATA_HOME or put ../shared/data beside the repo"
+        )
     return home
 
 

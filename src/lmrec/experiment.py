@@ -140,7 +140,11 @@ def run_experiment(
 def save_catalog(data: Dataset, model_dir: str | os.PathLike[str]) -> Path:
     """Store the item table next to a saved model (parquet), so recommendations can show titles."""
     table = data.item_table()
-    keep = [c for c in table.columns if table[c].dtype in (pl.Utf8, pl.String, pl.Int64, pl.Int32, pl.Float64, pl.Float32)]
+    keep = [
+        c
+        for c in table.columns
+        if table[c].dtype in (pl.Utf8, pl.String, pl.Int64, pl.Int32, pl.Float64, pl.Float32)
+    ]
     path = Path(model_dir) / "catalog.parquet"
     tmp = path.with_name(".catalog.parquet.tmp")
     table.select(keep).write_parquet(tmp)

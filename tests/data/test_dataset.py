@@ -31,7 +31,9 @@ def test_from_frames_builds_sorted_vocabularies_and_indices():
 
 def test_pandas_input_and_column_mapping():
     pdf = pd.DataFrame({"u": ["x", "y"], "i": ["p", "q"], "ts": [1.5, 2.5], "stars": [4, 5]})
-    ds = Dataset.from_frames(pdf, columns={"user_id": "u", "item_id": "i", "timestamp": "ts", "rating": "stars"})
+    ds = Dataset.from_frames(
+        pdf, columns={"user_id": "u", "item_id": "i", "timestamp": "ts", "rating": "stars"}
+    )
     assert ds.user_vocab.kind == "str" and ds.interactions["rating"].dtype == pl.Float32
 
 
@@ -48,10 +50,16 @@ def test_duplicates_summed_in_matrix_and_sequences_time_ordered():
     [
         (pl.DataFrame({"user_id": [1], "timestamp": [1]}), "no 'item_id' column"),
         (pl.DataFrame({"user_id": [1, None], "item_id": [1, 2]}), "null value"),
-        (pl.DataFrame({"user_id": [1], "item_id": [1], "timestamp": ["yesterday"]}), "non-numeric timestamp 'yesterday'"),
+        (
+            pl.DataFrame({"user_id": [1], "item_id": [1], "timestamp": ["yesterday"]}),
+            "non-numeric timestamp 'yesterday'",
+        ),
         (pl.DataFrame({"user_id": [1.5], "item_id": [1]}), "non-integer"),
         (pl.DataFrame({"user_id": [1], "item_id": [1], "rating": ["five"]}), "non-numeric value 'five'"),
-        (pl.DataFrame({"user_id": [], "item_id": []}, schema={"user_id": pl.Int64, "item_id": pl.Int64}), "empty"),
+        (
+            pl.DataFrame({"user_id": [], "item_id": []}, schema={"user_id": pl.Int64, "item_id": pl.Int64}),
+            "empty",
+        ),
     ],
 )
 def test_bad_input_names_the_column(df, match):
@@ -61,7 +69,9 @@ def test_bad_input_names_the_column(df, match):
 
 def test_error_message_names_file_and_column():
     with pytest.raises(DataError) as info:
-        Dataset.from_frames(pl.DataFrame({"user_id": [1], "item_id": [1], "timestamp": ["x"]}), source="u.data")
+        Dataset.from_frames(
+            pl.DataFrame({"user_id": [1], "item_id": [1], "timestamp": ["x"]}), source="u.data"
+        )
     assert "u.data" in str(info.value) and "'timestamp'" in str(info.value)
 
 

@@ -102,8 +102,13 @@ def test_report_files(tmp_path, ml100k):
 
 
 def test_external_string_ids_round_trip():
-    df = pl.DataFrame({"user_id": ["a", "a", "a", "b", "b", "b"], "item_id": ["x", "y", "z", "y", "z", "w"],
-                       "timestamp": [1, 2, 3, 1, 2, 3]})
+    df = pl.DataFrame(
+        {
+            "user_id": ["a", "a", "a", "b", "b", "b"],
+            "item_id": ["x", "y", "z", "y", "z", "w"],
+            "timestamp": [1, 2, 3, 1, 2, 3],
+        }
+    )
     data = Dataset.from_frames(df)
     split = leave_last_out(data, n_valid=0)
     res = evaluate(Popularity().fit(split.train), split, ks=(2,))

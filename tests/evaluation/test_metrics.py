@@ -51,7 +51,9 @@ def ranking_case(draw):
     for _ in range(n_users):
         perm = draw(st.permutations(list(range(n_items))))
         lists.append(list(perm)[:k])
-        rels.append(set(draw(st.lists(st.integers(0, n_items - 1), min_size=1, max_size=n_items, unique=True))))
+        rels.append(
+            set(draw(st.lists(st.integers(0, n_items - 1), min_size=1, max_size=n_items, unique=True)))
+        )
     return n_items, k, lists, rels
 
 
@@ -74,7 +76,9 @@ def test_ranking_metrics_match_naive(case):
 @settings(max_examples=100, deadline=None)
 @given(st.integers(2, 25), st.data())
 def test_auc_matches_naive(n_items, data):
-    scores = np.array(data.draw(st.lists(st.integers(-3, 3), min_size=n_items, max_size=n_items)), dtype=np.float64)
+    scores = np.array(
+        data.draw(st.lists(st.integers(-3, 3), min_size=n_items, max_size=n_items)), dtype=np.float64
+    )
     rel = set(data.draw(st.lists(st.integers(0, n_items - 1), min_size=1, max_size=n_items - 1, unique=True)))
     targets = sp.csr_matrix((np.ones(len(rel)), ([0] * len(rel), sorted(rel))), shape=(1, n_items))
     assert math.isclose(M.auc_per_user(scores[None, :], targets)[0], naive_auc(scores, rel), abs_tol=1e-12)

@@ -83,7 +83,9 @@ def evaluate_cmd(
     config: Annotated[Path | None, typer.Option("--config", "-c", help="experiment TOML")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="report folder")] = None,
     data_dir: DataDir = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="override a config key: a.b.c=value")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="override a config key: a.b.c=value")
+    ] = None,
 ) -> None:
     """Fit the configured models on the training split and evaluate them (full ranking)."""
     from lmrec.experiment import load_data, run_experiment
@@ -93,12 +95,18 @@ def evaluate_cmd(
         data = load_data(cfg.dataset)
     console.print(f"{data!r}")
     results = []
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as prog:
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
+    ) as prog:
         task = prog.add_task("fitting", total=len(cfg.models))
 
         def done(spec: Any, res: Any) -> None:
             results.append(res)
-            prog.update(task, advance=1, description=f"{spec.title}: ndcg@10={res.metrics.get('ndcg@10', float('nan')):.4f}")
+            prog.update(
+                task,
+                advance=1,
+                description=f"{spec.title}: ndcg@10={res.metrics.get('ndcg@10', float('nan')):.4f}",
+            )
 
         run_experiment(cfg, out_dir=out, data=data, on_model=done)
     console.print(_results_table(results, f"{data.name} — {cfg.split.protocol} ({cfg.evaluation.phase})"))
@@ -109,9 +117,13 @@ def evaluate_cmd(
 def train_cmd(
     model: Annotated[str, typer.Option("--model", "-m", help="registered model name")] = "ease",
     out: Annotated[Path, typer.Option("--out", "-o", help="artifact folder")] = Path("artifacts/model"),
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="experiment TOML (dataset + model params)")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="experiment TOML (dataset + model params)")
+    ] = None,
     data_dir: DataDir = None,
-    on_split: Annotated[bool, typer.Option("--on-split/--on-all", help="fit on the training split only")] = False,
+    on_split: Annotated[
+        bool, typer.Option("--on-split/--on-all", help="fit on the training split only")
+    ] = False,
     set_: Annotated[list[str] | None, typer.Option("--set")] = None,
 ) -> None:
     """Fit one model and save it (safetensors + JSON) with its item catalogue."""
@@ -132,7 +144,9 @@ def train_cmd(
 def recommend_cmd(
     artifact: Annotated[Path, typer.Argument(help="folder written by `lmrec train`")],
     user: Annotated[str | None, typer.Option("--user", "-u", help="a known user id")] = None,
-    history: Annotated[str | None, typer.Option("--history", help="comma-separated item ids, oldest first")] = None,
+    history: Annotated[
+        str | None, typer.Option("--history", help="comma-separated item ids, oldest first")
+    ] = None,
     text: Annotated[str | None, typer.Option("--text", "-t", help="free-text query")] = None,
     k: Annotated[int, typer.Option("-k", help="how many items")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON lines")] = False,
@@ -148,8 +162,12 @@ def recommend_cmd(
     recs = model.recommend(Query(user_id=user, history=hist, text=text), k=k)
     catalog = load_catalog(artifact)
     if catalog is not None and "title" in catalog.columns:
-        recs = recs.join(catalog.select("item_id", "title").with_columns(
-            catalog["item_id"].cast(recs["item_id"].dtype)), on="item_id", how="left", maintain_order="left")
+        recs = recs.join(
+            catalog.select("item_id", "title").with_columns(catalog["item_id"].cast(recs["item_id"].dtype)),
+            on="item_id",
+            how="left",
+            maintain_order="left",
+        )
     if as_json:
         for row in recs.iter_rows(named=True):
             print(json.dumps(row, default=str))
@@ -159,7 +177,13 @@ def recommend_cmd(
         if c in recs.columns:
             table.add_column(c)
     for row in recs.iter_rows(named=True):
-        table.add_row(*(f"{row[c]:.4f}" if c == "score" else str(row[c]) for c in ("rank", "item_id", "title", "score") if c in recs.columns))
+        table.add_row(
+            *(
+                f"{row[c]:.4f}" if c == "score" else str(row[c])
+                for c in ("rank", "item_id", "title", "score")
+                if c in recs.columns
+            )
+        )
     console.print(table)
 
 
@@ -177,13 +201,21 @@ def quickstart_cmd(
     else:
         cfg = ExperimentConfig.from_toml(config)
     if data_dir or os.environ.get("LMREC_DATA_HOME"):
-        cfg = cfg.model_copy(update={"dataset": cfg.dataset.model_copy(update={"data_dir": data_dir or os.environ["LMREC_DATA_HOME"]})})
+        cfg = cfg.model_copy(
+            update={
+                "dataset": cfg.dataset.model_copy(
+                    update={"data_dir": data_dir or os.environ["LMREC_DATA_HOME"]}
+                )
+            }
+        )
     t0 = time.perf_counter()
     with console.status("loading MovieLens-100K"):
         data = load_data(cfg.dataset)
     console.print(f"{data!r}")
     results = []
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as prog:
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
+    ) as prog:
         task = prog.add_task("fitting and evaluating", total=len(cfg.models))
 
         def done(spec: Any, res: Any) -> None:
@@ -204,7 +236,9 @@ def quickstart_cmd(
         table.add_column("title")
         table.add_column("score", justify="right")
         for row in recs.filter(recs["user_id"] == uid).iter_rows(named=True):
-            table.add_row(str(row["rank"]), titles.get(row["item_id"], str(row["item_id"])), f"{row['score']:.3f}")
+            table.add_row(
+                str(row["rank"]), titles.get(row["item_id"], str(row["item_id"])), f"{row['score']:.3f}"
+            )
         console.print(table)
     console.print(f"report: {out}/report.md  ({time.perf_counter() - t0:.1f}s in all)")
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
@@ -69,7 +69,9 @@ def _check_id_column(frame: pl.DataFrame, col: str, what: str, source: str | Non
     nulls = frame[col].null_count()
     if nulls:
         first = frame.with_row_index("_row").filter(pl.col(col).is_null())["_row"][0]
-        raise DataError(f"{what}: {nulls} null value(s) in id column, first at row {first}", source=source, column=col)
+        raise DataError(
+            f"{what}: {nulls} null value(s) in id column, first at row {first}", source=source, column=col
+        )
     dtype = frame[col].dtype
     if dtype.is_float():
         vals = frame[col]
@@ -109,7 +111,11 @@ def _check_timestamp(frame: pl.DataFrame, what: str, source: str | None, *, requ
             )
         frame = frame.with_columns(as_num.alias("timestamp"))
     else:
-        raise DataError(f"{what}: timestamp must be numeric or a datetime, got {ts.dtype}", source=source, column="timestamp")
+        raise DataError(
+            f"{what}: timestamp must be numeric or a datetime, got {ts.dtype}",
+            source=source,
+            column="timestamp",
+        )
     if frame["timestamp"].null_count():
         row = int(frame["timestamp"].is_null().arg_true()[0])
         raise DataError(f"{what}: null timestamp at row {row}", source=source, column="timestamp")
@@ -161,7 +167,7 @@ class Dataset:
         source: str | None = None,
         meta: Mapping[str, Any] | None = None,
         require_timestamp: bool = False,
-        dedupe: str | None = None,
+        dedupe: Literal["first", "last"] | None = None,
     ) -> Dataset:
         """Validate and index pandas/polars/arrow frames.
 
@@ -188,11 +194,15 @@ class Dataset:
 
         items_df = None
         if items is not None:
-            items_df = _check_id_column(_rename(_to_polars(items, "items"), item_columns), "item_id", "items", source)
+            items_df = _check_id_column(
+                _rename(_to_polars(items, "items"), item_columns), "item_id", "items", source
+            )
             dup = items_df["item_id"].is_duplicated()
             if dup.any():
                 raise DataError(
-                    f"items: duplicate item_id {items_df['item_id'].filter(dup)[0]!r}", source=source, column="item_id"
+                    f"items: duplicate item_id {items_df['item_id'].filter(dup)[0]!r}",
+                    source=source,
+                    column="item_id",
                 )
             if items_df["item_id"].dtype != inter["item_id"].dtype:
                 raise DataError(
@@ -202,11 +212,15 @@ class Dataset:
                 )
         users_df = None
         if users is not None:
-            users_df = _check_id_column(_rename(_to_polars(users, "users"), user_columns), "user_id", "users", source)
+            users_df = _check_id_column(
+                _rename(_to_polars(users, "users"), user_columns), "user_id", "users", source
+            )
             dup = users_df["user_id"].is_duplicated()
             if dup.any():
                 raise DataError(
-                    f"users: duplicate user_id {users_df['user_id'].filter(dup)[0]!r}", source=source, column="user_id"
+                    f"users: duplicate user_id {users_df['user_id'].filter(dup)[0]!r}",
+                    source=source,
+                    column="user_id",
                 )
         reviews_df = None
         if reviews is not None:
@@ -232,7 +246,9 @@ class Dataset:
         # depend on file order. Catalogue-only items are part of the item vocabulary (cold items).
         user_ids = inter["user_id"]
         if users_df is not None:
-            user_ids = pl.concat([user_ids, users_df["user_id"].cast(user_ids.dtype, strict=False).drop_nulls()])
+            user_ids = pl.concat(
+                [user_ids, users_df["user_id"].cast(user_ids.dtype, strict=False).drop_nulls()]
+            )
         item_ids = inter["item_id"]
         if items_df is not None:
             item_ids = pl.concat([item_ids, items_df["item_id"]])
@@ -281,7 +297,11 @@ class Dataset:
         return self.interactions.height
 
     def __repr__(self) -> str:
-        extra = [f"{k}={getattr(self, k).height}" for k in ("items", "users", "reviews", "tags") if getattr(self, k) is not None]
+        extra = [
+            f"{k}={getattr(self, k).height}"
+            for k in ("items", "users", "reviews", "tags")
+            if getattr(self, k) is not None
+        ]
         return (
             f"Dataset({self.name!r}: {self.n_interactions} interactions, {self.n_users} users, "
             f"{self.n_items} items{', ' if extra else ''}{', '.join(extra)})"
@@ -292,7 +312,11 @@ class Dataset:
         h = hashlib.sha256()
         cols = [c for c in ("user_id", "item_id", "timestamp", "weight") if c in self.interactions.columns]
         for c in cols:
-            h.update(self.interactions[c].to_numpy().tobytes() if self.interactions[c].dtype.is_numeric() else "\x1f".join(map(str, self.interactions[c].to_list())).encode())
+            h.update(
+                self.interactions[c].to_numpy().tobytes()
+                if self.interactions[c].dtype.is_numeric()
+                else "\x1f".join(map(str, self.interactions[c].to_list())).encode()
+            )
         return h.hexdigest()[:16]
 
     # ------------------------------------------------------------------ derived views
@@ -347,15 +371,22 @@ class Dataset:
         table = self.item_table()
         for col in ("title", "name"):
             if col in table.columns:
-                return [t if t is not None else str(i) for i, t in zip(table["item_id"].to_list(), table[col].to_list(), strict=True)]
+                return [
+                    t if t is not None else str(i)
+                    for i, t in zip(table["item_id"].to_list(), table[col].to_list(), strict=True)
+                ]
         return [str(i) for i in table["item_id"].to_list()]
 
     def extend_items(self, new_items: pl.DataFrame) -> Dataset:
         """Add catalogue items (e.g. new arrivals) without touching existing indices."""
         new_items = _check_id_column(new_items, "item_id", "items", None)
         vocab = self.item_vocab.extend(new_items["item_id"].to_list())
-        items = new_items if self.items is None else pl.concat([self.items, new_items], how="diagonal_relaxed").unique(
-            "item_id", keep="last", maintain_order=True
+        items = (
+            new_items
+            if self.items is None
+            else pl.concat([self.items, new_items], how="diagonal_relaxed").unique(
+                "item_id", keep="last", maintain_order=True
+            )
         )
         return replace(self, item_vocab=vocab, items=items)
 

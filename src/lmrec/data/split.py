@@ -18,6 +18,7 @@ Protocols
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,7 +47,9 @@ class Split:
         """Train + validation: the training history users have at test time."""
         if self.valid is None or self.valid.height == 0:
             return self.train
-        return self.train.with_interactions(pl.concat([self.train.interactions, self.valid], how="diagonal_relaxed"))
+        return self.train.with_interactions(
+            pl.concat([self.train.interactions, self.valid], how="diagonal_relaxed")
+        )
 
     def cold_items(self) -> np.ndarray:
         """Internal indices of items with no training interactions."""
@@ -95,19 +98,30 @@ def leave_last_out(data: Dataset, *, n_test: int = 1, n_valid: int = 1, min_trai
         train=data.with_interactions(_restore(train.drop(drop))),
         test=_restore(test.drop(drop)),
         valid=_restore(valid.drop(drop)) if n_valid else None,
-        protocol={"name": "leave_last_out", "n_test": n_test, "n_valid": n_valid, "min_train": min_train,
-                  "tie_break": "file order"},
+        protocol={
+            "name": "leave_last_out",
+            "n_test": n_test,
+            "n_valid": n_valid,
+            "min_train": min_train,
+            "tie_break": "file order",
+        },
     )
 
 
-def temporal(data: Dataset, *, test_fraction: float = 0.2, valid_fraction: float = 0.0, cut: float | None = None) -> Split:
+def temporal(
+    data: Dataset, *, test_fraction: float = 0.2, valid_fraction: float = 0.0, cut: float | None = None
+) -> Split:
     """One global time cut: the latest ``test_fraction`` of interactions (or those after ``cut``) are test."""
     ts = data.interactions["timestamp"].cast(pl.Float64)
     if cut is None:
         if not 0 < test_fraction < 1:
             raise DataError(f"test_fraction must be in (0, 1), got {test_fraction}")
         cut = float(ts.quantile(1 - test_fraction, interpolation="lower") or 0.0)
-    vcut = float(ts.quantile(max(1 - test_fraction - valid_fraction, 0.0), interpolation="lower") or 0.0) if valid_fraction else cut
+    vcut = (
+        float(ts.quantile(max(1 - test_fraction - valid_fraction, 0.0), interpolation="lower") or 0.0)
+        if valid_fraction
+        else cut
+    )
     df = data.interactions.with_row_index("_row")
     t = pl.col("timestamp").cast(pl.Float64)
     test = df.filter(t > cut)
@@ -117,35 +131,53 @@ def temporal(data: Dataset, *, test_fraction: float = 0.2, valid_fraction: float
         train=data.with_interactions(train.drop("_row")),
         test=test.drop("_row"),
         valid=valid.drop("_row") if valid is not None else None,
-        protocol={"name": "temporal", "cut": cut, "valid_cut": vcut, "test_fraction": test_fraction,
-                  "valid_fraction": valid_fraction},
+        protocol={
+            "name": "temporal",
+            "cut": cut,
+            "valid_cut": vcut,
+            "test_fraction": test_fraction,
+            "valid_fraction": valid_fraction,
+        },
     )
 
 
-def random_split(data: Dataset, *, test_fraction: float = 0.2, valid_fraction: float = 0.0, seed: int = 42) -> Split:
+def random_split(
+    data: Dataset, *, test_fraction: float = 0.2, valid_fraction: float = 0.0, seed: int = 42
+) -> Split:
     """Per user, a seeded random ``test_fraction`` (and ``valid_fraction``) of interactions held out."""
     if not 0 < test_fraction < 1 or not 0 <= valid_fraction < 1 - test_fraction:
         raise DataError(f"bad fractions test={test_fraction} valid={valid_fraction}")
     rng = np.random.default_rng(seed)
-    df = data.interactions.with_row_index("_row").with_columns(pl.Series("_r", rng.random(data.n_interactions)))
+    df = data.interactions.with_row_index("_row").with_columns(
+        pl.Series("_r", rng.random(data.n_interactions))
+    )
     df = df.with_columns(
         (pl.col("_r").rank("ordinal").over("user_idx") / pl.len().over("user_idx")).alias("_q"),
         pl.len().over("user_idx").alias("_n"),
     )
     eligible = pl.col("_n") >= 2
     test = df.filter(eligible & (pl.col("_q") > 1 - test_fraction))
-    valid = df.filter(eligible & (pl.col("_q") > 1 - test_fraction - valid_fraction) & (pl.col("_q") <= 1 - test_fraction))
+    valid = df.filter(
+        eligible & (pl.col("_q") > 1 - test_fraction - valid_fraction) & (pl.col("_q") <= 1 - test_fraction)
+    )
     train = df.filter(~eligible | (pl.col("_q") <= 1 - test_fraction - valid_fraction))
     drop = ["_row", "_r", "_q", "_n"]
     return Split(
         train=data.with_interactions(train.sort("_row").drop(drop)),
         test=test.sort("_row").drop(drop),
         valid=valid.sort("_row").drop(drop) if valid_fraction else None,
-        protocol={"name": "random", "test_fraction": test_fraction, "valid_fraction": valid_fraction, "seed": seed},
+        protocol={
+            "name": "random",
+            "test_fraction": test_fraction,
+            "valid_fraction": valid_fraction,
+            "seed": seed,
+        },
     )
 
 
-def cold_item(data: Dataset, *, item_fraction: float = 0.1, valid_fraction: float = 0.0, seed: int = 42) -> Split:
+def cold_item(
+    data: Dataset, *, item_fraction: float = 0.1, valid_fraction: float = 0.0, seed: int = 42
+) -> Split:
     """Hold out every interaction of a seeded random ``item_fraction`` of the interacted items.
 
     With ``valid_fraction`` a second, disjoint set of items forms a cold validation set.
@@ -164,12 +196,19 @@ def cold_item(data: Dataset, *, item_fraction: float = 0.1, valid_fraction: floa
         train=data.with_interactions(df.filter(~is_test & ~is_valid)),
         test=df.filter(is_test),
         valid=df.filter(is_valid) if n_valid else None,
-        protocol={"name": "cold_item", "item_fraction": item_fraction, "valid_fraction": valid_fraction,
-                  "seed": seed, "n_cold_items": int(n_test)},
+        protocol={
+            "name": "cold_item",
+            "item_fraction": item_fraction,
+            "valid_fraction": valid_fraction,
+            "seed": seed,
+            "n_cold_items": int(n_test),
+        },
     )
 
 
-def cold_user(data: Dataset, *, user_fraction: float = 0.1, history_fraction: float = 0.5, seed: int = 42) -> Split:
+def cold_user(
+    data: Dataset, *, user_fraction: float = 0.1, history_fraction: float = 0.5, seed: int = 42
+) -> Split:
     """Remove a seeded random ``user_fraction`` of users from training.
 
     For each of them the earliest ``history_fraction`` of interactions (at least one) is revealed at
@@ -190,14 +229,19 @@ def cold_user(data: Dataset, *, user_fraction: float = 0.1, history_fraction: fl
         train=data.with_interactions(_restore(df.filter(~is_cold))),
         test=_restore(test),
         test_history=_restore(hist),
-        protocol={"name": "cold_user", "user_fraction": user_fraction, "history_fraction": history_fraction,
-                  "seed": seed, "n_cold_users": len(chosen)},
+        protocol={
+            "name": "cold_user",
+            "user_fraction": user_fraction,
+            "history_fraction": history_fraction,
+            "seed": seed,
+            "n_cold_users": len(chosen),
+        },
     )
 
 
 def split(data: Dataset, protocol: str = "leave_last_out", **params: Any) -> Split:
     """Dispatch by protocol name (used by the CLI and configs)."""
-    funcs = {
+    funcs: dict[str, Callable[..., Split]] = {
         "leave_last_out": leave_last_out,
         "temporal": temporal,
         "random": random_split,
@@ -206,4 +250,4 @@ def split(data: Dataset, protocol: str = "leave_last_out", **params: Any) -> Spl
     }
     if protocol not in funcs:
         raise DataError(f"unknown split protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
-    return funcs[protocol](data, **params)  # type: ignore[operator]
+    return funcs[protocol](data, **params)

@@ -26,7 +26,11 @@ class Vocabulary:
     __slots__ = ("_ids", "_index", "kind", "name")
 
     def __init__(self, ids: Sequence[Any] | np.ndarray | pl.Series, name: str = "id") -> None:
-        series = ids if isinstance(ids, pl.Series) else pl.Series(name, list(ids) if not isinstance(ids, np.ndarray) else ids)
+        series = (
+            ids
+            if isinstance(ids, pl.Series)
+            else pl.Series(name, list(ids) if not isinstance(ids, np.ndarray) else ids)
+        )
         if series.dtype.is_integer():
             self.kind = "int"
             arr: list[Any] = [int(x) for x in series.to_list()]

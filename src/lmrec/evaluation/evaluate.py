@@ -119,14 +119,21 @@ def evaluate(
             extra_frames.append(split.test_history)
     extra: dict[int, list[int]] = {}
     if extra_frames:
-        ef = pl.concat([f.select("user_idx", "item_idx", "timestamp") for f in extra_frames]).with_row_index("_r")
-        ef = ef.sort(["user_idx", "timestamp", "_r"]).group_by("user_idx", maintain_order=True).agg("item_idx")
+        ef = pl.concat([f.select("user_idx", "item_idx", "timestamp") for f in extra_frames]).with_row_index(
+            "_r"
+        )
+        ef = (
+            ef.sort(["user_idx", "timestamp", "_r"]).group_by("user_idx", maintain_order=True).agg("item_idx")
+        )
         extra = dict(zip(ef["user_idx"].to_list(), ef["item_idx"].to_list(), strict=True))
 
     users = np.unique(targets_df["user_idx"].to_numpy())
     n_items = train.n_items
     tgt = sp.csr_matrix(
-        (np.ones(targets_df.height, np.float32), (targets_df["user_idx"].to_numpy(), targets_df["item_idx"].to_numpy())),
+        (
+            np.ones(targets_df.height, np.float32),
+            (targets_df["user_idx"].to_numpy(), targets_df["item_idx"].to_numpy()),
+        ),
         shape=(train.n_users, n_items),
     )
     tgt.sum_duplicates()
@@ -205,12 +212,16 @@ def evaluate(
         "dataset": train.name,
         "dataset_checksum": train.meta.get("source_checksum", train.checksum()),
         "train_checksum": train.checksum(),
-        "dataset_meta": {k: v for k, v in train.meta.items() if isinstance(v, (str, int, float, bool, dict, list))},
+        "dataset_meta": {
+            k: v for k, v in train.meta.items() if isinstance(v, (str, int, float, bool, dict, list))
+        },
         "split": split.summary(),
         "phase": phase,
-        "fit_on": "train" ,
-        "history_at_query_time": "train + valid" + (" + revealed cold-user history" if split.test_history is not None else "")
-        if phase == "test" else "train",
+        "fit_on": "train",
+        "history_at_query_time": "train + valid"
+        + (" + revealed cold-user history" if split.test_history is not None else "")
+        if phase == "test"
+        else "train",
         "ranking": "full catalogue, seen items excluded, ties by ascending item id",
         "n_items": n_items,
         "n_cold_items": len(cold_items),

@@ -22,7 +22,7 @@ def _discounts(k: int) -> np.ndarray:
 
 def recall_at_k(hits: np.ndarray, n_rel: np.ndarray, k: int) -> np.ndarray:
     """Relevant items found in the top ``k`` / relevant items (= hit rate when one target)."""
-    return hits[:, :k].sum(axis=1) / np.maximum(n_rel, 1)
+    return np.asarray(hits[:, :k].sum(axis=1) / np.maximum(n_rel, 1), dtype=np.float64)
 
 
 def precision_at_k(hits: np.ndarray, n_rel: np.ndarray, k: int) -> np.ndarray:

@@ -43,7 +43,11 @@ def markdown_table(results: Sequence[EvalResult], columns: Sequence[str] | None 
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in results:
         fit = r.info.get("fit_seconds")
-        row = [r.model, *(_fmt(r.metrics.get(c, float("nan"))) for c in columns), _fmt(fit) if fit is not None else "–"]
+        row = [
+            r.model,
+            *(_fmt(r.metrics.get(c, float("nan"))) for c in columns),
+            _fmt(fit) if fit is not None else "–",
+        ]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
@@ -52,7 +56,10 @@ def segment_table(results: Sequence[EvalResult], metric: str = "ndcg@10") -> str
     segs = sorted({s for r in results for s in r.segments})
     if not segs:
         return ""
-    lines = ["| model | " + " | ".join(f"{s} {metric} (n)" for s in segs) + " |", "|" + "---|" * (len(segs) + 1)]
+    lines = [
+        "| model | " + " | ".join(f"{s} {metric} (n)" for s in segs) + " |",
+        "|" + "---|" * (len(segs) + 1),
+    ]
     for r in results:
         cells = []
         for s in segs:
@@ -62,7 +69,9 @@ def segment_table(results: Sequence[EvalResult], metric: str = "ndcg@10") -> str
     return "\n".join(lines)
 
 
-def plot_metrics_at_k(results: Sequence[EvalResult], path: Path, metrics: Sequence[str] = ("recall", "ndcg")) -> Path:
+def plot_metrics_at_k(
+    results: Sequence[EvalResult], path: Path, metrics: Sequence[str] = ("recall", "ndcg")
+) -> Path:
     """Line plot of metric@K against K, one line per model, one panel per metric."""
     import matplotlib
 
@@ -81,7 +90,9 @@ def plot_metrics_at_k(results: Sequence[EvalResult], path: Path, metrics: Sequen
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     info = results[0].info if results else {}
-    fig.suptitle(f"{info.get('dataset', '')} — {info.get('split', {}).get('name', '')}, phase {info.get('phase', '')}")
+    fig.suptitle(
+        f"{info.get('dataset', '')} — {info.get('split', {}).get('name', '')}, phase {info.get('phase', '')}"
+    )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
@@ -95,7 +106,9 @@ def plot_metrics_at_k(results: Sequence[EvalResult], path: Path, metrics: Sequen
     return path
 
 
-def write_report(results: Sequence[EvalResult], out_dir: str | os.PathLike[str], title: str = "lmrec evaluation") -> dict[str, Path]:
+def write_report(
+    results: Sequence[EvalResult], out_dir: str | os.PathLike[str], title: str = "lmrec evaluation"
+) -> dict[str, Path]:
     """Write ``report.json``, ``report.md`` and ``metrics_at_k.png`` into ``out_dir``."""
     out = Path(out_dir)
     payload = {"title": title, "results": [r.to_dict() for r in results]}

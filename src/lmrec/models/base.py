@@ -129,7 +129,9 @@ class Recommender(ABC):
         elif params:
             config = config.model_copy(update=params)
         if not isinstance(config, self.Config):
-            raise TypeError(f"{type(self).__name__} needs a {self.Config.__name__}, got {type(config).__name__}")
+            raise TypeError(
+                f"{type(self).__name__} needs a {self.Config.__name__}, got {type(config).__name__}"
+            )
         self.config = config
         self.user_vocab: Vocabulary | None = None
         self.item_vocab: Vocabulary | None = None
@@ -161,7 +163,8 @@ class Recommender(ABC):
         return {}
 
     def _set_state(self, tensors: dict[str, np.ndarray], extra: dict[str, Any]) -> None:
-        """Restore what ``_get_state``/``_get_extra`` returned."""
+        """Restore what ``_get_state``/``_get_extra`` returned (default: nothing to restore)."""
+        return None
 
     # ------------------------------------------------------------------ public API
     @property
@@ -216,9 +219,15 @@ class Recommender(ABC):
             mask_scores(scores, batch.history if exclude_seen else None, allowed=allowed, banned=banned)
             idx, val = topk(scores, int(k))
             frames.append(self._to_frame(chunk, idx, val, offset=start))
-        return pl.concat(frames) if frames else self._to_frame([], np.zeros((0, 0), np.int64), np.zeros((0, 0)), 0)
+        return (
+            pl.concat(frames)
+            if frames
+            else self._to_frame([], np.zeros((0, 0), np.int64), np.zeros((0, 0)), 0)
+        )
 
-    def score(self, queries: QueryLike | Iterable[QueryLike], items: Iterable[Any] | None = None) -> np.ndarray:
+    def score(
+        self, queries: QueryLike | Iterable[QueryLike], items: Iterable[Any] | None = None
+    ) -> np.ndarray:
         """Raw scores (n_queries, n_items or len(items)); nothing masked."""
         qs = as_queries(queries)
         self._check_fitted()
@@ -240,6 +249,7 @@ class Recommender(ABC):
         wts: list[np.ndarray] = []
         texts: list[str | None] = []
         unknown_users: list[Any] = []
+        no_history: list[Any] = []
         for qi, q in enumerate(queries):
             kinds = q.kinds()
             need = kinds - set(self.supports)
@@ -256,7 +266,7 @@ class Recommender(ABC):
                 u = self.user_vocab.get(q.user_id)
                 if u < 0 or self._hist_offsets[u + 1] == self._hist_offsets[u]:
                     if q.history is None and not q.text:
-                        unknown_users.append(q.user_id)
+                        (unknown_users if u < 0 else no_history).append(q.user_id)
                 else:
                     user_idx[qi] = u
                     lo, hi = self._hist_offsets[u], self._hist_offsets[u + 1]
@@ -287,12 +297,21 @@ class Recommender(ABC):
             texts.append(q.text or None)
         if unknown_users:
             raise UnknownIdError("user_id", unknown_users)
+        if no_history:
+            raise UnknownIdError("user_id without training interactions (pass a history or text)", no_history)
         r = np.concatenate(rows) if rows else np.zeros(0, np.int64)
         c = np.concatenate(seqs) if seqs else np.zeros(0, np.int64)
         d = np.concatenate(wts) if wts else np.zeros(0, np.float32)
         hist = sp.csr_matrix((d, (r, c)), shape=(n, self.n_items), dtype=np.float32)
         hist.sum_duplicates()
-        return QueryBatch(user_idx=user_idx, history=hist, sequences=seqs, texts=texts, n_items=self.n_items, queries=list(queries))
+        return QueryBatch(
+            user_idx=user_idx,
+            history=hist,
+            sequences=seqs,
+            texts=texts,
+            n_items=self.n_items,
+            queries=list(queries),
+        )
 
     # ------------------------------------------------------------------ histories
     def _set_histories(self, data: Dataset) -> None:
@@ -315,13 +334,17 @@ class Recommender(ABC):
             counts = np.diff(self._hist_offsets)
             rows = np.repeat(np.arange(n_users), counts)
             m = sp.csr_matrix(
-                (self._hist_weights, (rows, self._hist_items)), shape=(n_users, self.n_items), dtype=np.float32
+                (self._hist_weights, (rows, self._hist_items)),
+                shape=(n_users, self.n_items),
+                dtype=np.float32,
             )
             m.sum_duplicates()
             self._history_csr = m
         return self._history_csr
 
-    def add_interactions(self, user_id: Any, item_ids: Sequence[Any], weights: Sequence[float] | None = None) -> None:
+    def add_interactions(
+        self, user_id: Any, item_ids: Sequence[Any], weights: Sequence[float] | None = None
+    ) -> None:
         """Append events to a known user's history in memory (online feedback, no retraining).
 
         New users are added to the vocabulary; their queries are then served from history.
@@ -409,7 +432,9 @@ class Recommender(ABC):
         if not self.is_fitted:
             raise NotFittedError(f"{type(self).__name__} is not fitted: call fit(data) first")
 
-    def _to_frame(self, queries: Sequence[Query], idx: np.ndarray, val: np.ndarray, offset: int) -> pl.DataFrame:
+    def _to_frame(
+        self, queries: Sequence[Query], idx: np.ndarray, val: np.ndarray, offset: int
+    ) -> pl.DataFrame:
         assert self.item_vocab is not None
         valid = np.isfinite(val)
         qpos = np.repeat(np.arange(idx.shape[0]), idx.shape[1]).reshape(idx.shape)
@@ -418,7 +443,10 @@ class Recommender(ABC):
         user_ids = [queries[i].user_id for i in qpos]
         user_dtype = pl.Int64 if self.user_vocab is not None and self.user_vocab.kind == "int" else pl.Utf8
         if user_dtype == pl.Int64:
-            user_ids = [None if u is None else int(u) if not isinstance(u, str) or u.lstrip("-").isdigit() else None for u in user_ids]
+            user_ids = [
+                None if u is None else int(u) if not isinstance(u, str) or u.lstrip("-").isdigit() else None
+                for u in user_ids
+            ]
         else:
             user_ids = [None if u is None else str(u) for u in user_ids]
         return pl.DataFrame(
@@ -426,7 +454,8 @@ class Recommender(ABC):
                 "query": (qpos + offset).astype(np.int64),
                 "user_id": pl.Series(user_ids, dtype=user_dtype),
                 "item_id": pl.Series(
-                    self.item_vocab.external(items), dtype=pl.Int64 if self.item_vocab.kind == "int" else pl.Utf8
+                    self.item_vocab.external(items),
+                    dtype=pl.Int64 if self.item_vocab.kind == "int" else pl.Utf8,
                 ),
                 "score": scores.astype(np.float32),
                 "rank": ranks.astype(np.int64),

@@ -25,7 +25,9 @@ class Popularity(Recommender):
     name = "popularity"
     Config = PopularityConfig
     config: PopularityConfig
-    supports = frozenset({"user", "history", "text"})  # ignores who is asking; text queries get the popular list
+    supports = frozenset(
+        {"user", "history", "text"}
+    )  # ignores who is asking; text queries get the popular list
 
     def _fit(self, data: Dataset) -> None:
         if self.config.count == "users":
