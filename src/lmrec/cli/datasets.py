@@ -1,0 +1,245 @@
+"""``lmrec datasets``: list, inspect, download and verify the registered datasets.
+
+Thin wrappers over :mod:`lmrec.data.loaders` (the CLI holds no logic of its own). ``--data-dir``
+overrides ``$LMREC_DATA_HOME``; errors print one line naming the file and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from lmrec.data.dataset import Dataset
+from lmrec.data.loaders import (
+    data_home,
+    dataset_dir,
+    dataset_info,
+    download_dataset,
+    is_present,
+    list_datasets,
+    load_dataset,
+    local_status,
+    verify_dataset,
+)
+from lmrec.errors import LmrecError
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir", help="Dataset home folder (overrides LMREC_DATA_HOME; default ~/.cache/lmrec/data)."
+    ),
+]
+Name = Annotated[str, typer.Argument(help="Dataset name, e.g. ml-100k (see `lmrec datasets list`).")]
+
+_STATUS_STYLE = {"verified": "green", "unpinned": "cyan", "present": "yellow", "missing": "dim"}
+_TEXT_COLUMNS = ("title", "description", "genres", "categories", "brand", "tags")
+
+
+def _out() -> Console:
+    # Created per call so that it writes to whatever stdout is current (typer's CliRunner swaps it).
+    return Console(highlight=False, soft_wrap=True)
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Print lmrec errors as one line and exit 2, as ``lmrec.cli.main`` does for the whole app."""
+    try:
+        yield
+    except LmrecError as exc:
+        # escape: DataError messages start with "[file ..., column ...]", which rich would take for markup
+        Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(code=2) from None
+
+
+def list_command(
+    data_dir: DataDir = None,
+    local: Annotated[bool, typer.Option("--local", help="Only datasets with a local copy.")] = False,
+    family: Annotated[
+        str | None,
+        typer.Option("--family", help="Only one family: movielens, amazon, amazon-2014, lastfm ..."),
+    ] = None,
+) -> None:
+    """Show every registered dataset with its size and local status."""
+    with _errors():
+        home = data_home(data_dir)
+        table = Table(title=escape(f"datasets (home: {home})"), title_justify="left")
+        for col in ("name", "description", "size", "local"):
+            table.add_column(col, overflow="fold")
+        shown = 0
+        for name in list_datasets(family):
+            status = local_status(name, data_dir)
+            if local and status == "missing":
+                continue
+            spec = dataset_info(name)
+            table.add_row(
+                escape(name),
+                escape(spec.description),
+                escape(spec.size),
+                f"[{_STATUS_STYLE[status]}]{status}[/]",
+            )
+            shown += 1
+        out = _out()
+        out.print(table)
+        out.print(
+            f"{shown} dataset(s). 'present' copies are verified on first load; `lmrec datasets verify NAME` checks now."
+        )
+
+
+def _summary(ds: Dataset) -> dict[str, Any]:
+    inter = ds.interactions
+    pairs = inter.select("user_idx", "item_idx").unique().height
+    density = pairs / (ds.n_users * ds.n_items) if ds.n_users and ds.n_items else 0.0
+    text_cols = [c for c in _TEXT_COLUMNS if ds.items is not None and c in ds.items.columns]
+    ts = inter["timestamp"]
+    return {
+        "name": ds.name,
+        "users": ds.n_users,
+        "items": ds.n_items,
+        "interactions": ds.n_interactions,
+        "density": density,
+        "rated": "rating" in inter.columns,
+        "timestamps": bool(ts.n_unique() > 1),
+        "item_text_columns": text_cols,
+        "user_profiles": ds.users is not None and "profile" in ds.users.columns,
+        "reviews": ds.reviews.height if ds.reviews is not None else 0,
+        "tags": ds.tags.height if ds.tags is not None else 0,
+        "checksums": ds.meta.get("checksums", {}),
+        "source": ds.meta.get("source"),
+        "notes": ds.meta.get("notes", []),
+    }
+
+
+def info_command(
+    name: Name,
+    data_dir: DataDir = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Counts (users, items, interactions, density), side data and checksums of a dataset."""
+    with _errors():
+        spec = dataset_info(name)
+        out = _out()
+        present = is_present(name, data_dir)
+        summary: dict[str, Any] = {
+            "name": name,
+            "local": local_status(name, data_dir),
+            "folder": str(dataset_dir(name, data_dir)),
+        }
+        if present:
+            summary.update(_summary(load_dataset(name, data_dir, download=False)))
+        summary["official"] = dict(spec.stats)
+        summary["archives"] = [
+            {"url": a.url, "checksum": a.checksum, "confirmed": a.checksum_note} for a in spec.archives
+        ]
+        if as_json:
+            out.print_json(json.dumps(summary, default=str))
+            return
+        table = Table(title=escape(f"{name}: {spec.description}"), title_justify="left", show_header=False)
+        table.add_column("field", style="bold")
+        table.add_column("value", overflow="fold")
+        table.add_row("folder", escape(f"{summary['folder']} ({summary['local']})"))
+        if present:
+            table.add_row("users", f"{summary['users']:,}")
+            table.add_row("items", f"{summary['items']:,}")
+            table.add_row("interactions", f"{summary['interactions']:,}")
+            table.add_row("density", f"{summary['density']:.4%}")
+            table.add_row("ratings", "yes" if summary["rated"] else "no")
+            table.add_row("timestamps", "yes" if summary["timestamps"] else "no (all equal)")
+            table.add_row("item text", ", ".join(summary["item_text_columns"]) or "none")
+            table.add_row("user profiles", "yes" if summary["user_profiles"] else "no")
+            table.add_row("reviews", f"{summary['reviews']:,}" if summary["reviews"] else "none")
+            table.add_row("tags", f"{summary['tags']:,}" if summary["tags"] else "none")
+            for fname, digest in summary["checksums"].items():
+                table.add_row(escape(f"  {fname}"), digest)
+            for note in summary["notes"]:
+                table.add_row("note", escape(note))
+        else:
+            table.add_row("status", f"not downloaded: `lmrec datasets download {name}`")
+        if spec.stats:
+            table.add_row("official counts", ", ".join(f"{k} {v:,}" for k, v in spec.stats.items()))
+        for a in spec.archives:
+            table.add_row("source", escape(f"{a.url} (checksum {a.checksum or 'not confirmed'})"))
+        table.add_row("license", escape(spec.license))
+        out.print(table)
+
+
+def download_command(
+    name: Name,
+    data_dir: DataDir = None,
+    no_verify: Annotated[
+        bool,
+        typer.Option(
+            "--no-verify",
+            help="Accept archives that have no confirmed checksum (a pinned one is always checked).",
+        ),
+    ] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing local copy.")] = False,
+) -> None:
+    """Download a dataset from its official source (skipped when a verified copy exists)."""
+    with _errors():
+        existed = is_present(name, data_dir)
+        folder = download_dataset(name, data_dir, allow_unverified=no_verify, force=force)
+        out = _out()
+        if existed and not force:
+            out.print(escape(f"{name}: verified local copy already at {folder} (nothing downloaded)"))
+        else:
+            out.print(escape(f"{name}: downloaded, verified and installed at {folder}"))
+
+
+def verify_command(name: Name, data_dir: DataDir = None) -> None:
+    """Re-hash every file of the local copy and compare with the pinned checksums."""
+    with _errors():
+        report = verify_dataset(name, data_dir, full=True, raise_on_error=False)
+        out = _out()
+        table = Table(title=escape(f"{name} at {report.folder}"), title_justify="left")
+        for col in ("file", "status", "expected md5", "actual md5", "reference"):
+            table.add_column(col, overflow="fold")
+        style = {"ok": "green", "unpinned": "yellow", "mismatch": "bold red", "missing": "red"}
+        for c in report.checks:
+            if c.status == "missing" and not c.required:
+                continue
+            table.add_row(
+                escape(c.name),
+                f"[{style[c.status]}]{c.status}[/]",
+                c.expected or "-",
+                c.actual or "-",
+                c.origin or "-",
+            )
+        out.print(table)
+        report.raise_for_problems()
+        n_ok = sum(c.status == "ok" for c in report.checks)
+        n_unpinned = sum(c.status == "unpinned" for c in report.checks)
+        out.print(f"{name}: OK ({n_ok} file(s) match their checksums, {n_unpinned} without a reference)")
+
+
+def build_app() -> typer.Typer:
+    group = typer.Typer(
+        name="datasets",
+        help="List, inspect, download and verify datasets.",
+        no_args_is_help=True,
+        add_completion=False,
+    )
+    commands: dict[str, Callable[..., None]] = {
+        "list": list_command,
+        "info": info_command,
+        "download": download_command,
+        "verify": verify_command,
+    }
+    for cmd_name, fn in commands.items():
+        group.command(cmd_name)(fn)
+    return group
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``datasets`` command group to the top-level ``lmrec`` app."""
+    app.add_typer(build_app(), name="datasets")
+
+
+__all__ = ["build_app", "register"]

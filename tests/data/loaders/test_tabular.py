@@ -1,0 +1,135 @@
+"""``load_table``: every format, the column mapping, timestamps and the errors that name file + column."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from lmrec.data.loaders import load_table, read_table
+from lmrec.errors import DataError
+
+EVENTS = pl.DataFrame(
+    {
+        "customer": ["a", "a", "b", "c"],
+        "sku": [10, 11, 10, 12],
+        "ts": [100, 200, 150, 300],
+        "qty": [1.0, 2.0, 1.0, 5.0],
+    }
+)
+MAPPING = {"user_id": "customer", "item_id": "sku", "timestamp": "ts", "weight": "qty"}
+
+
+def _check(ds) -> None:
+    assert (ds.n_interactions, ds.n_users, ds.n_items) == (4, 3, 3)
+    assert ds.interactions["weight"].to_list() == [1.0, 2.0, 1.0, 5.0]
+    assert ds.interactions["timestamp"].to_list() == [100, 200, 150, 300]
+    assert ds.user_vocab.kind == "str" and ds.item_vocab.kind == "int"
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "parquet", "jsonl", "json-array", "csv.gz"])
+def test_formats_with_mapping(tmp_path: Path, fmt: str) -> None:
+    if fmt == "csv":
+        path = tmp_path / "events.csv"
+        EVENTS.write_csv(path)
+    elif fmt == "tsv":
+        path = tmp_path / "events.tsv"
+        EVENTS.write_csv(path, separator="\t")
+    elif fmt == "parquet":
+        path = tmp_path / "events.parquet"
+        EVENTS.write_parquet(path)
+    elif fmt == "jsonl":
+        path = tmp_path / "events.jsonl"
+        EVENTS.write_ndjson(path)
+    elif fmt == "json-array":
+        path = tmp_path / "events.json"
+        path.write_text(json.dumps(EVENTS.to_dicts()))
+    else:
+        path = tmp_path / "events.csv.gz"
+        path.write_bytes(gzip.compress(EVENTS.write_csv().encode()))
+    ds = load_table(path, MAPPING)
+    _check(ds)
+    assert ds.name == "events"
+    assert ds.meta["source"] == str(path)
+    assert list(ds.meta["checksums"]) == [path.name]
+
+
+def test_items_table_with_its_own_mapping(tmp_path: Path) -> None:
+    path = tmp_path / "events.csv"
+    EVENTS.write_csv(path)
+    items = tmp_path / "catalogue.parquet"
+    pl.DataFrame({"product": [10, 11, 12, 13], "name": ["x", "y", "z", "new"]}).write_parquet(items)
+    ds = load_table(path, MAPPING, items=items, item_columns={"item_id": "product", "title": "name"})
+    assert ds.n_items == 4  # catalogue-only item 13 is a cold item
+    assert ds.item_titles() == ["x", "y", "z", "new"]
+    assert set(ds.meta["checksums"]) == {"events.csv", "catalogue.parquet"}
+
+
+def test_iso_dates_become_epoch_seconds(tmp_path: Path) -> None:
+    path = tmp_path / "e.csv"
+    path.write_text("user_id,item_id,timestamp\n1,2,2020-01-01T00:00:00\n1,3,2020-01-02 12:00:00\n")
+    ds = load_table(path)
+    assert ds.interactions["timestamp"].to_list() == [1577836800, 1577966400]
+    custom = tmp_path / "f.csv"
+    custom.write_text("user_id,item_id,timestamp\n1,2,01/02/2020\n")
+    assert load_table(custom, timestamp_format="%d/%m/%Y").interactions["timestamp"].to_list() == [1580515200]
+
+
+def test_errors_name_file_and_column(tmp_path: Path) -> None:
+    path = tmp_path / "events.csv"
+    EVENTS.write_csv(path)
+    with pytest.raises(DataError, match=r"events\.csv.*'client'.*\(mapped to 'user_id'\) not found") as err:
+        load_table(path, {**MAPPING, "user_id": "client"})
+    assert err.value.column == "client"
+    with pytest.raises(DataError, match=r"events\.csv.*no 'user_id' column; map it"):
+        load_table(path)
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("u,i,t\n1,2,100\n3,4,not-a-time\n")
+    with pytest.raises(DataError) as err:
+        load_table(bad, {"user_id": "u", "item_id": "i", "timestamp": "t"})
+    msg = str(err.value)
+    assert (
+        "bad.csv" in msg
+        and "'timestamp'" in msg
+        and "'not-a-time'" in msg
+        and "user_id=3" in msg
+        and "item_id=4" in msg
+    )
+
+    mixed = tmp_path / "mixed.csv"
+    mixed.write_text("user_id,item_id,timestamp\n1,2,2020-01-01\n3,4,1577836800\n")
+    with pytest.raises(
+        DataError, match=r"mixed\.csv.*'1577836800' at row 1 \(user_id=3, item_id=4\) is a number"
+    ):
+        load_table(mixed)
+
+    with pytest.raises(DataError, match=r"missing file nope\.csv"):
+        load_table(tmp_path / "nope.csv", MAPPING)
+    odd = tmp_path / "events.xyz"
+    odd.write_text("a")
+    with pytest.raises(DataError, match="cannot tell the format"):
+        load_table(odd, MAPPING)
+    broken = tmp_path / "broken.parquet"
+    broken.write_bytes(b"PAR1 not really")
+    with pytest.raises(DataError, match=r"broken\.parquet.*cannot read as parquet"):
+        load_table(broken, MAPPING)
+    gz = tmp_path / "cut.csv.gz"
+    gz.write_bytes(gzip.compress(EVENTS.write_csv().encode())[:-8])
+    with pytest.raises(DataError, match=r"cut\.csv\.gz.*(corrupt|truncated)"):
+        load_table(gz, MAPPING)
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(DataError, match=r"empty\.csv.*empty"):
+        load_table(empty, MAPPING)
+
+
+def test_read_table_headerless_tsv(tmp_path: Path) -> None:
+    path = tmp_path / "x.tsv"
+    path.write_text("1\t2\n3\t4\n")
+    frame = read_table(path, has_header=False, columns={"user_id": "column_0", "item_id": "column_1"})
+    assert frame.columns == ["user_id", "item_id"]
+    assert frame["item_id"].to_list() == [2, 4]
