@@ -65,10 +65,10 @@ def _load_config(config: Path | None, data_dir: str | None, sets: list[str] | No
 
 def _results_table(results: list[Any], title: str) -> Table:
     table = Table(title=title)
-    cols = ["recall@10", "ndcg@10", "mrr@10", "map@10", "auc", "coverage@10", "novelty@10"]
-    table.add_column("model")
-    for c in cols:
-        table.add_column(c, justify="right")
+    cols = {"recall@10": "Recall@10", "ndcg@10": "NDCG@10", "mrr@10": "MRR@10", "auc": "AUC", "coverage@10": "Cov@10"}
+    table.add_column("model", no_wrap=True)
+    for label in cols.values():
+        table.add_column(label, justify="right")
     table.add_column("fit s", justify="right")
     for r in results:
         table.add_row(

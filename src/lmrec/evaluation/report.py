@@ -38,7 +38,11 @@ def markdown_table(results: Sequence[EvalResult], columns: Sequence[str] | None 
     if not results:
         return ""
     if columns is None:
-        columns = [c for c in results[0].metrics if c != "n_users"]
+        ks = sorted({int(c.split("@")[1]) for c in results[0].metrics if "@" in c})
+        k = 10 if 10 in ks else ks[len(ks) // 2] if ks else 10
+        wanted = [f"{m}@{k}" for m in ("recall", "precision", "ndcg", "mrr", "map")]
+        wanted += ["auc", f"coverage@{k}", f"novelty@{k}", f"ild@{k}"]
+        columns = [c for c in wanted if c in results[0].metrics]
     header = ["model", *columns, "fit s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in results:
@@ -126,6 +130,10 @@ def write_report(
             "",
         ]
     md += ["## Metrics", "", markdown_table(results), ""]
+    ks = sorted({int(c.split("@")[1]) for c in (results[0].metrics if results else {}) if c.startswith("ndcg@")})
+    if len(ks) > 1:
+        cols = [f"{m}@{k}" for m in ("recall", "ndcg") for k in ks]
+        md += ["## Recall and NDCG at every K", "", markdown_table(results, cols), ""]
     seg = segment_table(results)
     if seg:
         md += ["## Segments (NDCG@10)", "", seg, ""]
