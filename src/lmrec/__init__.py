@@ -1,6 +1,6 @@
 """lmrec: recommender systems with pretrained language models beside collaborative filtering."""
 
-from lmrec.data import Dataset, Split, Vocabulary, leave_last_out, split
+from lmrec.data import Dataset, Split, Vocabulary, leave_last_out, load_dataset, split
 from lmrec.errors import DataError, LmrecError, UnknownIdError, UnsupportedQueryError
 from lmrec.models import Query, Recommender, create_model
 
@@ -19,5 +19,6 @@ __all__ = [
     "__version__",
     "create_model",
     "leave_last_out",
+    "load_dataset",
     "split",
 ]

@@ -1,6 +1,7 @@
 """Datasets, vocabularies, loaders and splits."""
 
 from lmrec.data.dataset import Dataset
+from lmrec.data.loaders import list_datasets, load_dataset
 from lmrec.data.split import Split, cold_item, cold_user, leave_last_out, random_split, split, temporal
 from lmrec.data.vocabulary import Vocabulary
 
@@ -11,6 +12,8 @@ __all__ = [
     "cold_item",
     "cold_user",
     "leave_last_out",
+    "list_datasets",
+    "load_dataset",
     "random_split",
     "split",
     "temporal",
