@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 
 from lmrec.data.dataset import Dataset
+from lmrec.testing import make_checkerboard
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,31 +44,6 @@ def ml100k(data_home: Path) -> Dataset:
         new_columns=["user_id", "item_id", "rating", "timestamp"],
     )
     return Dataset.from_frames(df, name="ml-100k")
-
-
-def make_checkerboard(n_users: int = 40, n_items: int = 20, seed: int = 0) -> Dataset:
-    """Two user groups that each like one half of the items (implicit's known-answer fixture).
-
-    Every user has seen all items of their half but one; that withheld item must come back first.
-    """
-    rows = []
-    t = 0
-    for u in range(n_users):
-        group = u % 2
-        half = [i for i in range(n_items) if i % 2 == group]
-        withheld = half[u // 2 % len(half)]
-        for i in half:
-            if i != withheld:
-                rows.append((u, i, t))
-                t += 1
-    df = pl.DataFrame(rows, schema=["user_id", "item_id", "timestamp"], orient="row")
-    items = pl.DataFrame(
-        {
-            "item_id": list(range(n_items)),
-            "title": [f"{'even' if i % 2 == 0 else 'odd'} item {i}" for i in range(n_items)],
-        }
-    )
-    return Dataset.from_frames(df, items=items, name="checkerboard")
 
 
 @pytest.fixture()

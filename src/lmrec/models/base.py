@@ -412,7 +412,10 @@ class Recommender(ABC):
             vocab = json.loads((path / "vocab.json").read_text())
             tensors = load_file(str(path / "state.safetensors"))
         except FileNotFoundError as exc:
-            raise LmrecError(f"{path} is not a saved lmrec model: missing {Path(exc.filename).name}") from exc
+            # safetensors' FileNotFoundError carries no filename, so name the missing file ourselves
+            files = ("model.json", "vocab.json", "state.safetensors")
+            missing = next((f for f in files if not (path / f).exists()), exc.filename)
+            raise LmrecError(f"{path} is not a saved lmrec model: missing {missing}") from exc
         except (json.JSONDecodeError, OSError, Exception) as exc:
             raise LmrecError(f"{path}: cannot read saved model ({exc})") from exc
         klass = get_model_class(meta["model"])

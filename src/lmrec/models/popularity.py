@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from typing import Any, Literal
 
 import numpy as np
@@ -53,7 +54,11 @@ class RandomConfig(ModelConfig):
 
 
 class RandomModel(Recommender):
-    """Uniform random scores (a floor for every metric); reproducible per seed."""
+    """Uniform random scores (a floor for every metric).
+
+    Each query's scores come from a generator seeded by the config seed and the query's history
+    and text, so the same query always gets the same list (and a saved model the same answers).
+    """
 
     name = "random"
     Config = RandomConfig
@@ -61,9 +66,12 @@ class RandomModel(Recommender):
     supports = frozenset({"user", "history", "text"})
 
     def _fit(self, data: Dataset) -> None:
-        self._rng = np.random.default_rng(self.config.seed)
+        return None
 
     def _score(self, batch: QueryBatch) -> np.ndarray:
-        if not hasattr(self, "_rng"):
-            self._rng = np.random.default_rng(self.config.seed)
-        return self._rng.random((len(batch), batch.n_items), dtype=np.float32)
+        out = np.empty((len(batch), batch.n_items), dtype=np.float32)
+        for i in range(len(batch)):
+            key = zlib.crc32(batch.sequences[i].astype(np.int64).tobytes() + (batch.texts[i] or "").encode())
+            rng = np.random.default_rng([self.config.seed, key])
+            out[i] = rng.random(batch.n_items, dtype=np.float32)
+        return out

@@ -29,6 +29,11 @@ _MODELS: dict[str, str] = {
 _EXTRAS = {"content": "text", "two_tower": "torch", "sasrec": "torch", "bert4rec": "torch"}
 
 
+def registered_models() -> dict[str, str]:
+    """Every registered name with its ``"module:Class"`` target (installed or not)."""
+    return dict(_MODELS)
+
+
 def available_models() -> list[str]:
     """Names of every registered model whose module exists in this install."""
     out = []
