@@ -65,7 +65,13 @@ def _load_config(config: Path | None, data_dir: str | None, sets: list[str] | No
 
 def _results_table(results: list[Any], title: str) -> Table:
     table = Table(title=title)
-    cols = {"recall@10": "Recall@10", "ndcg@10": "NDCG@10", "mrr@10": "MRR@10", "auc": "AUC", "coverage@10": "Cov@10"}
+    cols = {
+        "recall@10": "Recall@10",
+        "ndcg@10": "NDCG@10",
+        "mrr@10": "MRR@10",
+        "auc": "AUC",
+        "coverage@10": "Cov@10",
+    }
     table.add_column("model", no_wrap=True)
     for label in cols.values():
         table.add_column(label, justify="right")

@@ -130,7 +130,9 @@ def write_report(
             "",
         ]
     md += ["## Metrics", "", markdown_table(results), ""]
-    ks = sorted({int(c.split("@")[1]) for c in (results[0].metrics if results else {}) if c.startswith("ndcg@")})
+    ks = sorted(
+        {int(c.split("@")[1]) for c in (results[0].metrics if results else {}) if c.startswith("ndcg@")}
+    )
     if len(ks) > 1:
         cols = [f"{m}@{k}" for m in ("recall", "ndcg") for k in ks]
         md += ["## Recall and NDCG at every K", "", markdown_table(results, cols), ""]
