@@ -66,7 +66,9 @@ class EASE(Recommender):
         p = scipy.linalg.cho_solve(chol, np.eye(n), overwrite_b=True, check_finite=False)
         b = p / (-np.diag(p))[None, :]
         b[np.diag_indices(n)] = 0.0
-        self.weights_ = b.astype(np.float32)
+        # row-major: scoring is history @ B, and a column-ordered B (as cho_solve returns it) made
+        # every query copy the whole matrix
+        self.weights_ = np.ascontiguousarray(b, dtype=np.float32)
         self.popularity_ = data.item_popularity().astype(np.float32)
 
     def _score(self, batch: QueryBatch) -> np.ndarray:

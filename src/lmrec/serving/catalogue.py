@@ -1,0 +1,250 @@
+"""Item metadata the server needs beside the model: titles, tags, text words, filterable fields.
+
+A model artifact holds ids and tensors only; titles, genres and other attributes come from a
+catalogue file (parquet, CSV or JSON lines with an ``item_id`` column) passed to ``lmrec serve
+--catalogue`` or stored as ``catalog.parquet`` in the artifact directory (what ``lmrec train``
+writes). Everything is aligned
+to the model's internal item index, so request-time work is array indexing:
+
+* **tags** (``genres``, ``tags``, ``categories``, ``keywords`` columns; ``|``/``,``-separated
+  strings or lists) drive tag filters and the keyword part of explanations; an inverted index
+  (lower-cased tag → item indices) makes ``tags_any``/``tags_all``/``tags_none`` filters cheap;
+* **terms** (content words of title and description) match free-text queries in explanations;
+* **fields** (every other scalar column) serve ``where`` equality filters.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from lmrec.data.vocabulary import Vocabulary
+from lmrec.errors import DataError
+from lmrec.rerank.explain import keywords_of, tag_idf
+
+TAG_COLUMNS = ("genres", "tags", "categories", "keywords", "tag")
+TITLE_COLUMNS = ("title", "name")
+TEXT_COLUMNS = ("description", "text", "overview", "plot", "summary")
+#: looked up in the artifact directory, in this order (``lmrec train`` writes catalog.parquet)
+CATALOGUE_FILES = (
+    "catalog.parquet",
+    "catalogue.parquet",
+    "catalog.csv",
+    "catalogue.csv",
+    "catalog.jsonl",
+    "catalogue.jsonl",
+)
+_NO_TAG = {"", "(no genres listed)", "none", "null", "nan", "n/a"}
+
+
+def split_tags(value: Any) -> list[str]:
+    """Tags from a cell: a list, or a string separated by ``|`` (MovieLens) or ``,``."""
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple, pl.Series)):
+        parts = [str(v) for v in value]
+    else:
+        text = str(value)
+        parts = text.split("|") if "|" in text else text.split(",")
+    out = []
+    for p in parts:
+        p = p.strip()
+        if p.lower() not in _NO_TAG and p not in out:
+            out.append(p)
+    return out
+
+
+def read_catalogue(path: str | os.PathLike[str]) -> pl.DataFrame:
+    """Read a catalogue file (parquet, csv, tsv, jsonl/ndjson, json) into polars; no pickle."""
+    p = Path(path)
+    suffix = p.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            return pl.read_parquet(p)
+        if suffix in (".csv", ".tsv"):
+            return pl.read_csv(p, separator="\t" if suffix == ".tsv" else ",", infer_schema_length=10_000)
+        if suffix in (".jsonl", ".ndjson"):
+            return pl.read_ndjson(p)
+        if suffix == ".json":
+            return pl.DataFrame(json.loads(p.read_text()))
+    except FileNotFoundError:
+        raise DataError(f"catalogue file {p} does not exist", source=str(p)) from None
+    except Exception as exc:
+        raise DataError(f"cannot read catalogue ({exc})", source=str(p)) from exc
+    raise DataError("catalogue must be .parquet, .csv, .tsv, .jsonl or .json", source=str(p))
+
+
+def find_catalogue(artifact_dir: str | os.PathLike[str]) -> Path | None:
+    for name in CATALOGUE_FILES:
+        p = Path(artifact_dir) / name
+        if p.exists():
+            return p
+    return None
+
+
+class Catalogue:
+    """Per-item titles, tags, terms and fields, aligned to an item vocabulary (see module doc)."""
+
+    def __init__(
+        self, item_vocab: Vocabulary, frame: pl.DataFrame | None = None, *, source: str | None = None
+    ) -> None:
+        n = len(item_vocab)
+        self.titles: list[str | None] = [None] * n
+        self.tags: list[frozenset[str]] = [frozenset()] * n
+        self.terms: list[frozenset[str]] = [frozenset()] * n
+        self._fields: dict[str, list[Any]] = {}
+        self.source = source
+        self._n = n
+        if frame is not None and frame.height:
+            self._load(item_vocab, frame, source)
+        self._reindex()
+
+    @classmethod
+    def from_path(cls, path: str | os.PathLike[str], item_vocab: Vocabulary) -> Catalogue:
+        return cls(item_vocab, read_catalogue(path), source=str(path))
+
+    def _load(self, vocab: Vocabulary, frame: pl.DataFrame, source: str | None) -> None:
+        if "item_id" not in frame.columns:
+            raise DataError(
+                f"catalogue has no 'item_id' column (columns: {', '.join(frame.columns)})", source=source
+            )
+        idx = vocab.indices(frame["item_id"].to_list(), missing="mark")
+        ok = idx >= 0
+        title_col = next((c for c in TITLE_COLUMNS if c in frame.columns), None)
+        tag_cols = [c for c in TAG_COLUMNS if c in frame.columns]
+        text_cols = [c for c in TEXT_COLUMNS if c in frame.columns]
+        rows = frame.filter(pl.Series(ok)).to_dicts()
+        field_cols = [
+            c
+            for c in frame.columns
+            if c != "item_id"
+            and c not in tag_cols
+            and (frame[c].dtype in (pl.Utf8, pl.String, pl.Boolean) or frame[c].dtype.is_numeric())
+        ]
+        for c in field_cols:
+            self._fields[c] = [None] * self._n
+        for i, row in zip(idx[ok], rows, strict=True):
+            self._set_row(int(i), row, title_col, tag_cols, text_cols, field_cols)
+
+    def _set_row(
+        self,
+        i: int,
+        row: Mapping[str, Any],
+        title_col: str | None,
+        tag_cols: Sequence[str],
+        text_cols: Sequence[str],
+        field_cols: Iterable[str],
+    ) -> None:
+        title = row.get(title_col) if title_col else None
+        self.titles[i] = None if title is None else str(title)
+        tags: list[str] = []
+        for c in tag_cols:
+            tags.extend(t for t in split_tags(row.get(c)) if t not in tags)
+        self.tags[i] = frozenset(tags)
+        words = keywords_of(self.titles[i])
+        for c in text_cols:
+            v = row.get(c)
+            if v is not None:
+                words |= keywords_of(str(v))
+        self.terms[i] = frozenset(words)
+        for c in field_cols:
+            if c not in self._fields:
+                self._fields[c] = [None] * self._n
+            self._fields[c][i] = row.get(c)
+
+    def _reindex(self) -> None:
+        inv: dict[str, list[int]] = {}
+        for i, ts in enumerate(self.tags):
+            for t in ts:
+                inv.setdefault(t.lower(), []).append(i)
+        self._inverted = {t: np.asarray(v, dtype=np.int64) for t, v in inv.items()}
+        self.idf = tag_idf(self.tags)
+
+    # ------------------------------------------------------------------ facts
+    def __len__(self) -> int:
+        return self._n
+
+    @property
+    def has_tags(self) -> bool:
+        return bool(self._inverted)
+
+    @property
+    def field_names(self) -> list[str]:
+        return sorted(self._fields)
+
+    def title(self, i: int) -> str | None:
+        return self.titles[i] if 0 <= i < self._n else None
+
+    # ------------------------------------------------------------------ growth
+    def add(self, title: str | None, tags: Sequence[str], text: str | None, fields: Mapping[str, Any]) -> int:
+        """Append one item (a ``POST /items``); returns its index."""
+        i = self._n
+        self._n += 1
+        self.titles.append(None)
+        self.tags.append(frozenset())
+        self.terms.append(frozenset())
+        for col in self._fields.values():
+            col.append(None)
+        row = {"title": title, "tags": list(tags), "description": text, **fields}
+        self._set_row(i, row, "title", ["tags"], ["description"], fields.keys())
+        self._reindex()
+        return i
+
+    def grow_to(self, n: int) -> None:
+        """Pad with empty rows (items the model added without metadata)."""
+        while self._n < n:
+            self.add(None, [], None, {})
+
+    # ------------------------------------------------------------------ filters
+    def mask(
+        self,
+        *,
+        tags_any: Sequence[str] | None = None,
+        tags_all: Sequence[str] | None = None,
+        tags_none: Sequence[str] | None = None,
+        where: Mapping[str, Any] | None = None,
+    ) -> np.ndarray | None:
+        """Boolean mask of items passing every filter, or None when no filter is given.
+
+        Raises :class:`ValueError` naming the field when ``where`` uses a column the catalogue
+        lacks, and when tag filters are used on a catalogue without tags.
+        """
+        if not (tags_any or tags_all or tags_none or where):
+            return None
+        n = self._n
+        out = np.ones(n, dtype=bool)
+        if (tags_any or tags_all or tags_none) and not self.has_tags:
+            src = f" ({self.source})" if self.source else ""
+            raise ValueError(
+                f"tag filters need a catalogue with tags{src}: start the server with --catalogue FILE "
+                "(a genres/tags/categories column)"
+            )
+        empty = np.zeros(0, np.int64)
+        if tags_any:
+            m = np.zeros(n, dtype=bool)
+            for t in tags_any:
+                m[self._inverted.get(t.lower(), empty)] = True
+            out &= m
+        for t in tags_all or ():
+            m = np.zeros(n, dtype=bool)
+            m[self._inverted.get(t.lower(), empty)] = True
+            out &= m
+        for t in tags_none or ():
+            out[self._inverted.get(t.lower(), empty)] = False
+        for col, want in (where or {}).items():
+            if col not in self._fields:
+                known = ", ".join(self.field_names) or "none"
+                raise ValueError(f"unknown filter field {col!r} (catalogue fields: {known})")
+            values = self._fields[col]
+            wanted = set(want) if isinstance(want, list) else {want}
+            out &= np.fromiter((v in wanted for v in values), dtype=bool, count=n)
+        return out
+
+
+__all__ = ["CATALOGUE_FILES", "Catalogue", "find_catalogue", "read_catalogue", "split_tags"]

@@ -1,0 +1,224 @@
+"""Running the server, and folding the event log back into a model (``lmrec retrain``).
+
+The server keeps online feedback in memory (and in the log); it never refits. ``retrain`` is the
+offline half: it rebuilds the training interactions from the artifact's stored histories, appends
+every positive event logged since the artifact was made, fits a fresh model with the same class and
+config, and swaps it into place atomically with a checkpoint (``serving.json``) recording the last
+event it consumed. A server started on the new artifact replays only newer events.
+
+What the artifact does not hold is not retrained on: review and user-tag side tables. To retrain with
+those, fit in Python on your dataset plus :func:`events_frame` and save with :func:`save_with_checkpoint`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from lmrec.data.dataset import Dataset
+from lmrec.errors import LmrecError
+from lmrec.models.base import Recommender, _replace_dir
+from lmrec.serving.catalogue import CATALOGUE_FILES, find_catalogue, read_catalogue
+from lmrec.serving.state import (
+    CHECKPOINT_FILE,
+    ServingConfig,
+    _item_frame_row,
+    default_db_path,
+    read_checkpoint,
+)
+from lmrec.serving.store import EventStore, open_store
+
+
+def run(
+    artifact_dir: str | os.PathLike[str],
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    db: str | os.PathLike[str] | None = None,
+    catalogue: str | os.PathLike[str] | None = None,
+    config: ServingConfig | None = None,
+    log_level: str = "info",
+    access_log: bool = False,
+) -> None:
+    """Load the artifact and serve it with uvicorn (one process: online state lives in memory)."""
+    import uvicorn
+
+    from lmrec.serving.app import create_app
+    from lmrec.serving.state import ServingState, configure_process
+
+    configure_process(config or ServingConfig())
+    state = ServingState.from_artifact(artifact_dir, db=db, config=config, catalogue=catalogue)
+    try:
+        app = create_app(state, owns_state=True)
+    except BaseException:
+        state.close()
+        raise
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=access_log, workers=1)
+
+
+def events_frame(store: EventStore, *, after: int = 0, upto: int | None = None) -> pl.DataFrame:
+    """Positive logged events with ``after < id <= upto`` as an interactions frame
+    (``user_id, item_id, timestamp, weight, event``), in log order."""
+    kept = [ev for ev in store.events(after) if ev.positive and (upto is None or (ev.id or 0) <= upto)]
+    return pl.DataFrame(
+        {
+            "user_id": [ev.user_id for ev in kept],
+            "item_id": [ev.item_id for ev in kept],
+            "timestamp": pl.Series([float(ev.timestamp) for ev in kept], dtype=pl.Float64),
+            "weight": pl.Series(
+                [float(ev.weight) if ev.weight > 0 else 1.0 for ev in kept], dtype=pl.Float32
+            ),
+            "event": pl.Series([ev.event for ev in kept], dtype=pl.Utf8),
+            "id": pl.Series([ev.id for ev in kept], dtype=pl.Int64),
+        },
+        strict=False,
+    )
+
+
+def _history_frame(model: Recommender) -> pl.DataFrame:
+    """The artifact's stored training histories as interactions (external ids, time order kept)."""
+    assert model.user_vocab is not None and model.item_vocab is not None
+    offsets = model._hist_offsets
+    counts = np.diff(offsets)
+    users = np.repeat(np.arange(len(counts)), counts)
+    return pl.DataFrame(
+        {
+            "user_id": pl.Series(model.user_vocab.external(users), dtype=_dtype(model.user_vocab.kind)),
+            "item_id": pl.Series(
+                model.item_vocab.external(model._hist_items), dtype=_dtype(model.item_vocab.kind)
+            ),
+            "weight": model._hist_weights.astype(np.float32),
+        }
+    )
+
+
+def _dtype(kind: str) -> type[pl.DataType]:
+    return pl.Int64 if kind == "int" else pl.Utf8
+
+
+@dataclass(frozen=True)
+class RetrainResult:
+    artifact: Path
+    model: str
+    events_folded: int
+    events_upto: int
+    n_users: int
+    n_items: int
+    n_interactions: int
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: str(v) if isinstance(v, Path) else v for k, v in self.__dict__.items()}
+
+
+def retrain(
+    artifact_dir: str | os.PathLike[str],
+    *,
+    db: str | os.PathLike[str] | None = None,
+    out: str | os.PathLike[str] | None = None,
+    catalogue: str | os.PathLike[str] | None = None,
+) -> RetrainResult:
+    """Refit the artifact's model on its training history plus the logged events; see module doc."""
+    t0 = time.perf_counter()
+    artifact = Path(artifact_dir)
+    target = Path(out) if out is not None else artifact
+    model = Recommender.load(artifact)
+    assert model.item_vocab is not None and model.user_vocab is not None
+    prev = int(read_checkpoint(artifact).get("events_upto", 0))
+    db_path = Path(db) if db is not None else default_db_path(artifact)
+    if not db_path.exists():
+        raise LmrecError(f"no event log at {db_path}: nothing to retrain on (pass --db)")
+    store = open_store(db_path, impression_flush_s=0)
+    try:
+        upto = store.last_event_id()
+        new = [ev for ev in store.events(prev) if ev.positive and (ev.id or 0) <= upto]
+        logged_items = list(store.items())
+    finally:
+        store.close()
+
+    hist = _history_frame(model)
+    ukind, ikind = model.user_vocab.kind, model.item_vocab.kind
+    conv_u = int if ukind == "int" else str
+    conv_i = int if ikind == "int" else str
+    ev_frame = pl.DataFrame(
+        {
+            "user_id": pl.Series([conv_u(e.user_id) for e in new], dtype=_dtype(ukind)),
+            "item_id": pl.Series([conv_i(e.item_id) for e in new], dtype=_dtype(ikind)),
+            "weight": pl.Series([float(e.weight) if e.weight > 0 else 1.0 for e in new], dtype=pl.Float32),
+        }
+    )
+    inter = pl.concat([hist, ev_frame])
+    # the row number is the time: stored histories are already in time order, events follow in log order
+    inter = inter.with_columns(pl.int_range(0, inter.height, dtype=pl.Int64).alias("timestamp"))
+
+    # every known item stays in the vocabulary (cold catalogue items included), with catalogue text
+    items = pl.DataFrame({"item_id": pl.Series(model.item_vocab.ids, dtype=_dtype(ikind))})
+    cat_path = Path(catalogue) if catalogue is not None else find_catalogue(artifact)
+    if cat_path is not None:
+        cat = read_catalogue(cat_path)
+        if "item_id" in cat.columns:
+            cat = cat.with_columns(pl.col("item_id").cast(_dtype(ikind), strict=False)).drop_nulls("item_id")
+            items = items.join(cat.unique("item_id", keep="last"), on="item_id", how="full", coalesce=True)
+    if logged_items:
+        extra = pl.DataFrame([_item_frame_row(conv_i(it.item_id), it.fields) for it in logged_items])
+        extra = extra.with_columns(pl.col("item_id").cast(_dtype(ikind)))
+        items = pl.concat([items, extra], how="diagonal_relaxed").unique(
+            "item_id", keep="last", maintain_order=True
+        )
+
+    data = Dataset.from_frames(inter, items=items, name=f"{artifact.name}+log")
+    fresh = type(model)(model.config).fit(data)
+    checkpoint = {
+        "events_upto": upto,
+        "previous_events_upto": prev,
+        "events_folded": len(new),
+        "retrained_at": time.time(),
+    }
+    save_with_checkpoint(fresh, target, checkpoint, catalogue=cat_path)
+    return RetrainResult(
+        artifact=target,
+        model=fresh.name,
+        events_folded=len(new),
+        events_upto=upto,
+        n_users=data.n_users,
+        n_items=data.n_items,
+        n_interactions=data.n_interactions,
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def save_with_checkpoint(
+    model: Recommender,
+    target: str | os.PathLike[str],
+    checkpoint: dict[str, Any],
+    *,
+    catalogue: str | os.PathLike[str] | None = None,
+) -> Path:
+    """Save ``model`` with a ``serving.json`` checkpoint (and a copy of the catalogue), atomically:
+    a server starting meanwhile sees either the old artifact or the complete new one."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.retrain-", dir=target.parent))
+    try:
+        inner = model.save(staging / "model")
+        (inner / CHECKPOINT_FILE).write_text(json.dumps(checkpoint, indent=2))
+        if catalogue is not None and Path(catalogue).exists():
+            suffix = Path(catalogue).suffix.lower()
+            name = f"catalog{suffix}" if f"catalog{suffix}" in CATALOGUE_FILES else Path(catalogue).name
+            shutil.copy2(catalogue, inner / name)
+        _replace_dir(inner, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+__all__ = ["RetrainResult", "events_frame", "retrain", "run", "save_with_checkpoint"]
