@@ -1,0 +1,288 @@
+"""``lmrec encode``, ``lmrec tags``, ``lmrec keywords``: the text layer from the command line.
+
+Thin wrappers over :mod:`lmrec.text` and :mod:`lmrec.models.tagger`. Free-text recommendation is
+``lmrec recommend MODEL_DIR --text "..."`` (in :mod:`lmrec.cli.experiment`) on a saved ``content``
+model.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from lmrec.errors import LmrecError
+
+DataDir = Annotated[
+    Path | None, typer.Option("--data-dir", help="Dataset home folder (overrides LMREC_DATA_HOME).")
+]
+DatasetName = Annotated[
+    str, typer.Argument(help="Dataset name, e.g. ml-latest-small (see `lmrec datasets list`).")
+]
+ModelName = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help="Text model: default = bundled offline all-MiniLM-L6-v2; any sentence-transformers name or "
+        "local directory; 'hashing' = model-free test encoder.",
+    ),
+]
+CacheDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--cache-dir", help="Embedding cache folder (default: $LMREC_CACHE_DIR or ~/.cache/lmrec/embeddings)."
+    ),
+]
+NoCache = Annotated[bool, typer.Option("--no-cache", help="Encode everything, read and write no cache.")]
+Device = Annotated[
+    str | None, typer.Option("--device", help="cpu, cuda, cuda:1, mps (default: CUDA when present).")
+]
+
+
+def _out() -> Console:
+    return Console(highlight=False, soft_wrap=True)
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    try:
+        yield
+    except LmrecError as exc:
+        Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(code=2) from None
+
+
+def _load(name: str, data_dir: Path | None) -> Any:
+    from lmrec.data.loaders import load_dataset
+
+    return load_dataset(name, data_dir)
+
+
+def _profile(fields: str | None, template: str | None) -> Any:
+    from lmrec.text.profiles import ProfileConfig
+
+    update: dict[str, Any] = {}
+    if fields:
+        update["fields"] = tuple(f.strip() for f in fields.split(",") if f.strip())
+    if template:
+        update["template"] = template
+    return ProfileConfig(**update)
+
+
+def encode_command(
+    dataset: DatasetName,
+    data_dir: DataDir = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write item vectors here (.safetensors).")
+    ] = None,
+    model: ModelName = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 64,
+    cache_dir: CacheDir = None,
+    no_cache: NoCache = False,
+    device: Device = None,
+    fields: Annotated[
+        str | None, typer.Option("--fields", help="Comma-separated profile fields, most important first.")
+    ] = None,
+    template: Annotated[
+        str | None, typer.Option("--template", help='Profile template, e.g. "{title}. {genres}".')
+    ] = None,
+    show: Annotated[int, typer.Option("--show", help="Print this many example profiles.")] = 3,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Encode every item profile of a dataset (through the embedding cache) and report throughput."""
+    from safetensors.numpy import save_file
+
+    from lmrec.text import EmbeddingCache, build_item_texts, get_encoder
+
+    with _errors():
+        data = _load(dataset, data_dir)
+        texts = build_item_texts(data, _profile(fields, template))
+        encoder = get_encoder(model, device=device)
+        cache = None if no_cache else EmbeddingCache(cache_dir)
+        t0 = time.perf_counter()
+        if cache is None:
+            vectors = encoder.encode(texts, batch_size=batch_size, show_progress=True)
+            hits = 0
+        else:
+            vectors = cache.encode(texts, encoder, batch_size=batch_size, show_progress=True)
+            hits = cache.last_stats.hits
+        seconds = time.perf_counter() - t0
+        report = {
+            "dataset": dataset,
+            "n_items": len(texts),
+            "model_id": encoder.model_id,
+            "dim": int(vectors.shape[1]),
+            "device": getattr(encoder, "device", None) or "n/a (not loaded: all cached)",
+            "seconds": round(seconds, 3),
+            "texts_per_second": round(len(texts) / seconds, 1) if seconds > 0 else None,
+            "cache": None if cache is None else str(cache.root),
+            "cache_hits": hits,
+            "encoded": len(texts) - hits if cache is not None else len(texts),
+        }
+        if out is not None:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = out.with_name(f".{out.name}.tmp")
+            save_file(
+                {"vectors": np.ascontiguousarray(vectors)},
+                str(tmp),
+                metadata={
+                    "model_id": encoder.model_id,
+                    "dataset": dataset,
+                    "item_ids": json.dumps(data.item_vocab.ids),
+                },
+            )
+            tmp.replace(out)
+            report["out"] = str(out)
+        console = _out()
+        if json_out:
+            console.print_json(json.dumps(report))
+            return
+        table = Table(title=f"encoded {dataset}", title_justify="left")
+        table.add_column("what")
+        table.add_column("value", overflow="fold")
+        for k, v in report.items():
+            table.add_row(k, escape(str(v)))
+        console.print(table)
+        for t in texts[:show]:
+            console.print(f"  • {escape(t)}")
+
+
+def tags_command(
+    dataset: DatasetName,
+    data_dir: DataDir = None,
+    model: ModelName = None,
+    holdout: Annotated[
+        float, typer.Option("--holdout", help="Share of tagged items held out for evaluation.")
+    ] = 0.2,
+    min_items: Annotated[
+        int, typer.Option("--min-items", help="Learn tags used on at least this many items.")
+    ] = 5,
+    hidden: Annotated[int, typer.Option("--hidden", help="Hidden layer width (0 = linear).")] = 0,
+    seed: Annotated[int, typer.Option("--seed")] = 42,
+    show: Annotated[int, typer.Option("--show", help="Untagged items to show predictions for.")] = 5,
+    cache_dir: CacheDir = None,
+    no_cache: NoCache = False,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Save the trained predictor here.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Train a tag predictor on item text, report held-out P@5 / F1, tag a few untagged items."""
+    from lmrec.models.tagger import TagPredictor, tag_task
+    from lmrec.text import EmbeddingCache, get_encoder
+
+    with _errors():
+        if not 0 < holdout < 1:
+            raise LmrecError(f"--holdout must be in (0, 1), got {holdout}")
+        data = _load(dataset, data_dir)
+        ids, texts, labels, untagged_ids, untagged_texts = tag_task(data)
+        encoder = get_encoder(model)
+        cache = None if no_cache else EmbeddingCache(cache_dir)
+        rng = np.random.default_rng(seed)
+        perm = rng.permutation(len(ids))
+        n_test = max(1, round(holdout * len(ids)))
+        test, train = perm[:n_test], perm[n_test:]
+        shown_untagged = untagged_texts[:show]
+        all_texts = texts + shown_untagged
+        t0 = time.perf_counter()
+        X = (
+            cache.encode(all_texts, encoder, show_progress=True)
+            if cache
+            else encoder.encode(all_texts, show_progress=True)
+        )
+        encode_s = time.perf_counter() - t0
+        predictor = TagPredictor(
+            text_encoder=encoder,
+            encoder=model,
+            min_items=min_items,
+            hidden=hidden,
+            seed=seed,
+            cache_dir=str(cache.root) if cache else None,
+        )
+        predictor.fit(X[train], [labels[i] for i in train], encoder_id=encoder.model_id)
+        metrics = predictor.evaluate(X[test], [labels[i] for i in test], k=5)
+        report: dict[str, Any] = {
+            "dataset": dataset,
+            "model_id": encoder.model_id,
+            "n_tagged_items": len(ids),
+            "n_train_items": len(train),
+            "n_heldout_items": len(test),
+            "n_tags_learned": len(predictor.tags_),
+            "threshold": round(predictor.threshold_, 3),
+            "encode_seconds": round(encode_s, 2),
+            **{k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.to_dict().items()},
+        }
+        titles = dict(zip(data.item_vocab.ids, data.item_titles(), strict=True))
+        preds = predictor.predict(X[len(texts) :], k=5) if shown_untagged else []
+        report["untagged_examples"] = [
+            {"item_id": i, "title": titles.get(i, str(i)), "predicted": [t for t, _ in p]}
+            for i, p in zip(untagged_ids[:show], preds, strict=True)
+        ]
+        if out is not None:
+            predictor.save(out)
+            report["saved"] = str(out)
+        console = _out()
+        if json_out:
+            console.print_json(json.dumps(report, default=str))
+            return
+        table = Table(title=f"tag prediction on {dataset} (held-out items)", title_justify="left")
+        table.add_column("metric")
+        table.add_column("value")
+        for k, v in report.items():
+            if k != "untagged_examples":
+                table.add_row(k, escape(str(v)))
+        console.print(table)
+        for ex in report["untagged_examples"]:
+            console.print(f"  • {escape(str(ex['title']))}: {escape(', '.join(ex['predicted']))}")
+
+
+def keywords_command(
+    dataset: DatasetName,
+    data_dir: DataDir = None,
+    model: ModelName = None,
+    items: Annotated[int, typer.Option("--items", help="How many items (with reviews) to show.")] = 5,
+    top_n: Annotated[int, typer.Option("--top-n", help="Keyphrases per item.")] = 5,
+    diversity: Annotated[
+        float, typer.Option("--diversity", help="0 = most relevant, 1 = most diverse.")
+    ] = 0.5,
+    cache_dir: CacheDir = None,
+    no_cache: NoCache = False,
+) -> None:
+    """Keyphrases from each item's reviews (candidate n-grams ranked by similarity to the reviews)."""
+    from lmrec.text import EmbeddingCache, get_encoder, keyword_map, review_keywords
+
+    with _errors():
+        data = _load(dataset, data_dir)
+        if data.reviews is None:
+            raise LmrecError(f"dataset {dataset!r} has no reviews")
+        chosen = data.reviews["item_id"].unique(maintain_order=True).head(items).to_list()
+        frame = review_keywords(
+            data,
+            get_encoder(model),
+            top_n=top_n,
+            items=chosen,
+            diversity=diversity,
+            cache=None if no_cache else EmbeddingCache(cache_dir),
+        )
+        console = _out()
+        titles = dict(zip(data.item_vocab.ids, data.item_titles(), strict=True))
+        for item, kws in keyword_map(frame).items():
+            console.print(f"  • {escape(str(titles.get(item, item)))}: {escape(', '.join(kws))}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``encode``, ``tags`` and ``keywords`` to the top-level ``lmrec`` app."""
+    app.command("encode")(encode_command)
+    app.command("tags")(tags_command)
+    app.command("keywords")(keywords_command)
+
+
+__all__ = ["encode_command", "keywords_command", "register", "tags_command"]

@@ -1,0 +1,300 @@
+"""Content-based recommendation with a pretrained text encoder (zero-shot cold start).
+
+Every item in the vocabulary, including catalogue items nobody has interacted with, gets a vector:
+the encoded text of its profile (title, genres, tags, review snippets, ...; see
+:mod:`lmrec.text.profiles`). A query becomes a vector in the same space:
+
+* a user (known id, or an unseen user's history): the recency-weighted mean of the vectors of the
+  items in the history, most recent items weighing most (exponential decay with a half-life counted
+  in interactions, because timestamps are not comparable across users and catalogues);
+* free text ("animated movie for young kids"): the encoded text;
+* both: a blend, ``(1 - text_weight) * user + text_weight * text``, each part unit-normalised first.
+
+Sentence encoders are anisotropic: all their vectors share a large common direction, so raw cosine
+similarities between items of one catalogue sit in a narrow band and that shared direction dominates
+a user's mean vector. With ``center=True`` (default) the catalogue's mean vector is subtracted from
+every item, user and query vector before normalising, which leaves the directions that tell items
+apart; on ml-latest-small's cold-item split this more than doubled cold-item NDCG@10 (0.083 -> 0.189,
+mean of 3 seeds, benchmarks/cold_start.py). The mean is taken over the fitted catalogue's text
+vectors (no interaction data) and fixed at fit time, so vectors added later stay comparable.
+
+Recency decay (``recency_half_life``) suits sessions and drifting tastes; on a random cold-item split,
+which has no time structure, switching it off scored slightly higher (NDCG@10 0.207 vs 0.189).
+
+Scores are cosine similarities (all vectors unit length), so the model is an
+:class:`~lmrec.models.base.EmbeddingRecommender` and the serving layer's ANN index serves it like
+any other embedding model. Nothing is learned from interactions: fitting only encodes the item
+profiles (through the on-disk embedding cache when ``cache_dir`` is set), which is why an item never
+seen in training is as servable as a popular one, and why popularity-heavy metrics favour CF models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import polars as pl
+from pydantic import Field
+
+from lmrec.data.dataset import Dataset
+from lmrec.errors import DataError, LmrecError, UnknownIdError
+from lmrec.models.base import EmbeddingRecommender, ModelConfig, QueryBatch
+from lmrec.text.cache import EmbeddingCache, cached_encode
+from lmrec.text.encoder import TextEncoder, l2_normalize, shared_encoder
+from lmrec.text.keywords import keyword_map, review_keywords
+from lmrec.text.profiles import ProfileConfig, build_item_texts, item_texts_from_frame, query_text
+
+
+class ContentConfig(ModelConfig):
+    """Hyperparameters of :class:`ContentRecommender`."""
+
+    #: text model: None = the bundled offline all-MiniLM-L6-v2; any sentence-transformers name or
+    #: local directory; "hashing" for the model-free test encoder
+    encoder: str | None = None
+    #: "cuda", "cpu", ...; None picks CUDA when present (fp16 there)
+    device: str | None = None
+    batch_size: int = Field(64, ge=1)
+    #: how item profile texts are built
+    profile: ProfileConfig = ProfileConfig()
+    #: half-life of a history item's weight, in interactions (None: every item weighs the same)
+    recency_half_life: float | None = Field(50.0, gt=0)
+    #: subtract the catalogue's mean vector before normalising (see the class docstring)
+    center: bool = True
+    #: weigh history items by log(1 + interaction weight) (plays, dwell time); off by default
+    use_weights: bool = False
+    #: share of the free text in a query that has both a history and a text
+    text_weight: float = Field(0.5, ge=0.0, le=1.0)
+    #: on-disk embedding cache directory (None: no cache)
+    cache_dir: str | None = None
+    #: review keyphrases per item added to the profile's "keywords" field (0: off)
+    keywords_per_item: int = Field(0, ge=0)
+    keyword_diversity: float = Field(0.5, ge=0.0, le=1.0)
+    #: progress bar while encoding (None: only for long jobs)
+    show_progress: bool | None = None
+
+
+class ContentRecommender(EmbeddingRecommender):
+    """Cosine similarity between a query vector and encoded item profiles.
+
+    Serves known users, unseen users' histories, free-text queries and mixes of them, over every item
+    in the vocabulary (cold items included). ``add_items`` encodes new catalogue items without
+    refitting. ``text_encoder`` injects an already built :class:`~lmrec.text.encoder.TextEncoder` (it
+    must be the model ``config.encoder`` names, so that a saved model can rebuild it).
+    """
+
+    name = "content"
+    Config = ContentConfig
+    config: ContentConfig
+    supports = frozenset({"user", "history", "text"})
+
+    def __init__(
+        self,
+        config: ContentConfig | Mapping[str, Any] | None = None,
+        *,
+        text_encoder: TextEncoder | None = None,
+        **params: Any,
+    ) -> None:
+        super().__init__(config, **params)
+        self._encoder = text_encoder
+        self.item_vectors_: np.ndarray | None = None
+        #: mean encoder vector of the catalogue at fit time (zeros when ``center`` is off)
+        self.center_ = np.zeros(0, np.float32)
+        self.encoder_id_: str | None = None
+        #: review keyphrases per item (external id -> phrases), when ``keywords_per_item`` > 0
+        self.keywords_: dict[Any, list[str]] = {}
+
+    # ------------------------------------------------------------------ encoder
+    @property
+    def encoder(self) -> TextEncoder:
+        """The text encoder (created on first use; a loaded model only builds it for a text query)."""
+        if self._encoder is None:
+            self._encoder = shared_encoder(self.config.encoder, self.config.device)
+        if self.encoder_id_ is not None and self._encoder.model_id != self.encoder_id_:
+            raise LmrecError(
+                f"this content model's item vectors come from {self.encoder_id_!r} but the encoder is "
+                f"{self._encoder.model_id!r}: texts would land in a different vector space; refit, or "
+                "install the same model version"
+            )
+        return self._encoder
+
+    def _cache(self) -> EmbeddingCache | None:
+        return EmbeddingCache(self.config.cache_dir) if self.config.cache_dir else None
+
+    def encode_texts(self, texts: list[str], *, kind: str = "document") -> np.ndarray:
+        """Encode with this model's encoder (documents through the cache, if any)."""
+        cache = self._cache() if kind == "document" else None
+        return cached_encode(
+            texts,
+            self.encoder,
+            cache,
+            batch_size=self.config.batch_size,
+            show_progress=self.config.show_progress,
+            kind=kind,
+        )
+
+    # ------------------------------------------------------------------ fitting
+    def _fit(self, data: Dataset) -> None:
+        self.encoder_id_ = None
+        encoder = self.encoder
+        keywords = None
+        self.keywords_ = {}
+        if self.config.keywords_per_item and data.reviews is not None and data.reviews.height:
+            frame = review_keywords(
+                data,
+                encoder,
+                top_n=self.config.keywords_per_item,
+                diversity=self.config.keyword_diversity,
+                cache=self._cache(),
+                batch_size=self.config.batch_size,
+                show_progress=self.config.show_progress,
+            )
+            self.keywords_ = keyword_map(frame)
+            keywords = self.keywords_
+        texts = build_item_texts(data, self.config.profile, keywords=keywords)
+        raw = self.encode_texts(texts)
+        self.center_ = raw.mean(axis=0) if self.config.center else np.zeros(raw.shape[1], np.float32)
+        self.item_vectors_ = self._centred(raw)
+        self.encoder_id_ = encoder.model_id
+
+    def _centred(self, vectors: np.ndarray) -> np.ndarray:
+        """Encoder vectors moved into this model's space: minus the catalogue mean, unit length."""
+        return l2_normalize(vectors - self.center_[None, :]) if self.config.center else vectors
+
+    def item_texts(self, data: Dataset) -> list[str]:
+        """The profile texts this model encodes for ``data`` (for inspection and explanations)."""
+        return build_item_texts(data, self.config.profile, keywords=self.keywords_ or None)
+
+    # ------------------------------------------------------------------ vectors
+    def item_vectors(self) -> np.ndarray:
+        self._check_fitted()
+        assert self.item_vectors_ is not None
+        return self.item_vectors_
+
+    def history_vector(self, items: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+        """Unit vector of a time-ordered history of internal item indices (zeros for an empty one)."""
+        vecs = self.item_vectors()
+        if len(items) == 0:
+            return np.zeros(vecs.shape[1], np.float32)
+        n = len(items)
+        w = np.ones(n, np.float64)
+        if self.config.recency_half_life is not None:
+            age = np.arange(n - 1, -1, -1, dtype=np.float64)  # 0 = most recent
+            w = np.power(0.5, age / self.config.recency_half_life)
+        if weights is not None and self.config.use_weights:
+            w = w * np.log1p(np.maximum(np.asarray(weights, np.float64), 0.0))
+        u = (w[:, None] * vecs[items]).sum(axis=0)
+        return l2_normalize(u.astype(np.float32)[None, :])[0]
+
+    def query_vectors(self, batch: QueryBatch) -> np.ndarray:
+        vecs = self.item_vectors()
+        out = np.zeros((len(batch), vecs.shape[1]), np.float32)
+        has_hist = np.zeros(len(batch), dtype=bool)
+        for qi, seq in enumerate(batch.sequences):
+            if len(seq):
+                weights = None
+                if self.config.use_weights:
+                    row = batch.history[qi]
+                    lookup = dict(zip(row.indices.tolist(), row.data.tolist(), strict=True))
+                    counts = np.bincount(seq, minlength=1)
+                    weights = np.array([lookup.get(int(i), 1.0) / max(counts[i], 1) for i in seq])
+                out[qi] = self.history_vector(seq, weights)
+                has_hist[qi] = True
+        text_rows = [i for i, t in enumerate(batch.texts) if t]
+        if text_rows:
+            tv = self._centred(
+                self.encoder.encode(
+                    [query_text(batch.texts[i] or "") for i in text_rows],
+                    batch_size=self.config.batch_size,
+                    show_progress=False,
+                    kind="query",
+                )
+            )
+            a = self.config.text_weight
+            for j, qi in enumerate(text_rows):
+                out[qi] = (1 - a) * out[qi] + a * tv[j] if has_hist[qi] else tv[j]
+            out[text_rows] = l2_normalize(out[text_rows])
+        return out
+
+    # ------------------------------------------------------------------ catalogue updates
+    def add_items(self, items: pl.DataFrame) -> None:
+        """Add new catalogue items (or new text for known ones) and encode them; no refit.
+
+        ``items`` needs ``item_id`` plus the profile's text columns (``title``, ``description``,
+        ``genres``, a ``tags`` or ``reviews`` column, ...). New ids are appended to the item
+        vocabulary (existing indices never move); known ids get their vector re-encoded.
+        """
+        self._check_fitted()
+        assert self.item_vocab is not None and self.item_vectors_ is not None
+        if not isinstance(items, pl.DataFrame):
+            raise TypeError(f"add_items takes a polars DataFrame, got {type(items).__name__}")
+        if "item_id" not in items.columns:
+            raise DataError(
+                f"new items have no 'item_id' column (columns: {', '.join(items.columns)})", column="item_id"
+            )
+        if items.height == 0:
+            return
+        if items["item_id"].null_count():
+            raise DataError("new items: null item_id", column="item_id")
+        if items["item_id"].is_duplicated().any():
+            raise DataError(
+                f"new items: duplicate item_id {items['item_id'].filter(items['item_id'].is_duplicated())[0]!r}",
+                column="item_id",
+            )
+        ids = items["item_id"].to_list()
+        if self.item_vocab.kind == "int":
+            bad = [
+                i
+                for i in ids
+                if not (isinstance(i, int) or (isinstance(i, str) and i.strip().lstrip("-").isdigit()))
+            ]
+            if bad:
+                raise UnknownIdError("item_id (this catalogue uses integer ids)", bad)
+            items = items.with_columns(pl.col("item_id").cast(pl.Int64))
+        else:
+            items = items.with_columns(pl.col("item_id").cast(pl.Utf8))
+        texts = item_texts_from_frame(items, self.config.profile)
+        vecs = self._centred(self.encode_texts(texts))  # the fitted mean: existing vectors stay valid
+        vocab = self.item_vocab.extend(items["item_id"].to_list())
+        table = np.zeros((len(vocab), self.item_vectors_.shape[1]), np.float32)
+        table[: len(self.item_vectors_)] = self.item_vectors_
+        table[vocab.indices(items["item_id"].to_list())] = vecs
+        self.item_vocab = vocab
+        self.item_vectors_ = table
+        self._history_csr = None  # its shape follows the catalogue
+
+    def item_keywords(self, item_id: Any) -> list[str]:
+        """Review keyphrases of one item (empty when the model was fitted without keywords)."""
+        self._check_fitted()
+        assert self.item_vocab is not None
+        self.item_vocab.index(item_id)  # unknown ids raise, naming the id
+        key = int(item_id) if self.item_vocab.kind == "int" else str(item_id)
+        return list(self.keywords_.get(key, []))
+
+    # ------------------------------------------------------------------ persistence
+    def _get_state(self) -> dict[str, np.ndarray]:
+        assert self.item_vectors_ is not None
+        return {"item_vectors": self.item_vectors_, "center": self.center_}
+
+    def _get_extra(self) -> dict[str, Any]:
+        extra: dict[str, Any] = {"encoder_model_id": self.encoder_id_}
+        if self.keywords_:
+            extra["keywords"] = {str(k): v for k, v in self.keywords_.items()}
+        return extra
+
+    def _set_state(self, tensors: dict[str, np.ndarray], extra: dict[str, Any]) -> None:
+        self.item_vectors_ = tensors["item_vectors"].astype(np.float32, copy=False)
+        dim = self.item_vectors_.shape[1]
+        self.center_ = tensors.get("center", np.zeros(dim, np.float32)).astype(np.float32, copy=False)
+        self.encoder_id_ = extra.get("encoder_model_id")
+        kind = self.item_vocab.kind if self.item_vocab is not None else "str"
+        self.keywords_ = {
+            (int(k) if kind == "int" else k): list(v) for k, v in extra.get("keywords", {}).items()
+        }
+        if self.item_vocab is not None and len(self.item_vectors_) != len(self.item_vocab):
+            raise LmrecError(
+                f"saved content model has {len(self.item_vectors_)} item vectors for {len(self.item_vocab)} items"
+            )
+
+
+__all__ = ["ContentConfig", "ContentRecommender"]
