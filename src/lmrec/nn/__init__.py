@@ -1,0 +1,61 @@
+"""Shared torch building blocks for lmrec's neural models (needs the ``torch`` extra).
+
+Every neural model (two-tower, SASRec, BERT4Rec) builds on the same three pieces, so a fix or a
+speed-up lands everywhere at once:
+
+* :mod:`lmrec.nn.item_repr`: :class:`ItemRepresentation`, an item-ID embedding fused with a frozen,
+  projected language-model text embedding (``"sum"``, ``"gate"``, ``"text_only"``, ``"id_only"``),
+  with ID dropout so the text path carries cold items; a padding row and special tokens for
+  sequence models.
+* :mod:`lmrec.nn.losses`: :func:`info_nce` (in-batch + sampled negatives, logQ correction, accidental
+  hit masking), :func:`sampled_softmax`, :func:`full_softmax_ce`, :func:`bce_with_negatives`.
+* :mod:`lmrec.nn.training`: :class:`NeuralTrainConfig` (the ``train`` fragment of a model config),
+  :class:`RecLightningModule` (subclasses write ``compute_loss``), :func:`fit_module` (seeded
+  Lightning training with early stopping on validation NDCG@10 and best-weight restore), and the
+  validation helpers :func:`split_validation`, :class:`ValidationData`, :func:`ranking_metrics`.
+* :mod:`lmrec.nn.towers`: user-side encoders over a history of item representations
+  (:class:`HistoryEncoder`: recency-weighted attention pooling or a small causal transformer).
+
+See each module's docstring for the exact API.
+"""
+
+from lmrec.nn.item_repr import FUSIONS, ItemRepresentation
+from lmrec.nn.losses import bce_with_negatives, full_softmax_ce, info_nce, sampled_softmax
+from lmrec.nn.towers import CausalTransformerBlock, HistoryEncoder
+from lmrec.nn.training import (
+    EpochRecord,
+    NeuralTrainConfig,
+    RecLightningModule,
+    TrainingReport,
+    ValidationData,
+    fit_module,
+    holdout_last,
+    ranking_metrics,
+    resolve_accelerator,
+    resolve_precision,
+    seed_all,
+    split_validation,
+)
+
+__all__ = [
+    "FUSIONS",
+    "CausalTransformerBlock",
+    "EpochRecord",
+    "HistoryEncoder",
+    "ItemRepresentation",
+    "NeuralTrainConfig",
+    "RecLightningModule",
+    "TrainingReport",
+    "ValidationData",
+    "bce_with_negatives",
+    "fit_module",
+    "full_softmax_ce",
+    "holdout_last",
+    "info_nce",
+    "ranking_metrics",
+    "resolve_accelerator",
+    "resolve_precision",
+    "sampled_softmax",
+    "seed_all",
+    "split_validation",
+]

@@ -1,0 +1,228 @@
+"""Item representations shared by every neural model: an ID embedding fused with frozen LM text vectors.
+
+API
+---
+``ItemRepresentation(n_items, dim, text_embeddings=None, *, fusion="sum", id_dropout=0.0,
+padding_idx=0, n_extra_tokens=0, text_hidden=None, known_items=None)``
+
+* **Token layout.** The module embeds *tokens*, not raw item indices, so sequence models get a
+  padding row and special tokens without re-inventing the offset arithmetic:
+
+  - ``padding_idx=0`` (default): token 0 is padding, item ``i`` is token ``i + 1``;
+  - ``padding_idx=None``: no padding row, item ``i`` is token ``i`` (two-tower style);
+  - ``n_extra_tokens`` learnable ID-only rows follow the items (e.g. BERT4Rec's ``[MASK]``):
+    ``mask_token == first_extra_token == item_offset + n_items``.
+
+  ``to_tokens(item_idx)`` converts internal item indices; ``item_offset`` is 1 or 0.
+  Padding tokens always map to an exact zero vector (no bias leaks into attention pooling).
+* ``forward(tokens, text_table=None) -> (..., dim)``: representation of each token (``text_table``
+  optionally overrides the frozen text buffer, for a text encoder being fine-tuned).
+* ``all_items(text_table=None) -> (n_items, dim)``: every real item in internal-index order (no padding/extras),
+  the matrix a softmax over the catalogue or ``item_vectors()`` needs.
+* ``text_only(text) -> (..., dim)``: project raw text vectors (same ``text_dim``) through the text path
+  alone, e.g. a free-text query or a brand-new item's description.
+* ``fusion``: ``"sum"`` (id + projected text), ``"gate"`` (a learned per-dimension sigmoid gate
+  between the two), ``"text_only"`` (no ID table at all: a pure content model) or ``"id_only"``
+  (ignores text; the ablation baseline). Without ``text_embeddings`` only ``"id_only"`` is valid.
+* **ID dropout** (``id_dropout``): while training, each item's ID part is zeroed with this
+  probability (per occurrence in ``forward``; per item in ``all_items``), without rescaling. The
+  text path then learns to carry an item alone, which is exactly the situation of a cold item.
+* **Cold items** (``known_items``, a bool mask over items, also settable with
+  :meth:`set_known_items`): items with no training interactions never get a useful ID vector; worse,
+  a softmax pushes their untrained IDs down as permanent negatives. Their ID part is therefore
+  always zeroed, so they are represented by their text alone, in training and at inference.
+  ``known_items`` is a buffer and is saved with the state dict.
+
+The text matrix is a frozen buffer (float32, ``(n_items, text_dim)``, rows of zeros for items
+without text); only the projection (and the ID table) learn. Fine-tuning the text encoder itself is
+the job of the model that owns the encoder (see ``lmrec.models.two_tower``).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+Fusion = Literal["sum", "gate", "text_only", "id_only"]
+FUSIONS: tuple[str, ...] = ("sum", "gate", "text_only", "id_only")
+
+
+class ItemRepresentation(nn.Module):
+    """ID embedding + projected frozen text embedding, with ID dropout for cold-start robustness."""
+
+    text_table: Tensor
+    id_known: Tensor
+
+    def __init__(
+        self,
+        n_items: int,
+        dim: int,
+        text_embeddings: Tensor | None = None,
+        *,
+        fusion: Fusion = "sum",
+        id_dropout: float = 0.0,
+        padding_idx: int | None = 0,
+        n_extra_tokens: int = 0,
+        text_hidden: int | None = None,
+        known_items: Tensor | None = None,
+        init_std: float = 0.02,
+    ) -> None:
+        super().__init__()
+        if n_items <= 0 or dim <= 0:
+            raise ValueError(f"n_items and dim must be positive, got {n_items}, {dim}")
+        if fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
+        if padding_idx not in (0, None):
+            raise ValueError(f"padding_idx must be 0 (items start at token 1) or None, got {padding_idx!r}")
+        if not 0.0 <= id_dropout < 1.0:
+            raise ValueError(f"id_dropout must be in [0, 1), got {id_dropout}")
+        if text_embeddings is None and fusion != "id_only":
+            raise ValueError(f"fusion={fusion!r} needs text_embeddings; use fusion='id_only' without text")
+        self.n_items = int(n_items)
+        self.dim = int(dim)
+        self.fusion: Fusion = fusion
+        self.id_dropout = float(id_dropout)
+        self.padding_idx = padding_idx
+        self.item_offset = 0 if padding_idx is None else 1
+        self.n_extra_tokens = int(n_extra_tokens)
+        self.n_tokens = self.item_offset + self.n_items + self.n_extra_tokens
+
+        self.use_id = fusion != "text_only"
+        self.use_text = fusion != "id_only"
+        if self.use_id:
+            self.id_embedding: nn.Embedding | None = nn.Embedding(self.n_tokens, dim, padding_idx=padding_idx)
+            nn.init.normal_(self.id_embedding.weight, std=init_std)
+            if padding_idx is not None:
+                with torch.no_grad():
+                    self.id_embedding.weight[padding_idx].zero_()
+        else:
+            self.id_embedding = None
+            if n_extra_tokens:
+                # special tokens have no text: they need their own learnable rows even without IDs
+                self.extra_embedding = nn.Parameter(torch.randn(n_extra_tokens, dim) * init_std)
+
+        text_dim = 0
+        if self.use_text:
+            assert text_embeddings is not None
+            text = torch.as_tensor(text_embeddings, dtype=torch.float32)
+            if text.ndim != 2 or text.shape[0] != n_items:
+                raise ValueError(
+                    f"text_embeddings must have shape ({n_items}, text_dim), got {tuple(text.shape)}"
+                )
+            text_dim = text.shape[1]
+            # one zero row per padding/extra token so tokens index the buffer directly
+            table = torch.zeros(self.n_tokens, text_dim)
+            table[self.item_offset : self.item_offset + n_items] = text
+            self.register_buffer("text_table", table, persistent=True)
+            if text_hidden:
+                self.text_proj: nn.Module = nn.Sequential(
+                    nn.Linear(text_dim, text_hidden), nn.GELU(), nn.Linear(text_hidden, dim)
+                )
+            else:
+                self.text_proj = nn.Linear(text_dim, dim)
+            if fusion == "gate":
+                self.gate = nn.Linear(2 * dim, dim)
+                nn.init.zeros_(self.gate.weight)
+                nn.init.zeros_(self.gate.bias)  # start as an even mix
+        self.text_dim = text_dim
+
+        token_known = torch.ones(self.n_tokens, dtype=torch.bool)
+        if padding_idx is not None:
+            token_known[padding_idx] = False
+        self.register_buffer("id_known", token_known, persistent=True)
+        if known_items is not None:
+            self.set_known_items(known_items)
+
+    # ------------------------------------------------------------------ token helpers
+    @property
+    def first_extra_token(self) -> int:
+        return self.item_offset + self.n_items
+
+    @property
+    def mask_token(self) -> int:
+        """The first extra token (BERT4Rec's ``[MASK]``); needs ``n_extra_tokens >= 1``."""
+        if self.n_extra_tokens < 1:
+            raise ValueError("no extra tokens: build ItemRepresentation with n_extra_tokens >= 1")
+        return self.first_extra_token
+
+    def to_tokens(self, item_idx: Tensor) -> Tensor:
+        """Internal item indices -> tokens (adds the padding offset)."""
+        return item_idx + self.item_offset
+
+    def set_known_items(self, known_items: Tensor) -> None:
+        """Mark which items have training interactions; the others are served by text alone."""
+        known = torch.as_tensor(known_items, dtype=torch.bool, device=self.id_known.device)
+        if known.shape != (self.n_items,):
+            raise ValueError(f"known_items must have shape ({self.n_items},), got {tuple(known.shape)}")
+        with torch.no_grad():
+            self.id_known[self.item_offset : self.item_offset + self.n_items] = known
+            self.id_known[self.first_extra_token :] = True
+
+    # ------------------------------------------------------------------ forward paths
+    def _fuse(self, id_vec: Tensor | None, text_vec: Tensor | None) -> Tensor:
+        if self.fusion == "id_only":
+            assert id_vec is not None
+            return id_vec
+        assert text_vec is not None
+        if self.fusion == "text_only":
+            return text_vec
+        assert id_vec is not None
+        if self.fusion == "sum":
+            return id_vec + text_vec
+        g = torch.sigmoid(self.gate(torch.cat([id_vec, text_vec], dim=-1)))
+        return g * id_vec + (1.0 - g) * text_vec
+
+    def _id_keep(self, tokens: Tensor) -> Tensor:
+        """Bool mask: which token occurrences keep their ID part (known, and not dropped out)."""
+        keep = self.id_known[tokens]
+        if self.training and self.id_dropout > 0:
+            keep = keep & (torch.rand(tokens.shape, device=tokens.device) >= self.id_dropout)
+        return keep
+
+    def forward(self, tokens: Tensor, text_table: Tensor | None = None) -> Tensor:
+        """(...) int tokens -> (..., dim). Padding tokens give exact zeros.
+
+        ``text_table`` (``(n_tokens, text_dim)``) replaces the frozen text buffer for this call, e.g.
+        with rows freshly computed by a text encoder that is being fine-tuned (gradients then flow
+        into that encoder).
+        """
+        id_vec = text_vec = None
+        if self.id_embedding is not None:
+            id_vec = self.id_embedding(tokens) * self._id_keep(tokens).unsqueeze(-1).to(
+                self.id_embedding.weight.dtype
+            )
+        if self.use_text:
+            table = self.text_table if text_table is None else text_table
+            text_vec = self.text_proj(table[tokens])
+        out = self._fuse(id_vec, text_vec)
+        is_item = (tokens >= self.item_offset) & (tokens < self.first_extra_token)
+        if self.n_extra_tokens and self.id_embedding is None:
+            extra = (tokens - self.first_extra_token).clamp(min=0, max=self.n_extra_tokens - 1)
+            out = torch.where(is_item.unsqueeze(-1), out, self.extra_embedding[extra].to(out.dtype))
+            is_item = is_item | (tokens >= self.first_extra_token)
+        elif self.n_extra_tokens:
+            is_item = is_item | (tokens >= self.first_extra_token)
+        # zero padding exactly (the text projection's bias would otherwise leak into it)
+        return out * is_item.unsqueeze(-1).to(out.dtype)
+
+    def all_items(self, text_table: Tensor | None = None) -> Tensor:
+        """(n_items, dim): every real item, internal-index order; one ID-dropout draw per item."""
+        tokens = torch.arange(self.item_offset, self.first_extra_token, device=self.id_known.device)
+        return self.forward(tokens, text_table)
+
+    def text_only(self, text: Tensor) -> Tensor:
+        """Project raw text vectors through the text path alone (what a cold item gets)."""
+        if not self.use_text:
+            raise ValueError("this ItemRepresentation has no text path (fusion='id_only')")
+        vec = self.text_proj(text.to(self.text_table.dtype))
+        if self.fusion == "gate":
+            return self._fuse(torch.zeros_like(vec), vec)
+        return vec
+
+    def extra_repr(self) -> str:
+        return (
+            f"n_items={self.n_items}, dim={self.dim}, fusion={self.fusion}, text_dim={self.text_dim}, "
+            f"id_dropout={self.id_dropout}, padding_idx={self.padding_idx}, n_extra_tokens={self.n_extra_tokens}"
+        )

@@ -1,0 +1,521 @@
+"""The one Lightning training path for every neural lmrec model (two-tower, SASRec, BERT4Rec).
+
+API
+---
+``NeuralTrainConfig`` (pydantic, frozen, unknown keys rejected)
+    The training fragment a model config embeds as ``train: NeuralTrainConfig = NeuralTrainConfig()``
+    (TOML: a ``[model.train]`` table). Fields: ``max_epochs, batch_size, lr, weight_decay,
+    patience, min_delta, val_every, grad_clip, accelerator ("auto"|"cpu"|"gpu"), devices,
+    num_nodes, strategy ("auto"|"ddp"|...), precision ("auto"|"32"|"16-mixed"|"bf16-mixed"),
+    seed, num_workers, checkpoint_dir, resume, progress_bar``. ``precision="auto"`` is 32-bit on
+    CPU and mixed (bf16 where the GPU supports it, else fp16) on GPU.
+
+``RecLightningModule(train_cfg)``
+    Base ``LightningModule``. Subclasses implement ``compute_loss(batch) -> Tensor`` and nothing
+    else for training; ``training_step`` and ``configure_optimizers`` (AdamW; no weight decay on
+    biases/norms, i.e. parameters with fewer than 2 dimensions, or on names listed in
+    ``no_decay_names``) are shared; ``optimizer_groups(exclude_prefixes)`` lets a subclass add a
+    parameter group of its own (e.g. LoRA adapters) without rewriting the rest.
+
+``fit_module(module, train_dataloader, val_callback=None, cfg=None) -> TrainingReport``
+    Seeds everything (``lightning.seed_everything``), builds a quiet ``Trainer`` (no logger, no
+    model summary, no sanity check, checkpointing only when ``checkpoint_dir`` is set), trains,
+    calls ``val_callback(module) -> float`` (a higher-is-better metric, NDCG@10 by convention;
+    run in eval mode under ``no_grad`` on global rank 0 and broadcast, so DDP ranks agree) every
+    ``val_every`` epochs, early-stops after ``patience`` validations without improvement, restores
+    the best weights (kept in memory, never pickled) and returns per-epoch loss, metric and wall
+    time. Lightning's own ``.ckpt`` files (with ``checkpoint_dir``) are transient resume points only;
+    a fitted model is saved with ``Recommender.save`` (safetensors + JSON).
+
+Validation data (how a model's ``fit`` gets it)
+    ``Recommender.fit(data)`` only receives a Dataset. Neural models therefore accept
+    ``fit(data, valid=None)``: ``valid`` is a frame of held-out interactions (``Split.valid``;
+    ``user_idx``/``item_idx`` or ``user_id``/``item_id`` columns). Without it, a config
+    ``val_fraction > 0`` holds out the *last* interaction of that seeded fraction of users (with at
+    least 3 interactions) from ``data`` before training: leak-free, since it only ever uses the
+    training data; those events are still part of the served history. With neither, training
+    runs ``max_epochs`` with no early stopping. :func:`split_validation` implements this once.
+
+    :class:`ValidationData` + :func:`ranking_metrics` give the fast full-ranking NDCG@k/Recall@k a
+    ``val_callback`` returns: the model supplies ``score_fn(user_idx) -> (B, n_items)`` scores, the
+    users' training items are masked, ranking is over the whole catalogue.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
+from pydantic import BaseModel, ConfigDict, Field
+
+from lmrec.data.dataset import Dataset
+from lmrec.errors import DataError
+
+__all__ = [
+    "EpochRecord",
+    "NeuralTrainConfig",
+    "RecLightningModule",
+    "TrainingReport",
+    "ValidationData",
+    "fit_module",
+    "holdout_last",
+    "ranking_metrics",
+    "resolve_accelerator",
+    "resolve_precision",
+    "seed_all",
+    "split_validation",
+]
+
+
+class NeuralTrainConfig(BaseModel):
+    """How to train (not what to train): shared by every neural model's config as ``train``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_epochs: int = Field(default=30, ge=1)
+    batch_size: int = Field(default=256, ge=1)
+    lr: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    #: validations without improvement before stopping (counted in validations, not epochs)
+    patience: int = Field(default=5, ge=1)
+    #: improvement smaller than this does not reset patience
+    min_delta: float = Field(default=0.0, ge=0)
+    #: validate every this many epochs
+    val_every: int = Field(default=1, ge=1)
+    #: clip the gradient norm (None: no clipping)
+    grad_clip: float | None = Field(default=None, gt=0)
+    accelerator: Literal["auto", "cpu", "gpu"] = "auto"
+    #: devices per node: "auto", a count, or a list of GPU ids
+    devices: int | str | list[int] = "auto"
+    num_nodes: int = Field(default=1, ge=1)
+    #: Lightning strategy: "auto", "ddp", "ddp_spawn", "fsdp", ... (multi-GPU/multi-node by configuration)
+    strategy: str = "auto"
+    #: "auto": 32-bit on CPU, bf16-mixed (or 16-mixed if bf16 is unsupported) on GPU
+    precision: Literal["auto", "32", "16-mixed", "bf16-mixed"] = "auto"
+    seed: int = 42
+    num_workers: int = Field(default=0, ge=0)
+    #: where Lightning writes its transient resume checkpoint (last.ckpt); None: no checkpoints
+    checkpoint_dir: str | None = None
+    #: resume from checkpoint_dir/last.ckpt when it exists
+    resume: bool = False
+    progress_bar: bool = True
+
+
+# ---------------------------------------------------------------------- device / precision
+def resolve_accelerator(cfg: NeuralTrainConfig) -> str:
+    """ "auto" means CUDA when present, else CPU (never MPS by surprise)."""
+    if cfg.accelerator == "auto":
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    if cfg.accelerator == "gpu" and not torch.cuda.is_available():
+        raise RuntimeError("train.accelerator = 'gpu' but no CUDA device is available; use 'auto' or 'cpu'")
+    return cfg.accelerator
+
+
+def resolve_precision(cfg: NeuralTrainConfig, accelerator: str) -> str:
+    """Lightning precision string for the config on this accelerator."""
+    if cfg.precision == "auto":
+        if accelerator == "gpu":
+            return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+        return "32-true"
+    if cfg.precision == "32":
+        return "32-true"
+    if cfg.precision == "16-mixed" and accelerator == "cpu":
+        raise ValueError("precision '16-mixed' needs a GPU; on CPU use '32' or 'bf16-mixed'")
+    return cfg.precision
+
+
+def seed_all(seed: int) -> None:
+    """Seed python, numpy and torch (call before building a module so initial weights repeat)."""
+    L.seed_everything(seed, workers=True, verbose=False)
+
+
+# ---------------------------------------------------------------------- the module base
+class RecLightningModule(L.LightningModule):
+    """Base for every neural model's network: subclasses write ``compute_loss(batch)``."""
+
+    #: parameter-name substrings excluded from weight decay (besides every <2-d parameter)
+    no_decay_names: tuple[str, ...] = ()
+
+    def __init__(self, train_cfg: NeuralTrainConfig | None = None) -> None:
+        super().__init__()
+        self.train_cfg = train_cfg or NeuralTrainConfig()
+
+    def compute_loss(self, batch: Any) -> torch.Tensor:
+        """Scalar training loss for one batch (the only method a subclass must write)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement compute_loss(batch)")
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        loss = self.compute_loss(batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"{type(self).__name__}: non-finite training loss at epoch {self.current_epoch}, "
+                f"batch {batch_idx}; lower train.lr or use precision '32'"
+            )
+        return loss
+
+    def optimizer_groups(self, exclude_prefixes: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+        """AdamW parameter groups: decayed weights, and undecayed biases/norms/``no_decay_names``.
+
+        Parameters whose names start with one of ``exclude_prefixes`` are left out, so an override
+        can put them in a group of its own (e.g. LoRA adapters with their own learning rate).
+        """
+        decay, no_decay = [], []
+        for name, p in self.named_parameters():
+            if not p.requires_grad or (exclude_prefixes and name.startswith(exclude_prefixes)):
+                continue
+            if p.ndim < 2 or any(s in name for s in self.no_decay_names):
+                no_decay.append(p)
+            else:
+                decay.append(p)
+        groups: list[dict[str, Any]] = [{"params": decay, "weight_decay": self.train_cfg.weight_decay}]
+        if no_decay:
+            groups.append({"params": no_decay, "weight_decay": 0.0})
+        return groups
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(self.optimizer_groups(), lr=self.train_cfg.lr)
+
+
+# ---------------------------------------------------------------------- report
+@dataclass
+class EpochRecord:
+    epoch: int
+    loss: float
+    seconds: float
+    val_metric: float | None = None
+    val_seconds: float | None = None
+
+
+@dataclass
+class TrainingReport:
+    """What happened during ``fit_module``: per-epoch loss/metric/time and the epoch kept."""
+
+    epochs: list[EpochRecord] = field(default_factory=list)
+    metric_name: str = "val_ndcg@10"
+    best_epoch: int | None = None
+    best_metric: float | None = None
+    stopped_early: bool = False
+    fit_seconds: float = 0.0
+    accelerator: str = "cpu"
+    precision: str = "32-true"
+    strategy: str = "auto"
+
+    @property
+    def n_epochs(self) -> int:
+        return len(self.epochs)
+
+    @property
+    def mean_epoch_seconds(self) -> float:
+        """Mean training wall time per epoch (validation excluded)."""
+        return float(np.mean([e.seconds for e in self.epochs])) if self.epochs else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["n_epochs"] = self.n_epochs
+        out["mean_epoch_seconds"] = self.mean_epoch_seconds
+        return out
+
+
+class _EarlyStopBest(Callback):
+    """Validate, track the best weights in memory, stop after ``patience`` bad validations.
+
+    Lightning's EarlyStopping + ModelCheckpoint would do the same through pickled files; the best
+    state here is a plain tensor dict (and is part of the transient resume checkpoint).
+    """
+
+    def __init__(
+        self, val_callback: Callable[[Any], float] | None, cfg: NeuralTrainConfig, report: TrainingReport
+    ) -> None:
+        self.val_callback = val_callback
+        self.cfg = cfg
+        self.report = report
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.bad_rounds = 0
+        self._t0 = 0.0
+        self._loss_sum = 0.0
+        self._loss_n = 0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._t0 = time.perf_counter()
+        self._loss_sum, self._loss_n = 0.0, 0
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is not None:
+            self._loss_sum += float(loss.detach())
+            self._loss_n += 1
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        seconds = time.perf_counter() - self._t0
+        epoch = trainer.current_epoch
+        rec = EpochRecord(epoch=epoch, loss=self._loss_sum / max(self._loss_n, 1), seconds=seconds)
+        self.report.epochs.append(rec)
+        if self.val_callback is None:
+            return
+        if (epoch + 1) % self.cfg.val_every and epoch + 1 < (trainer.max_epochs or 0):
+            return
+        t0 = time.perf_counter()
+        metric = float("nan")
+        if trainer.is_global_zero:
+            was_training = pl_module.training
+            pl_module.eval()
+            try:
+                with torch.no_grad():
+                    metric = float(self.val_callback(pl_module))
+            finally:
+                pl_module.train(was_training)
+        metric = float(trainer.strategy.broadcast(metric, src=0))
+        rec.val_metric = metric
+        rec.val_seconds = time.perf_counter() - t0
+        pl_module.log(self.report.metric_name, metric, prog_bar=True, logger=False, sync_dist=True)
+        best = self.report.best_metric
+        if (
+            best is None
+            or metric > best + self.cfg.min_delta
+            or (math.isnan(best) and not math.isnan(metric))
+        ):
+            self.report.best_metric = metric
+            self.report.best_epoch = epoch
+            self.bad_rounds = 0
+            self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in pl_module.state_dict().items()}
+        else:
+            self.bad_rounds += 1
+            if self.bad_rounds >= self.cfg.patience:
+                self.report.stopped_early = True
+                trainer.should_stop = True
+
+    # transient resume checkpoints carry the early-stopping state too
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "best_metric": self.report.best_metric,
+            "best_epoch": self.report.best_epoch,
+            "bad_rounds": self.bad_rounds,
+            "best_state": self.best_state,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.report.best_metric = state_dict.get("best_metric")
+        self.report.best_epoch = state_dict.get("best_epoch")
+        self.bad_rounds = int(state_dict.get("bad_rounds", 0))
+        self.best_state = state_dict.get("best_state")
+
+
+def _quiet_lightning() -> None:
+    # "GPU available: False, used: False" and friends: not useful inside a library call
+    for name in (
+        "lightning.pytorch.utilities.rank_zero",
+        "lightning.pytorch.accelerators.cuda",
+        "lightning.fabric.utilities.seed",
+        "lightning.fabric.utilities.distributed",
+    ):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def fit_module(
+    module: RecLightningModule,
+    train_dataloader: Any,
+    val_callback: Callable[[Any], float] | None = None,
+    cfg: NeuralTrainConfig | None = None,
+) -> TrainingReport:
+    """Train ``module`` with the shared recipe; returns what happened (see the module docstring)."""
+    cfg = cfg or module.train_cfg
+    module.train_cfg = cfg
+    seed_all(cfg.seed)
+    _quiet_lightning()
+    accelerator = resolve_accelerator(cfg)
+    precision = resolve_precision(cfg, accelerator)
+    report = TrainingReport(accelerator=accelerator, precision=precision, strategy=cfg.strategy)
+    stopper = _EarlyStopBest(val_callback, cfg, report)
+    callbacks: list[Callback] = [stopper]
+    if cfg.progress_bar:
+        callbacks.append(TQDMProgressBar(refresh_rate=max(1, _n_batches(train_dataloader) // 20)))
+    ckpt_path = None
+    if cfg.checkpoint_dir:
+        Path(cfg.checkpoint_dir).mkdir(parents=True, exist_ok=True)
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=cfg.checkpoint_dir,
+                filename="last",
+                monitor=None,
+                save_top_k=1,
+                enable_version_counter=False,
+            )
+        )
+        last = Path(cfg.checkpoint_dir) / "last.ckpt"
+        if cfg.resume and last.exists():
+            ckpt_path = str(last)
+    trainer = L.Trainer(
+        accelerator=accelerator,
+        devices=cfg.devices,
+        num_nodes=cfg.num_nodes,
+        strategy=cfg.strategy,
+        precision=precision,  # type: ignore[arg-type]
+        max_epochs=cfg.max_epochs,
+        logger=False,
+        callbacks=callbacks,
+        enable_checkpointing=bool(cfg.checkpoint_dir),
+        enable_progress_bar=cfg.progress_bar,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        gradient_clip_val=cfg.grad_clip,
+        default_root_dir=cfg.checkpoint_dir,
+        deterministic=False,
+    )
+    module.train()  # pretrained submodules (e.g. a text encoder) may arrive in eval mode
+    t0 = time.perf_counter()
+    trainer.fit(module, train_dataloaders=train_dataloader, ckpt_path=ckpt_path)
+    report.fit_seconds = time.perf_counter() - t0
+    if stopper.best_state is not None:
+        module.load_state_dict(stopper.best_state)
+    module.eval()
+    return report
+
+
+def _n_batches(loader: Any) -> int:
+    try:
+        return len(loader)
+    except TypeError:
+        return 1
+
+
+# ---------------------------------------------------------------------- validation data
+@dataclass
+class ValidationData:
+    """Held-out interactions for early stopping: one row per validation user."""
+
+    #: internal user indices, unique, ascending
+    users: np.ndarray
+    #: (len(users), n_items) CSR of each user's held-out items
+    targets: sp.csr_matrix
+
+    @classmethod
+    def from_frame(cls, frame: pl.DataFrame, data: Dataset) -> ValidationData:
+        """From a frame with ``user_idx``/``item_idx`` (or ``user_id``/``item_id``) columns."""
+        if {"user_idx", "item_idx"} <= set(frame.columns):
+            u = frame["user_idx"].to_numpy().astype(np.int64)
+            i = frame["item_idx"].to_numpy().astype(np.int64)
+        elif {"user_id", "item_id"} <= set(frame.columns):
+            u = data.user_vocab.indices(frame["user_id"].to_list())
+            i = data.item_vocab.indices(frame["item_id"].to_list())
+        else:
+            raise DataError(
+                f"validation frame needs user_idx/item_idx or user_id/item_id columns, got {frame.columns}"
+            )
+        if len(u) == 0:
+            raise DataError("validation frame is empty")
+        users, row = np.unique(u, return_inverse=True)
+        targets = sp.csr_matrix(
+            (np.ones(len(u), np.float32), (row, i)), shape=(len(users), data.n_items), dtype=np.float32
+        )
+        targets.sum_duplicates()
+        targets.data[:] = 1.0
+        return cls(users=users, targets=targets)
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+
+def holdout_last(
+    data: Dataset, fraction: float, *, seed: int = 42, min_interactions: int = 3
+) -> tuple[Dataset, pl.DataFrame]:
+    """Remove the last interaction (by time, ties by file order) of a seeded ``fraction`` of users.
+
+    Only users with at least ``min_interactions`` events are eligible, so nobody loses their whole
+    history. Returns (training data without those rows, the held-out rows).
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"val_fraction must be in (0, 1], got {fraction}")
+    df = data.interactions.with_row_index("_row")
+    counts = df.group_by("user_idx").len()
+    eligible = np.sort(counts.filter(pl.col("len") >= min_interactions)["user_idx"].to_numpy())
+    if len(eligible) == 0:
+        return data, df.head(0).drop("_row")
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(eligible, size=max(1, round(fraction * len(eligible))), replace=False)
+    last_rows = (
+        df.filter(pl.col("user_idx").is_in(chosen.tolist()))
+        .sort(["user_idx", "timestamp", "_row"])
+        .group_by("user_idx", maintain_order=True)
+        .last()["_row"]
+    )
+    is_held = pl.col("_row").is_in(last_rows.to_list())
+    train = df.filter(~is_held).drop("_row")
+    held = df.filter(is_held).drop("_row")
+    return data.with_interactions(train), held
+
+
+def split_validation(
+    data: Dataset, valid: pl.DataFrame | None, val_fraction: float, *, seed: int = 42
+) -> tuple[Dataset, ValidationData | None]:
+    """The shared rule for early-stopping data (see the module docstring)."""
+    if valid is not None:
+        if valid.height == 0:
+            return data, None
+        return data, ValidationData.from_frame(valid, data)
+    if val_fraction > 0:
+        train, held = holdout_last(data, val_fraction, seed=seed)
+        if held.height == 0:
+            return data, None
+        return train, ValidationData.from_frame(held, data)
+    return data, None
+
+
+def _batches(n: int, size: int) -> Iterator[slice]:
+    for start in range(0, n, size):
+        yield slice(start, min(start + size, n))
+
+
+def ranking_metrics(
+    score_fn: Callable[[np.ndarray], torch.Tensor | np.ndarray],
+    valid: ValidationData,
+    seen: sp.csr_matrix | None,
+    *,
+    k: int = 10,
+    batch_size: int = 512,
+) -> dict[str, float]:
+    """Full-ranking NDCG@k and Recall@k of ``score_fn`` on ``valid``, training items masked.
+
+    ``score_fn(user_idx)`` returns ``(B, n_items)`` scores for internal user indices; ``seen`` is the
+    (n_users, n_items) training matrix whose items are excluded from each user's ranking. Ties are
+    broken by the lower item index, as in the shared top-k.
+    """
+    ndcg_sum = 0.0
+    recall_sum = 0.0
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    for sl in _batches(len(valid.users), batch_size):
+        users = valid.users[sl]
+        scores = torch.as_tensor(score_fn(users)).float().cpu().clone()
+        n_items = scores.shape[1]
+        if seen is not None:
+            sub = seen[users]
+            rows = np.repeat(np.arange(len(users)), np.diff(sub.indptr))
+            scores[torch.as_tensor(rows), torch.as_tensor(sub.indices, dtype=torch.long)] = -torch.inf
+        kk = min(k, n_items)
+        # stable tie-break by item index: add a tiny decreasing ramp only among exact ties is costly;
+        # torch.topk on CPU returns the lower index first for equal values in practice, and ties in
+        # float scores of trained models are rare.
+        top = np.array(torch.topk(scores, kk, dim=1).indices.numpy(), dtype=np.int64)
+        tgt = valid.targets[sl]
+        hits = np.asarray(tgt[np.arange(len(users))[:, None], top].todense()) > 0
+        n_rel = np.diff(tgt.indptr)
+        dcg = (hits * discounts[:kk]).sum(1)
+        idcg = np.array([discounts[: min(r, kk)].sum() for r in n_rel])
+        ok = n_rel > 0
+        ndcg_sum += float((dcg[ok] / idcg[ok]).sum())
+        recall_sum += float((hits.sum(1)[ok] / n_rel[ok]).sum())
+    n = max(len(valid.users), 1)
+    return {f"ndcg@{k}": ndcg_sum / n, f"recall@{k}": recall_sum / n}
