@@ -19,6 +19,7 @@ import polars as pl
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field
 
+from lmrec._atomic import atomic_write
 from lmrec.data.dataset import Dataset
 from lmrec.data.split import Split, split
 from lmrec.errors import LmrecError
@@ -145,11 +146,9 @@ def save_catalog(data: Dataset, model_dir: str | os.PathLike[str]) -> Path:
         for c in table.columns
         if table[c].dtype in (pl.Utf8, pl.String, pl.Int64, pl.Int32, pl.Float64, pl.Float32)
     ]
-    path = Path(model_dir) / "catalog.parquet"
-    tmp = path.with_name(".catalog.parquet.tmp")
-    table.select(keep).write_parquet(tmp)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(
+        Path(model_dir) / "catalog.parquet", lambda tmp: table.select(keep).write_parquet(tmp)
+    )
 
 
 def load_catalog(model_dir: str | os.PathLike[str]) -> pl.DataFrame | None:

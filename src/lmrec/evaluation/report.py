@@ -5,24 +5,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from lmrec._atomic import atomic_write, atomic_write_bytes
 from lmrec.evaluation.evaluate import EvalResult
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _fmt(v: Any) -> str:
@@ -98,15 +86,10 @@ def plot_metrics_at_k(
         f"{info.get('dataset', '')} — {info.get('split', {}).get('name', '')}, phase {info.get('phase', '')}"
     )
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     finally:
         plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
     return path
 
 
@@ -116,7 +99,7 @@ def write_report(
     """Write ``report.json``, ``report.md`` and ``metrics_at_k.png`` into ``out_dir``."""
     out = Path(out_dir)
     payload = {"title": title, "results": [r.to_dict() for r in results]}
-    _atomic_write(out / "report.json", json.dumps(payload, indent=2, default=str).encode())
+    atomic_write_bytes(out / "report.json", json.dumps(payload, indent=2, default=str).encode())
     info = results[0].info if results else {}
     md = [f"# {title}", ""]
     if info:
@@ -143,6 +126,6 @@ def write_report(
     for r in results:
         md.append(f"- {r.model}: `{json.dumps(r.info.get('config', {}))}`")
     md += ["", "![metric@K](metrics_at_k.png)", ""]
-    _atomic_write(out / "report.md", "\n".join(md).encode())
+    atomic_write_bytes(out / "report.md", "\n".join(md).encode())
     png = plot_metrics_at_k(results, out / "metrics_at_k.png")
     return {"json": out / "report.json", "markdown": out / "report.md", "plot": png}

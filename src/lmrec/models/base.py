@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +26,7 @@ import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict
 from safetensors.numpy import load_file, save_file
 
+from lmrec._atomic import atomic_directory
 from lmrec.data.dataset import Dataset
 from lmrec.data.vocabulary import Vocabulary
 from lmrec.errors import LmrecError, NotFittedError, UnknownIdError, UnsupportedQueryError
@@ -369,11 +368,9 @@ class Recommender(ABC):
         self._check_fitted()
         assert self.user_vocab is not None and self.item_vocab is not None
         target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-        try:
-            from lmrec import __version__
+        from lmrec import __version__
 
+        with atomic_directory(target) as tmp:
             meta = {
                 "format_version": FORMAT_VERSION,
                 "lmrec_version": __version__,
@@ -395,10 +392,6 @@ class Recommender(ABC):
                 }
             )
             save_file(tensors, str(tmp / "state.safetensors"))
-            _replace_dir(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return target
 
     @classmethod
@@ -482,21 +475,6 @@ def mask_scores(
     if banned is not None and len(banned):
         scores[:, banned] = -np.inf
     return scores
-
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Move the finished ``src`` into place at ``dst``; an existing ``dst`` is swapped out, not merged."""
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
-        os.replace(dst, old)
-        try:
-            os.replace(src, dst)
-        except BaseException:
-            os.replace(old, dst)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(src, dst)
 
 
 class EmbeddingRecommender(Recommender):

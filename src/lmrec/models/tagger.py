@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,6 +36,7 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 from safetensors.numpy import load_file, save_file
 
+from lmrec._atomic import atomic_directory
 from lmrec.data.dataset import Dataset
 from lmrec.errors import DataError, LmrecError, NotFittedError
 from lmrec.text.cache import EmbeddingCache, cached_encode
@@ -423,9 +422,7 @@ class TagPredictor:
         """Write ``tagger.json`` + ``tagger.safetensors`` to directory ``path`` atomically."""
         self._check()
         target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-        try:
+        with atomic_directory(target) as tmp:
             from lmrec import __version__
 
             meta = {
@@ -441,16 +438,6 @@ class TagPredictor:
             tensors = {k: np.ascontiguousarray(v) for k, v in self._params.items()}
             tensors["tag_counts"] = self.tag_counts_
             save_file(tensors, str(tmp / "tagger.safetensors"))
-            if target.exists():
-                old = target.with_name(f".{target.name}.old-{os.getpid()}")
-                os.replace(target, old)
-                os.replace(tmp, target)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return target
 
     @classmethod

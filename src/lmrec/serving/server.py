@@ -24,9 +24,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from lmrec._atomic import replace_dir
 from lmrec.data.dataset import Dataset
 from lmrec.errors import LmrecError
-from lmrec.models.base import Recommender, _replace_dir
+from lmrec.models.base import Recommender
 from lmrec.serving.catalogue import CATALOGUE_FILES, find_catalogue, read_catalogue
 from lmrec.serving.state import (
     CHECKPOINT_FILE,
@@ -215,7 +216,7 @@ def save_with_checkpoint(
             suffix = Path(catalogue).suffix.lower()
             name = f"catalog{suffix}" if f"catalog{suffix}" in CATALOGUE_FILES else Path(catalogue).name
             shutil.copy2(catalogue, inner / name)
-        _replace_dir(inner, target)
+        replace_dir(inner, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target

@@ -28,7 +28,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -39,6 +38,7 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
+from lmrec._atomic import atomic_write
 from lmrec.errors import LmrecError
 from lmrec.text.encoder import TextEncoder
 
@@ -69,21 +69,6 @@ def default_cache_dir() -> Path:
         return Path(env).expanduser()
     base = os.environ.get("XDG_CACHE_HOME")
     return (Path(base).expanduser() if base else Path.home() / ".cache") / "lmrec" / "embeddings"
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    """Write via ``write(tmp_path)`` to a temporary file beside ``path``, fsync, then ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 @dataclass
@@ -204,7 +189,7 @@ class _ModelStore:
         def write(tmp: str) -> None:
             Path(tmp).write_text(json.dumps(index, indent=1))
 
-        _atomic_write(self.index_path, write)
+        atomic_write(self.index_path, write)
 
     def _write_shard(self, keys: np.ndarray, vectors: np.ndarray) -> str:
         name = f"shard-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}.safetensors"
@@ -212,7 +197,7 @@ class _ModelStore:
             "keys": np.ascontiguousarray(keys, dtype=np.uint8),
             "vectors": np.ascontiguousarray(vectors, np.float32),
         }
-        _atomic_write(
+        atomic_write(
             self.dir / name, lambda tmp: save_file(tensors, tmp, metadata={"model_id": self.model_id})
         )
         return name

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from lmrec._atomic import atomic_write_text
 from lmrec.errors import ChecksumError, DataError
 
 #: name of the verification stamp written inside a dataset folder (or under the cache home)
@@ -204,19 +205,6 @@ class Stamp:
         with contextlib.suppress(OSError):
             atomic_write_text(self.path, json.dumps(payload, indent=1, sort_keys=True) + "\n")
             self.dirty = False
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 # ------------------------------------------------------------------------------------------ fetching
