@@ -1,0 +1,587 @@
+"""SASRec: causal self-attention over a user's behaviour sequence (Kang & McAuley, 2018).
+
+The variant trained here is the strong one from Klenitskiy & Vasilev (2023, "Turning Dross Into Gold
+Loss: is BERT4Rec really better than SASRec?"): at **every** position of every training sequence the
+model predicts the next item with a **full softmax over the catalogue** (cross-entropy), instead of
+the original paper's one sampled negative with binary cross-entropy. For catalogues too large for a
+full softmax, ``loss="sampled_softmax"`` scores the positive against ``n_negatives`` uniformly
+sampled items shared by the batch; ``loss="bce"`` is the original recipe, kept as an ablation.
+
+This module also holds :class:`SequentialRecommender`, the machinery SASRec and
+:class:`~lmrec.models.bert4rec.BERT4Rec` share: the item representation (ID embedding, or the
+language-model text vector of the item's profile, or both fused: :mod:`lmrec.nn.item_repr`; or ID
+embeddings initialised from the text vectors' principal components, ``init_from_text``), the
+transformer encoder and batching (:mod:`lmrec.nn.sequence`), the optional CL4SRec contrastive
+auxiliary loss, the optional click-probability head (:mod:`lmrec.nn.click`), training on the shared
+Lightning path (:func:`lmrec.nn.training.fit_module`: seeded, CPU/GPU, mixed precision, early
+stopping on validation NDCG@10) and serving.
+
+Serving: both models are :class:`~lmrec.models.base.EmbeddingRecommender` subclasses. A query
+vector is the encoder's state at the newest position of the query's item sequence (a known user's
+training sequence followed by any extra ``history``), so an unseen user is served from a history
+without retraining, and a known user's new events count at once. Item vectors are the output item
+representations (tied with the input embeddings), so top-k and the serving ANN index are the
+shared ones. Items with no training interactions are represented by their text alone (``fusion``
+other than ``"id_only"``); with ``fusion="text_only"`` every item is, so items never seen in
+training are ranked like any other.
+
+Validation: ``fit(data, valid=split.valid)`` early-stops on the validation users' NDCG@10 (their
+training sequence as the query, full ranking, training items excluded). Without ``valid``,
+``val_fraction`` holds out the last event of that fraction of users from ``data`` itself (see
+:func:`lmrec.nn.training.split_validation`); with neither, training runs ``train.max_epochs``.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, ClassVar, Literal, Self
+
+import numpy as np
+import polars as pl
+import torch
+from pydantic import Field, field_validator, model_validator
+from torch import Tensor
+from torch.utils.data import DataLoader, SequentialSampler
+
+from lmrec.data.dataset import Dataset
+from lmrec.errors import LmrecError
+from lmrec.models.base import EmbeddingRecommender, ModelConfig, QueryBatch, QueryLike, as_queries
+from lmrec.nn.click import ClickHead
+from lmrec.nn.item_repr import ItemRepresentation
+from lmrec.nn.losses import bce_with_negatives, full_softmax_ce, sampled_softmax
+from lmrec.nn.sequence import (
+    PAD,
+    AugmentationConfig,
+    BucketBatchSampler,
+    SequenceCollator,
+    SequenceDataset,
+    SequenceEncoder,
+    contrastive_loss,
+    item_tokens,
+    last_state,
+    pad_left,
+    trim_padding,
+    windows,
+)
+from lmrec.nn.training import (
+    NeuralTrainConfig,
+    RecLightningModule,
+    TrainingReport,
+    ValidationData,
+    fit_module,
+    ranking_metrics,
+    seed_all,
+    split_validation,
+)
+from lmrec.text.profiles import ProfileConfig
+
+__all__ = ["SASRec", "SASRecConfig", "SequenceNet", "SequentialConfig", "SequentialRecommender"]
+
+_SASREC_TRAIN = NeuralTrainConfig(max_epochs=60, batch_size=64, lr=1e-3, patience=5)
+
+
+class SequentialConfig(ModelConfig):
+    """Hyperparameters shared by SASRec and BERT4Rec (each model sets its own defaults)."""
+
+    #: hidden width of item vectors and of the transformer
+    dim: int = Field(default=64, ge=4)
+    #: newest items of a sequence the encoder reads (older ones are cut off at serving time;
+    #: in training, long histories are cut into consecutive windows, so no event is wasted)
+    max_len: int = Field(default=200, ge=2)
+    n_blocks: int = Field(default=2, ge=1)
+    n_heads: int = Field(default=1, ge=1)
+    #: feed-forward width as a multiple of ``dim``
+    ffn_mult: int = Field(default=1, ge=1)
+    #: dropout on embeddings and residual branches
+    dropout: float = Field(default=0.3, ge=0.0, lt=1.0)
+    #: dropout on attention weights (costly on CPU; off by default)
+    attn_dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    #: "full_ce": softmax over every training item; "sampled_softmax": the positive against
+    #: ``n_negatives`` uniform samples shared by the batch (large catalogues); "bce": one sampled
+    #: negative per position with binary cross-entropy (the original SASRec loss)
+    loss: Literal["full_ce", "sampled_softmax", "bce"] = "full_ce"
+    n_negatives: int = Field(default=256, ge=1)
+    label_smoothing: float = Field(default=0.0, ge=0.0, lt=1.0)
+    #: item representation: "id_only" (ID embeddings), "sum"/"gate" (ID fused with projected text),
+    #: "text_only" (text alone: items never seen in training are ranked too)
+    fusion: Literal["id_only", "sum", "gate", "text_only"] = "id_only"
+    #: probability of zeroing an item's ID part during training (the text path learns to carry it)
+    id_dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    #: hidden width of a 2-layer text projection (None: one linear layer)
+    text_hidden: int | None = Field(default=None, ge=1)
+    #: initialise the ID embeddings from the item text vectors (their top principal components), so
+    #: items with similar profiles start close; with ``fusion="id_only"`` text is used for this only
+    init_from_text: bool = False
+    #: text model: None = the bundled offline all-MiniLM-L6-v2; a sentence-transformers name or
+    #: local directory; "hashing" for the model-free test encoder
+    encoder: str | None = None
+    #: device for the text encoder (None: CUDA when present)
+    encoder_device: str | None = None
+    #: how item profile texts are built (title, genres, ...)
+    profile: ProfileConfig = ProfileConfig()
+    #: on-disk embedding cache directory for item texts (None: encode at every fit)
+    cache_dir: str | None = None
+    #: CL4SRec auxiliary loss: two augmented views of each sequence must agree
+    contrastive: bool = False
+    cl_weight: float = Field(default=0.1, ge=0.0)
+    cl_temperature: float = Field(default=0.5, gt=0.0)
+    augmentations: tuple[Literal["crop", "mask", "reorder"], ...] = ("crop", "mask", "reorder")
+    crop_ratio: float = Field(default=0.6, gt=0.0, le=1.0)
+    mask_ratio: float = Field(default=0.3, ge=0.0, lt=1.0)
+    reorder_ratio: float = Field(default=0.3, ge=0.0, le=1.0)
+    #: train a click-probability head (p(click | history, candidate)) beside the ranking objective
+    click_head: bool = False
+    click_negatives: int = Field(default=4, ge=1)
+    click_hidden: int = Field(default=64, ge=1)
+    click_weight: float = Field(default=1.0, ge=0.0)
+    #: keep the click loss from changing the encoder (the head learns on top of it)
+    click_detach: bool = True
+    #: fraction of users whose last event is held out for early stopping when fit() gets no valid
+    val_fraction: float = Field(default=0.0, ge=0.0, le=1.0)
+    #: queries encoded per forward pass at serving time
+    infer_batch_size: int = Field(default=256, ge=1)
+    #: how training runs (epochs, batch, lr, device, precision, DDP, early stopping, seed, ...)
+    train: NeuralTrainConfig = _SASREC_TRAIN
+
+    #: the model's own training defaults a partial ``train`` table is merged into
+    _train_defaults_: ClassVar[NeuralTrainConfig] = _SASREC_TRAIN
+
+    @field_validator("train", mode="before")
+    @classmethod
+    def _train_defaults(cls, v: Any) -> Any:
+        # a partial [model.train] table overrides this model's defaults, not NeuralTrainConfig's
+        if isinstance(v, dict):
+            return {**cls._train_defaults_.model_dump(), **v}
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.dim % self.n_heads:
+            raise ValueError(f"dim ({self.dim}) must be divisible by n_heads ({self.n_heads})")
+        if self.contrastive and not self.augmentations:
+            raise ValueError("contrastive=True needs at least one of augmentations: crop, mask, reorder")
+        if self.init_from_text and self.fusion == "text_only":
+            raise ValueError("init_from_text initialises ID embeddings; fusion='text_only' has none")
+        if self.id_dropout and self.fusion in ("id_only", "text_only"):
+            raise ValueError(f"id_dropout only makes sense with fusion 'sum' or 'gate', not {self.fusion!r}")
+        return self
+
+
+class SASRecConfig(SequentialConfig):
+    """SASRec hyperparameters (see :class:`SequentialConfig`)."""
+
+
+# ---------------------------------------------------------------------------------------- network
+class SequenceNet(RecLightningModule):
+    """Item representation + transformer encoder (+ click head) with the training objectives.
+
+    Batches come from :class:`~lmrec.nn.sequence.SequenceCollator`: ``inputs``/``targets`` hold item
+    indices with :data:`~lmrec.nn.sequence.PAD` (and :data:`~lmrec.nn.sequence.MASK`); positions
+    whose target is not ``PAD`` are predicted. ``view1``/``view2`` (CL4SRec) are optional.
+    """
+
+    known_idx: Tensor
+    known_mask: Tensor
+
+    def __init__(
+        self,
+        cfg: SequentialConfig,
+        n_items: int,
+        text: Tensor | None,
+        known: Tensor,
+        *,
+        causal: bool,
+    ) -> None:
+        super().__init__(cfg.train)
+        self.cfg = cfg
+        self.items = ItemRepresentation(
+            n_items,
+            cfg.dim,
+            text,
+            fusion=cfg.fusion,
+            id_dropout=cfg.id_dropout,
+            padding_idx=0,
+            n_extra_tokens=1,  # the mask token (BERT4Rec's [MASK], CL4SRec's item mask)
+            text_hidden=cfg.text_hidden,
+            known_items=known,
+        )
+        self.encoder = SequenceEncoder(
+            cfg.dim,
+            max_len=cfg.max_len,
+            n_blocks=cfg.n_blocks,
+            n_heads=cfg.n_heads,
+            dropout=cfg.dropout,
+            ffn_mult=cfg.ffn_mult,
+            causal=causal,
+            attn_dropout=cfg.attn_dropout,
+        )
+        self.click = (
+            ClickHead(cfg.dim, cfg.click_hidden, cfg.dropout, detach=cfg.click_detach)
+            if cfg.click_head
+            else None
+        )
+        known = known.to(torch.bool)
+        # items absent from training leave the softmax: as never-positive classes their vectors
+        # (text vectors, for cold items) would only ever be pushed down
+        self.register_buffer("known_mask", known.clone(), persistent=False)
+        self.register_buffer("known_idx", torch.nonzero(known).flatten(), persistent=False)
+
+    # ------------------------------------------------------------------ encoding
+    def embed(self, idx: Tensor) -> Tensor:
+        return self.items(
+            item_tokens(idx, item_offset=self.items.item_offset, mask_token=self.items.mask_token)
+        )
+
+    def states(self, idx: Tensor) -> Tensor:
+        """(B, L) item indices (left padded) -> (B, L, dim) contextual states."""
+        return self.encoder(self.embed(idx), idx != PAD)
+
+    def item_table(self) -> Tensor:
+        return self.items.all_items()
+
+    def init_ids_from_text(self, text: np.ndarray) -> None:
+        """Set the item ID embeddings to the top principal components of ``text`` (n_items, text_dim).
+
+        Scaled to the ID table's initial standard deviation, so only the geometry changes: items
+        whose profiles are alike start as neighbours, and training moves them from there.
+        """
+        emb = self.items.id_embedding
+        if emb is None:
+            raise ValueError("this item representation has no ID table (fusion='text_only')")
+        x = np.asarray(text, dtype=np.float64)
+        x = x - x.mean(axis=0)
+        _, _, vt = np.linalg.svd(x, full_matrices=False)
+        k = min(self.cfg.dim, vt.shape[0])
+        z = np.zeros((x.shape[0], self.cfg.dim))
+        z[:, :k] = x @ vt[:k].T
+        z *= float(emb.weight.detach().std()) / max(float(z.std()), 1e-12)
+        off = self.items.item_offset
+        with torch.no_grad():
+            emb.weight[off : off + x.shape[0]] = torch.from_numpy(z).to(emb.weight.dtype)
+
+    def _sample(self, shape: tuple[int, ...]) -> Tensor:
+        """Uniform random training items (never cold ones) of the given shape."""
+        pick = torch.randint(0, len(self.known_idx), shape, device=self.known_idx.device)
+        return self.known_idx[pick]
+
+    # ------------------------------------------------------------------ training
+    def compute_loss(self, batch: dict[str, Tensor]) -> Tensor:
+        inputs, targets = batch["inputs"], batch["targets"]
+        h = self.states(inputs)
+        sel = targets != PAD
+        q, t = h[sel], targets[sel]
+        loss = self.ranking_loss(q, t)
+        if self.click is not None and self.cfg.click_weight > 0:
+            neg = self._sample((len(t), self.cfg.click_negatives))
+            loss = loss + self.cfg.click_weight * self.click.loss(q, self.embed(t), self.embed(neg))
+        if "view1" in batch and self.cfg.cl_weight > 0:
+            z1 = last_state(self.states(batch["view1"]))
+            z2 = last_state(self.states(batch["view2"]))
+            loss = loss + self.cfg.cl_weight * contrastive_loss(z1, z2, temperature=self.cfg.cl_temperature)
+        return loss
+
+    def ranking_loss(self, q: Tensor, t: Tensor) -> Tensor:
+        """Next/masked-item loss of states ``q (M, d)`` for target items ``t (M,)``."""
+        cfg = self.cfg
+        if cfg.loss == "full_ce":
+            return full_softmax_ce(
+                q, self.item_table(), t, item_mask=self.known_mask, label_smoothing=cfg.label_smoothing
+            )
+        pos = self.embed(t)
+        if cfg.loss == "sampled_softmax":
+            neg = self._sample((cfg.n_negatives,))
+            # uniform sampling: log Q is the same for every item, so no logQ correction is needed
+            return sampled_softmax(q, pos, self.embed(neg), pos_ids=t, negative_ids=neg)
+        neg = self._sample((len(t),))
+        return bce_with_negatives(q, pos, self.embed(neg))
+
+    # ------------------------------------------------------------------ inference
+    def device_(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def encode_queries(self, seqs: Sequence[np.ndarray], batch_size: int = 256) -> Tensor:
+        """(n, dim) query states of already prepared sequences (see ``SequentialRecommender._prepare``).
+
+        Sequences are batched by length so that short histories are not padded to long ones.
+        """
+        device = self.device_()
+        out = torch.empty(len(seqs), self.cfg.dim, device=device)
+        order = np.argsort([len(s) for s in seqs], kind="stable")
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            idx = trim_padding(pad_left([seqs[r] for r in rows], self.cfg.max_len))
+            states = self.states(torch.from_numpy(idx).to(device))
+            out[torch.from_numpy(rows).to(device)] = last_state(states).float()
+        return out
+
+
+# ---------------------------------------------------------------------------------------- recommender
+@functools.lru_cache(maxsize=4)
+def _shared_encoder(name: str | None, device: str | None) -> Any:
+    from lmrec.text.encoder import get_encoder
+
+    return get_encoder(name, device=device)
+
+
+ValidationHook = Callable[["SequentialRecommender", dict[str, float]], None]
+
+
+class SequentialRecommender(EmbeddingRecommender):
+    """What SASRec and BERT4Rec share: fitting, serving, persistence, text and click APIs."""
+
+    Config: ClassVar[type[ModelConfig]] = SequentialConfig
+    config: SequentialConfig
+    supports = frozenset({"user", "history"})
+    #: SASRec: causal attention, next-item targets; BERT4Rec: bidirectional, masked items
+    causal: ClassVar[bool] = True
+    objective: ClassVar[Literal["next", "masked"]] = "next"
+
+    def __init__(self, config: SequentialConfig | dict[str, Any] | None = None, **params: Any) -> None:
+        super().__init__(config, **params)
+        self.net: SequenceNet | None = None
+        self.report_: TrainingReport | None = None
+        self.encoder_id_: str | None = None
+        self.text_seconds_: float = 0.0
+        self._item_vecs: np.ndarray | None = None
+        self._valid: pl.DataFrame | None = None
+        self._on_validation: ValidationHook | None = None
+
+    # ------------------------------------------------------------------ fit
+    def fit(
+        self, data: Dataset, valid: pl.DataFrame | None = None, *, on_validation: ValidationHook | None = None
+    ) -> Self:
+        """Fit on ``data``; ``valid`` (held-out interactions, e.g. ``Split.valid``) drives early stopping.
+
+        ``on_validation(model, metrics)`` is called after every validation round with the model in
+        its current state (benchmarks use it to trace quality against wall time); it must not train.
+        """
+        self._valid = valid
+        self._on_validation = on_validation
+        try:
+            return super().fit(data)
+        finally:
+            self._valid = None
+            self._on_validation = None
+
+    def _item_text(self, data: Dataset) -> np.ndarray | None:
+        if self.config.fusion == "id_only" and not self.config.init_from_text:
+            return None
+        from lmrec.text.cache import cached_encode
+        from lmrec.text.profiles import build_item_texts
+
+        encoder = _shared_encoder(self.config.encoder, self.config.encoder_device)
+        texts = build_item_texts(data, self.config.profile)
+        vecs = cached_encode(texts, encoder, self.config.cache_dir, kind="document")
+        self.encoder_id_ = encoder.model_id
+        return np.asarray(vecs, dtype=np.float32)
+
+    def _collator(self) -> SequenceCollator:
+        cfg = self.config
+        aug = None
+        if cfg.contrastive:
+            aug = AugmentationConfig(
+                kinds=tuple(cfg.augmentations),
+                crop_ratio=cfg.crop_ratio,
+                mask_ratio=cfg.mask_ratio,
+                reorder_ratio=cfg.reorder_ratio,
+            )
+        return SequenceCollator(width=cfg.max_len, objective=self.objective, augment=aug)
+
+    def _training_windows(self, seqs: list[np.ndarray]) -> list[np.ndarray]:
+        # next-item windows carry one extra item: inputs w[:-1], targets w[1:]
+        return windows(seqs, self.config.max_len + 1, min_len=2)
+
+    def _fit(self, data: Dataset) -> None:
+        cfg = self.config
+        train, valid = split_validation(data, self._valid, cfg.val_fraction, seed=cfg.train.seed)
+        t0 = time.perf_counter()
+        text = self._item_text(data)
+        self.text_seconds_ = time.perf_counter() - t0
+        known = np.zeros(data.n_items, dtype=bool)
+        known[train.interactions["item_idx"].to_numpy()] = True
+        seqs = train.sequences()
+        wins = self._training_windows(seqs)
+        if not wins:
+            raise LmrecError(
+                f"{self.name}: no user has two or more training interactions; nothing to learn from"
+            )
+        seed_all(cfg.train.seed)  # before building the net, so initial weights repeat
+        net = SequenceNet(
+            cfg,
+            data.n_items,
+            None if text is None or cfg.fusion == "id_only" else torch.from_numpy(text),
+            torch.from_numpy(known),
+            causal=self.causal,
+        )
+        if cfg.init_from_text:
+            assert text is not None
+            net.init_ids_from_text(text)
+        self.net = net
+        dataset = SequenceDataset(wins)
+        loader = DataLoader(
+            dataset,
+            # under DDP Lightning re-creates this sampler around a DistributedSampler of the dataset
+            batch_sampler=BucketBatchSampler(
+                SequentialSampler(dataset), cfg.train.batch_size, lengths=[len(w) for w in wins]
+            ),
+            collate_fn=self._collator(),
+            num_workers=cfg.train.num_workers,
+            persistent_workers=cfg.train.num_workers > 0,
+        )
+        val_cb = self._validator(train, seqs, valid) if valid is not None else None
+        self.report_ = fit_module(net, loader, val_cb, cfg.train)
+        self._finalise()
+
+    def _validator(
+        self, train: Dataset, seqs: list[np.ndarray], valid: ValidationData
+    ) -> Callable[[Any], float]:
+        seen = train.csr("binary")
+        prepared = [self._prepare(s) for s in seqs]
+
+        def val(net: SequenceNet) -> float:
+            items = net.item_table().float()
+
+            def score(users: np.ndarray) -> Tensor:
+                q = net.encode_queries([prepared[u] for u in users], self.config.infer_batch_size)
+                return q @ items.T
+
+            metrics = ranking_metrics(score, valid, seen, k=10)
+            if self._on_validation is not None:
+                self._item_vecs = None  # the hook may call recommend(): use this epoch's weights
+                self._on_validation(self, metrics)
+                net.eval()
+            return metrics["ndcg@10"]
+
+        return val
+
+    def _finalise(self) -> None:
+        assert self.net is not None
+        self.net = self.net.cpu().eval()
+        self._item_vecs = None
+
+    # ------------------------------------------------------------------ serving
+    def _prepare(self, seq: np.ndarray) -> np.ndarray:
+        """The index sequence the encoder reads for a query (SASRec: the newest ``max_len`` items)."""
+        return np.asarray(seq, dtype=np.int64)[-self.config.max_len :]
+
+    def _net(self) -> SequenceNet:
+        self._check_fitted()
+        if self.net is None:
+            raise LmrecError(f"{type(self).__name__} has no network: fit() or load() it first")
+        return self.net
+
+    def item_vectors(self) -> np.ndarray:
+        if self._item_vecs is None:
+            net = self._net()
+            with torch.no_grad():
+                was = net.training
+                net.eval()
+                self._item_vecs = net.item_table().float().cpu().numpy().astype(np.float32)
+                net.train(was)
+        return self._item_vecs
+
+    def _states(self, seqs: Sequence[np.ndarray]) -> Tensor:
+        net = self._net()
+        was = net.training
+        net.eval()
+        try:
+            with torch.no_grad():
+                return net.encode_queries([self._prepare(s) for s in seqs], self.config.infer_batch_size)
+        finally:
+            net.train(was)
+
+    def query_vectors(self, batch: QueryBatch) -> np.ndarray:
+        return self._states(batch.sequences).cpu().numpy().astype(np.float32)
+
+    # ------------------------------------------------------------------ click probabilities
+    def click_probability(
+        self, queries: QueryLike | Iterable[QueryLike], items: Sequence[Any] | Sequence[Sequence[Any]]
+    ) -> np.ndarray:
+        """p(click) of candidate items for each query, from the click head (``click_head=True``).
+
+        ``items`` is either one list of external item ids scored for every query (result
+        ``(n_queries, len(items))``) or one equally long list per query (result
+        ``(n_queries, n_candidates)``).
+        """
+        net = self._net()
+        if net.click is None:
+            raise LmrecError(f"{type(self).__name__} was trained without a click head: set click_head=True")
+        assert self.item_vocab is not None
+        qs = as_queries(queries)
+        per_query = (
+            len(items) > 0
+            and not isinstance(items[0], (str, bytes))
+            and isinstance(items[0], Sequence | np.ndarray)
+        )
+        if per_query:
+            if len(items) != len(qs):
+                raise ValueError(f"{len(items)} candidate lists for {len(qs)} queries")
+            rows = [self.item_vocab.indices(list(c)) for c in items]
+            if len({len(r) for r in rows}) > 1:
+                raise ValueError("every query needs the same number of candidates")
+            idx = np.stack(rows) if rows else np.zeros((0, 0), np.int64)
+        else:
+            idx = np.broadcast_to(self.item_vocab.indices(list(items)), (len(qs), len(items)))
+        batch = self.encode_queries(qs)
+        states = self._states(batch.sequences)
+        was = net.training
+        net.eval()
+        try:
+            with torch.no_grad():
+                cand = torch.from_numpy(np.array(idx, dtype=np.int64)).to(states.device)
+                vecs = net.embed(cand)
+                p = net.click.probability(states[:, None, :], vecs)
+        finally:
+            net.train(was)
+        return p.cpu().numpy().astype(np.float32)
+
+    # ------------------------------------------------------------------ persistence
+    def _get_state(self) -> dict[str, np.ndarray]:
+        net = self._net()
+        return {
+            k: v.detach().cpu().float().numpy() if v.is_floating_point() else v.detach().cpu().numpy()
+            for k, v in net.state_dict().items()
+        }
+
+    def _get_extra(self) -> dict[str, Any]:
+        extra: dict[str, Any] = {"encoder_id": self.encoder_id_}
+        if self.report_ is not None:
+            rep = self.report_
+            extra["training"] = {
+                "n_epochs": rep.n_epochs,
+                "best_epoch": rep.best_epoch,
+                "best_metric": rep.best_metric,
+                "stopped_early": rep.stopped_early,
+                "fit_seconds": rep.fit_seconds,
+                "mean_epoch_seconds": rep.mean_epoch_seconds,
+                "accelerator": rep.accelerator,
+                "precision": rep.precision,
+            }
+        return extra
+
+    def _set_state(self, tensors: dict[str, np.ndarray], extra: dict[str, Any]) -> None:
+        n_items = self.n_items
+        known = torch.from_numpy(np.asarray(tensors["items.id_known"], dtype=bool))[1 : n_items + 1]
+        text = None
+        if "items.text_table" in tensors:
+            text = torch.from_numpy(np.asarray(tensors["items.text_table"], dtype=np.float32))[
+                1 : n_items + 1
+            ]
+        net = SequenceNet(self.config, n_items, text, known, causal=self.causal)
+        state = {k: torch.from_numpy(np.array(v)) for k, v in tensors.items()}
+        net.load_state_dict(state)
+        self.net = net.eval()
+        self.encoder_id_ = extra.get("encoder_id")
+        self._item_vecs = None
+
+
+class SASRec(SequentialRecommender):
+    """Self-attentive sequential recommendation (see the module docstring)."""
+
+    name = "sasrec"
+    Config = SASRecConfig
+    config: SASRecConfig
+    causal = True
+    objective = "next"
