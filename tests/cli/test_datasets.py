@@ -16,7 +16,13 @@ from lmrec.data.loaders import Archive, DatasetSpec, FileSpec, register_dataset,
 
 runner = CliRunner()
 ENV = {"COLUMNS": "250"}
-LOCAL = ["amazon-2014-musical-instruments", "hetrec2011-lastfm-2k", "ml-100k", "ml-latest-small"]
+LOCAL = [
+    "amazon-2014-musical-instruments",
+    "amazon-2014-office",
+    "hetrec2011-lastfm-2k",
+    "ml-100k",
+    "ml-latest-small",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -39,13 +45,13 @@ def test_list_shows_all_and_local(data_home: Path, tmp_path: Path, monkeypatch: 
     assert code == 0
     rows = [line.split("│")[1].strip() for line in out.splitlines() if line.startswith("│")]
     assert sorted(rows) == LOCAL
-    assert "4 dataset(s)" in out
+    assert "5 dataset(s)" in out
     # LMREC_DATA_HOME is used when --data-dir is absent, and --data-dir overrides it
     monkeypatch.setenv("LMREC_DATA_HOME", str(tmp_path))
     code, out = _run("list", "--local")
     assert code == 0 and "0 dataset(s)" in out and str(tmp_path) in out
     code, out = _run("list", "--local", "--data-dir", str(data_home))
-    assert "4 dataset(s)" in out
+    assert "5 dataset(s)" in out
 
 
 def test_info_counts_and_checksums(data_home: Path) -> None:
@@ -68,6 +74,22 @@ def test_info_counts_and_checksums(data_home: Path) -> None:
     assert info["archives"][0]["checksum"] is None
     code, out = _run("info", "ml-25m", "--data-dir", str(data_home))
     assert code == 0 and "not downloaded" in out and "md5:6b51fb2759a8657d3bfcbfc42b592ada" in out
+
+
+def test_info_and_download_of_a_local_only_dataset(data_home: Path, tmp_path: Path) -> None:
+    code, out = _run("info", "amazon-2014-office", "--data-dir", str(data_home), "--json")
+    assert code == 0, out
+    info = json.loads(out)
+    assert (info["users"], info["items"], info["interactions"]) == (4_905, 2_420, 53_258)
+    assert info["item_text_columns"] == ["title", "description", "categories", "brand"]
+    assert info["checksums"]["items.tsv"] == "md5:4818c2d41a421dfa7cdd301524141fc6"
+    assert info["archives"] == [] and "APAO" in info["local_only"]
+    code, out = _run("info", "amazon-2014-office", "--data-dir", str(data_home))
+    assert code == 0 and "4,905" in out and "local copy only" in out
+    code, out = _run("download", "amazon-2014-office", "--data-dir", str(tmp_path))
+    assert code == 2
+    assert "cannot be downloaded" in out and "yuyq18/APAO" in out
+    assert not (tmp_path / "amazon-2014-office").exists()
 
 
 def test_verify_ok_and_mismatch(data_home: Path, tmp_path: Path) -> None:

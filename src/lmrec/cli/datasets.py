@@ -138,6 +138,8 @@ def info_command(
         summary["archives"] = [
             {"url": a.url, "checksum": a.checksum, "confirmed": a.checksum_note} for a in spec.archives
         ]
+        if spec.local_only:
+            summary["local_only"] = spec.local_only
         if as_json:
             out.print_json(json.dumps(summary, default=str))
             return
@@ -160,12 +162,19 @@ def info_command(
                 table.add_row(escape(f"  {fname}"), digest)
             for note in summary["notes"]:
                 table.add_row("note", escape(note))
+        elif spec.local_only:
+            table.add_row(
+                "status",
+                escape(f"missing; not downloadable, put the files in the folder ({spec.local_only})"),
+            )
         else:
             table.add_row("status", f"not downloaded: `lmrec datasets download {name}`")
         if spec.stats:
             table.add_row("official counts", ", ".join(f"{k} {v:,}" for k, v in spec.stats.items()))
         for a in spec.archives:
             table.add_row("source", escape(f"{a.url} (checksum {a.checksum or 'not confirmed'})"))
+        if spec.local_only:
+            table.add_row("source", escape(f"local copy only: {spec.local_only}"))
         table.add_row("license", escape(spec.license))
         out.print(table)
 

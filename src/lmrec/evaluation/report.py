@@ -1,4 +1,9 @@
-"""Evaluation reports: JSON (everything), Markdown (the table people read) and a PNG of metric@K."""
+"""Evaluation reports: JSON (everything), Markdown (the table people read) and a PNG of metric@K.
+
+Both carry 95% bootstrap confidence intervals for the headline metrics (NDCG and Recall at K = 10,
+or the K evaluated) and a paired test of each model against the strongest other model, computed
+from the per-user values (see :mod:`lmrec.evaluation.significance`).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from typing import Any
 
 from lmrec._atomic import atomic_write, atomic_write_bytes
 from lmrec.evaluation.evaluate import EvalResult
+from lmrec.evaluation.significance import TTEST, WILCOXON, compare_results
 
 
 def _fmt(v: Any) -> str:
@@ -61,6 +67,40 @@ def segment_table(results: Sequence[EvalResult], metric: str = "ndcg@10") -> str
     return "\n".join(lines)
 
 
+def _p(v: float | None) -> str:
+    if v is None or math.isnan(v):
+        return "–"
+    return "<1e-4" if v < 1e-4 else f"{v:.4f}"
+
+
+def _interval(lo: float | None, hi: float | None) -> str:
+    return "–" if lo is None or hi is None else f"[{_fmt(lo)}, {_fmt(hi)}]"
+
+
+def significance_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Markdown for :func:`~lmrec.evaluation.significance.compare_results` rows."""
+    if not rows:
+        return ""
+    header = ["model", "metric", "mean", "95% CI", "vs", "Δ", "Δ 95% CI", "p Wilcoxon", "p t-test", "users"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        has_test = r["diff"] is not None
+        cells = [
+            r["model"],
+            r["metric"],
+            _fmt(r["mean"]),
+            _interval(r["ci_lo"], r["ci_hi"]),
+            r["vs"] if has_test else "–",
+            f"{r['diff']:+.4f}" + ("*" if r["significant"] else "") if has_test else "–",
+            _interval(r["diff_lo"], r["diff_hi"]),
+            _p(r["p_wilcoxon"]),
+            _p(r["p_ttest"]),
+            str(r["n_users"]) if r["n_users"] is not None else "–",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def plot_metrics_at_k(
     results: Sequence[EvalResult], path: Path, metrics: Sequence[str] = ("recall", "ndcg")
 ) -> Path:
@@ -94,11 +134,28 @@ def plot_metrics_at_k(
 
 
 def write_report(
-    results: Sequence[EvalResult], out_dir: str | os.PathLike[str], title: str = "lmrec evaluation"
+    results: Sequence[EvalResult],
+    out_dir: str | os.PathLike[str],
+    title: str = "lmrec evaluation",
+    *,
+    n_boot: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
 ) -> dict[str, Path]:
-    """Write ``report.json``, ``report.md`` and ``metrics_at_k.png`` into ``out_dir``."""
+    """Write ``report.json``, ``report.md`` and ``metrics_at_k.png`` into ``out_dir``.
+
+    ``n_boot``/``alpha``/``seed`` set the bootstrap behind the confidence intervals and paired tests.
+    """
     out = Path(out_dir)
-    payload = {"title": title, "results": [r.to_dict() for r in results]}
+    rows = compare_results(results, n_boot=n_boot, alpha=alpha, seed=seed)
+    significance = {
+        "confidence": 1 - alpha,
+        "interval": f"percentile bootstrap over users ({n_boot} resamples, seed {seed})",
+        "tests": [WILCOXON, TTEST],
+        "compared_with": "the strongest other model by the first metric (mean over users)",
+        "rows": rows,
+    }
+    payload = {"title": title, "results": [r.to_dict() for r in results], "significance": significance}
     atomic_write_bytes(out / "report.json", json.dumps(payload, indent=2, default=str).encode())
     info = results[0].info if results else {}
     md = [f"# {title}", ""]
@@ -119,6 +176,21 @@ def write_report(
     if len(ks) > 1:
         cols = [f"{m}@{k}" for m in ("recall", "ndcg") for k in ks]
         md += ["## Recall and NDCG at every K", "", markdown_table(results, cols), ""]
+    sig = significance_table(rows)
+    if sig:
+        conf = f"{1 - alpha:.0%}"
+        md += [
+            f"## Confidence intervals and paired tests ({conf})",
+            "",
+            f"Mean over test users with its {conf} percentile-bootstrap interval ({n_boot} resamples of the "
+            f"users, seed {seed}). Each model is compared with the strongest other model by "
+            f"{rows[0]['metric']} (`vs`) on the same users: Δ = model − vs, with its bootstrap interval "
+            f"and two-sided p-values from the {WILCOXON} and the {TTEST}; * marks Δ where both are below "
+            f"{alpha:g}.",
+            "",
+            sig,
+            "",
+        ]
     seg = segment_table(results)
     if seg:
         md += ["## Segments (NDCG@10)", "", seg, ""]

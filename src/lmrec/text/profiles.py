@@ -7,7 +7,7 @@ or word boundary, never mid-word:
 
     Toy Story (1995). Genres: Adventure, Animation, Children, Comedy, Fantasy. Tags: pixar, fun.
 
-Fields come from the items table (any column: ``title``, ``genres``, ``categories``,
+Fields come from the items table (any column: ``title``, ``brand``, ``genres``, ``categories``,
 ``description``, ...) or are derived from user-generated content: ``tags`` (user tags aggregated per
 item, most used first), ``reviews`` (the most helpful / longest review snippets) and ``keywords``
 (review keyphrases from :mod:`lmrec.text.keywords`). A ``template`` (``str.format`` syntax) replaces
@@ -45,6 +45,7 @@ class ProfileConfig(BaseModel):
     fields: tuple[str, ...] = (
         "title",
         "name",
+        "brand",
         "genres",
         "categories",
         "description",
@@ -56,6 +57,7 @@ class ProfileConfig(BaseModel):
     template: str | None = None
     #: label written before a field's value in the default layout ("" = no label)
     labels: dict[str, str] = {
+        "brand": "Brand",
         "genres": "Genres",
         "categories": "Categories",
         "tags": "Tags",

@@ -133,3 +133,38 @@ def test_read_table_headerless_tsv(tmp_path: Path) -> None:
     frame = read_table(path, has_header=False, columns={"user_id": "column_0", "item_id": "column_1"})
     assert frame.columns == ["user_id", "item_id"]
     assert frame["item_id"].to_list() == [2, 4]
+
+
+def test_tsv_has_no_quoting_but_csv_does(tmp_path: Path) -> None:
+    """Plain TSV: a '"' is a character (2" diameter); CSV keeps RFC 4180 quoting."""
+    tsv = tmp_path / "items.tsv"
+    tsv.write_text('item_id\ttitle\n1\t"TWIN DRAFT GUARD" 2" tube\n2\tBinder, 2", Blue\n')
+    frame = read_table(tsv)
+    assert frame["title"].to_list() == ['"TWIN DRAFT GUARD" 2" tube', 'Binder, 2", Blue']
+    gz = tmp_path / "items.tsv.gz"
+    gz.write_bytes(gzip.compress(tsv.read_bytes()))
+    assert read_table(gz)["title"].to_list() == frame["title"].to_list()
+    headless = tmp_path / "plain.tsv"
+    headless.write_text('1\t2" wide\n')
+    assert read_table(headless, has_header=False).row(0) == (1, '2" wide')
+    csv = tmp_path / "items.csv"
+    csv.write_text('item_id,title\n1,"Binder, 2"", Blue"\n')
+    assert read_table(csv)["title"].to_list() == ['Binder, 2", Blue']
+    # a TSV written with CSV-style quoting can still be read by asking for it
+    quoted = tmp_path / "quoted.tsv"
+    quoted.write_text('item_id\ttitle\n1\t"a ""b"""\n')
+    assert read_table(quoted, quote_char='"')["title"].to_list() == ['a "b"']
+
+
+def test_tsv_items_table_with_quotes_through_load_table(tmp_path: Path) -> None:
+    events = tmp_path / "events.tsv"
+    events.write_text("user_id\titem_id\n1\t1\n1\t2\n")
+    items = tmp_path / "items.tsv"
+    items.write_text('item_id\ttitle\n1\t"Quoted" start\n2\t14" x 14"\n')
+    ds = load_table(events, items=items)
+    assert ds.item_titles() == ['"Quoted" start', '14" x 14"']
+    bad = tmp_path / "bad.tsv"
+    bad.write_text('user_id\titem_id\ttimestamp\n1\t"2"\tsoon\n')
+    with pytest.raises(DataError) as err:
+        load_table(bad)
+    assert err.value.column == "timestamp" and err.value.source == str(bad)

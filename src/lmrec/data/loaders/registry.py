@@ -86,7 +86,8 @@ class Archive:
 @dataclass(frozen=True)
 class DatasetSpec:
     name: str
-    #: selects the loader: movielens, amazon-2014, amazon-2018, lastfm, or a registered custom family
+    #: selects the loader: movielens, amazon-2014, amazon-2018, lastfm, converted-tsv (interactions.tsv +
+    #: items.tsv, see :mod:`.converted`), or a registered custom family
     family: str
     description: str
     size: str
@@ -98,6 +99,9 @@ class DatasetSpec:
     #: official counts, for ``lmrec datasets info`` and tests
     stats: Mapping[str, int] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    #: set (with no ``archives``) when there is nothing lmrec may download: the copy must be put in
+    #: the dataset folder by hand; says where it comes from (a converted form with no official URL)
+    local_only: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -189,6 +193,7 @@ _CSV_FILES = (
 _GROUPLENS_MD5 = "published by GroupLens ({0}.zip.md5) and cited identically in independent public code"
 
 _STATIC: dict[str, DatasetSpec] = {}
+_AMAZON_LICENSE = "research use; no license file ships with the data (McAuley lab asks for citation)"
 
 
 def _add(spec: DatasetSpec) -> None:
@@ -321,6 +326,51 @@ _add(
     )
 )
 
+# ------------------------------------------------------------------- converted, local-only copies
+_OFFICE_SOURCE = (
+    "McAuley et al. Amazon 2014 Office_Products 5-core, converted from the public yuyq18/APAO "
+    "(data/Office) and ysh-1998/LRD (data/Office) processed copies; the copy's PROVENANCE.md gives both "
+    "sources and the md5s"
+)
+_add(
+    DatasetSpec(
+        name="amazon-2014-office",
+        family="converted-tsv",
+        description=(
+            "Amazon 2014 Office Products 5-core, sequential (leave-last-out = the LC-Rec/ReChorus split), "
+            "item title, brand, categories, description"
+        ),
+        size="4.9 MB (3 TSV files)",
+        archives=(),
+        files=(
+            FileSpec("interactions.tsv", "ba54a62635211baf6c955c45cbb1bec0", 964_777),
+            FileSpec("items.tsv", "4818c2d41a421dfa7cdd301524141fc6", 2_116_079),
+            FileSpec(
+                "interactions_unixtime.tsv",
+                "2375e1cd5447023b60e6a450f7be49fd",
+                1_800_383,
+                required=False,
+                used=False,
+            ),
+            *_extra("PROVENANCE.md"),
+        ),
+        homepage="https://cseweb.ucsd.edu/~jmcauley/datasets/amazon/links.html",
+        license=_AMAZON_LICENSE,
+        citation=(
+            "R. He, J. McAuley. Ups and downs: Modeling the visual evolution of fashion trends with one-class "
+            "collaborative filtering. WWW 2016; J. McAuley et al. Image-based recommendations on styles and "
+            "substitutes. SIGIR 2015"
+        ),
+        stats={"interactions": 53_258, "users": 4_905, "items": 2_420},
+        notes=(
+            "timestamp is the 1-based position in the user's sequence, not a time "
+            "(interactions_unixtime.tsv has the day-granular unix times, which tie at the split boundary)",
+            "5-core: every user and item has at least 5 interactions; no ratings",
+        ),
+        local_only=_OFFICE_SOURCE,
+    )
+)
+
 # --------------------------------------------------------------------------------- Amazon families
 AMAZON_2014_CATEGORIES = (
     "Amazon_Instant_Video", "Apps_for_Android", "Automotive", "Baby", "Beauty", "Books", "CDs_and_Vinyl",
@@ -349,7 +399,6 @@ _AMAZON_NO_CHECKSUM = (
     "the McAuley lab publishes no checksums for these files and none could be confirmed elsewhere: "
     "download only with allow_unverified=True / --no-verify"
 )
-_AMAZON_LICENSE = "research use; no license file ships with the data (McAuley lab asks for citation)"
 
 
 def _slug(category: str) -> str:
@@ -545,6 +594,13 @@ class FileCheck:
     required: bool = True
 
 
+def _is_local_only(name: str) -> bool:
+    try:
+        return bool(dataset_info(name).local_only)
+    except DataError:  # unregistered since the check ran
+        return False
+
+
 @dataclass(frozen=True)
 class VerifyReport:
     name: str
@@ -570,10 +626,15 @@ class VerifyReport:
                 )
             if c.status == "mismatch":
                 what = "pinned" if c.origin == "pinned" else "recorded when it was downloaded"
+                fix = (
+                    "replace it with the copy PROVENANCE.md describes; it cannot be downloaded"
+                    if _is_local_only(self.name)
+                    else f"replace it with `lmrec datasets download {self.name} --force`"
+                )
                 raise ChecksumError(
                     f"checksum mismatch for {c.name} in {self.name}: expected md5:{c.expected} ({what}), "
                     f"got md5:{c.actual}; the local copy at {self.folder} is damaged or a different version "
-                    f"(replace it with `lmrec datasets download {self.name} --force`)",
+                    f"({fix})",
                     source=str(self.folder / c.name),
                 )
 
@@ -676,6 +737,8 @@ def download_dataset(
         if is_present(name, data_dir):
             verify_dataset(name, data_dir, full=False, progress=progress)
             return final
+        if spec.local_only:
+            raise _not_downloadable(spec, final)
         if any(final.iterdir()):
             # Never mix downloaded files into a folder someone else filled: say what is wrong instead.
             missing = missing_files(name, data_dir)
@@ -685,6 +748,8 @@ def download_dataset(
                 source=str(final / missing[0]),
             )
         final.rmdir()
+    if spec.local_only:
+        raise _not_downloadable(spec, final)
     if not allow_unverified:
         for a in spec.archives:
             if a.required and a.checksum is None:
@@ -728,6 +793,15 @@ def download_dataset(
         _seal(spec, tmp, sources, archive_verified=verified_all, progress=progress)
         install(tmp, final, replace=force)
     return final
+
+
+def _not_downloadable(spec: DatasetSpec, folder: Path) -> DataError:
+    missing = next((f.name for f in spec.files if f.required and _find(folder, f) is None), "")
+    return DataError(
+        f"{spec.name} cannot be downloaded: there is no official URL for this converted copy; put its files "
+        f"in {folder} (source: {spec.local_only})",
+        source=str(folder / missing) if missing else str(folder),
+    )
 
 
 def _seal(
@@ -784,11 +858,18 @@ def _load_lastfm(folder: Path, spec: DatasetSpec, meta: dict[str, Any]) -> Datas
     return load_lastfm(folder, name=spec.name, meta=meta)
 
 
+def _load_converted(folder: Path, spec: DatasetSpec, meta: dict[str, Any]) -> Dataset:
+    from lmrec.data.loaders.converted import load_converted
+
+    return load_converted(folder, name=spec.name, meta=meta)
+
+
 _BUILTIN_LOADERS: dict[str, Loader] = {
     "movielens": _load_movielens,
     "amazon-2014": _load_amazon,
     "amazon-2018": _load_amazon,
     "lastfm": _load_lastfm,
+    "converted-tsv": _load_converted,
 }
 
 
@@ -816,6 +897,8 @@ def load_dataset(
     folder = dataset_dir(name, data_dir)
     missing = missing_files(name, data_dir)
     if missing:
+        if spec.local_only:
+            raise _not_downloadable(spec, folder)
         if download is False or (download is None and _offline()):
             raise DataError(
                 f"dataset {name!r} is not in {folder} (missing {missing[0]}); run `lmrec datasets download {name}` "
@@ -838,6 +921,8 @@ def load_dataset(
         "citation": spec.citation,
         "notes": list(spec.notes),
     }
+    if spec.local_only:
+        meta["provenance"] = spec.local_only
     if stamp.sources:
         meta["archives"] = stamp.sources
     loader = _CUSTOM_LOADERS.get(name) or _BUILTIN_LOADERS[spec.family]

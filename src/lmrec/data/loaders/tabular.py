@@ -67,11 +67,17 @@ def read_table(
     separator: str | None = None,
     has_header: bool = True,
     columns: Mapping[str, str] | None = None,
+    quote_char: str | Literal["auto"] | None = "auto",
 ) -> pl.DataFrame:
     """Read one table and rename ``columns`` (canonical name -> file column) to canonical names.
 
     Every mapped file column must exist, else :class:`DataError` names the file and the column.
     ``json`` accepts JSON lines as well as a JSON array of objects.
+
+    ``quote_char="auto"`` honours ``"`` quoting in CSV but not in TSV: plain TSV has no quoting
+    (fields cannot hold tabs or newlines), and product titles such as ``2" diameter`` or a
+    description opening with ``"TWIN DRAFT GUARD"`` would otherwise be taken for quoted fields and
+    fail to parse. Pass ``quote_char='"'`` for a TSV written with CSV-style quoting.
     """
     path = Path(path)
     require_file(path)
@@ -81,11 +87,15 @@ def read_table(
     try:
         if fmt in ("csv", "tsv"):
             sep = separator or ("\t" if fmt == "tsv" else ",")
+            quote = (None if fmt == "tsv" else '"') if quote_char == "auto" else quote_char
             if has_header:
-                frame = read_delimited(data, label=src, separator=sep)
+                frame = read_delimited(data, label=src, separator=sep, quote_char=quote)
             else:
                 frame = pl.read_csv(
-                    data if isinstance(data, Path) else io.BytesIO(data), separator=sep, has_header=False
+                    data if isinstance(data, Path) else io.BytesIO(data),
+                    separator=sep,
+                    has_header=False,
+                    quote_char=quote,
                 )
         elif fmt == "parquet":
             frame = pl.read_parquet(data if isinstance(data, Path) else io.BytesIO(data))
