@@ -57,6 +57,13 @@ def registered() -> Iterator[Any]:
     unregister_dataset(NAME)
 
 
+def _stamp(folder: Path, name: str = NAME) -> dict[str, Any]:
+    """The verification stamp of a dataset folder: in the user cache, never in the folder."""
+    path = dl.stamp_path(folder, name)
+    assert path.parent.parent == dl.cache_home() and not (folder / dl.STAMP_NAME).exists()
+    return json.loads(path.read_text())
+
+
 def _leftovers(home: Path) -> list[str]:
     return sorted(p.name for p in home.iterdir()) if home.exists() else []
 
@@ -77,13 +84,8 @@ def test_download_from_file_url_verifies_extracts_and_loads(tmp_path: Path, tiny
     assert ds.item_table()["genres"].to_list() == ["Drama|Musical", "Animation|Children's|Comedy", ""]
     # the zip's top-level folder was dropped and nothing temporary is left
     assert _leftovers(home) == [NAME]
-    assert sorted(p.name for p in (home / NAME).iterdir()) == [
-        ".lmrec-verified.json",
-        "u.data",
-        "u.item",
-        "u.user",
-    ]
-    stamp = json.loads((home / NAME / ".lmrec-verified.json").read_text())
+    assert sorted(p.name for p in (home / NAME).iterdir()) == ["u.data", "u.item", "u.user"]
+    stamp = _stamp(home / NAME)
     assert stamp["sources"]["tiny.zip"]["md5"] == digest
     assert stamp["sources"]["tiny.zip"]["verified"] is True
     assert ds.meta["archives"]["tiny.zip"]["url"] == archive.as_uri()
@@ -179,7 +181,7 @@ def test_unconfirmed_checksum_refused_unless_allowed(tmp_path: Path, tiny_zip, r
         download_dataset(NAME, home)
     assert _leftovers(home) == []
     download_dataset(NAME, home, allow_unverified=True)
-    stamp = json.loads((home / NAME / ".lmrec-verified.json").read_text())
+    stamp = _stamp(home / NAME)
     assert stamp["sources"]["tiny.zip"]["verified"] is False
     assert verify_dataset(NAME, home).ok
 
@@ -271,11 +273,8 @@ def test_gzip_file_archives_and_optional_metadata(tmp_path: Path, monkeypatch) -
         ds = load_dataset("test-amazon", home, allow_unverified=True)
         assert (ds.n_interactions, ds.n_users, ds.n_items) == (6, 3, 2)
         assert ds.reviews is not None and ds.reviews["text"].to_list()[0] == "ok. fine"
-        assert sorted(p.name for p in (home / "test-amazon").iterdir()) == [
-            ".lmrec-verified.json",
-            "Software_5.json.gz",
-        ]
-        stamp = json.loads((home / "test-amazon" / ".lmrec-verified.json").read_text())
+        assert sorted(p.name for p in (home / "test-amazon").iterdir()) == ["Software_5.json.gz"]
+        stamp = _stamp(home / "test-amazon", "test-amazon")
         assert "skipped" in stamp["sources"]["meta_Software.json.gz"]
         # a truncated gzip download is refused before installation
         monkeypatch.setattr(dl, "urlopen", lambda url, timeout: _Response(blob[:-10]))
@@ -324,7 +323,7 @@ def test_stamp_is_not_rewritten_by_every_load(tmp_path: Path, tiny_zip, register
     registered(_spec(archive.as_uri(), f"md5:{digest}"))
     home = tmp_path / "home"
     load_dataset(NAME, home)
-    stamp = home / NAME / ".lmrec-verified.json"
+    stamp = dl.stamp_path(home / NAME, NAME)
     before = stamp.stat().st_mtime_ns
     load_dataset(NAME, home)
     assert stamp.stat().st_mtime_ns == before

@@ -17,6 +17,7 @@ from lmrec.data.loaders import (
     local_status,
     verify_dataset,
 )
+from lmrec.data.loaders import download as dl
 from lmrec.errors import ChecksumError, DataError
 
 from .conftest import TINY_FILES
@@ -331,5 +332,6 @@ def test_local_copy_without_pins_is_hashed_and_reported_unpinned(tmp_path: Path)
     assert ds.meta["verification"] == {"ratings.dat": "unpinned", "movies.dat": "unpinned"}
     assert set(ds.meta["checksums"]) == {"ratings.dat", "movies.dat"}
     assert local_status("ml-1m", tmp_path) == "unpinned"
-    # the stamp lives in the (writable) dataset folder
-    assert (tmp_path / "ml-1m" / ".lmrec-verified.json").exists()
+    # the stamp lives in the user cache, even for a writable dataset folder
+    assert dl.stamp_path(tmp_path / "ml-1m", "ml-1m").exists()
+    assert not (tmp_path / "ml-1m" / dl.STAMP_NAME).exists()

@@ -168,3 +168,65 @@ def test_tsv_items_table_with_quotes_through_load_table(tmp_path: Path) -> None:
     with pytest.raises(DataError) as err:
         load_table(bad)
     assert err.value.column == "timestamp" and err.value.source == str(bad)
+
+
+# ------------------------------------------------------------------ validation: issue #12
+@pytest.mark.parametrize(
+    ("body", "column", "match"),
+    [
+        ("u,i,t\nNA,2,100\n3,4,200\n", "u", r"missing-value marker 'NA' used as an id at row 0"),
+        ("u,i,t\n1,null,100\n3,4,200\n", "i", r"missing-value marker 'null'"),
+        (
+            "u,i,t\n1,2,100\n,4,200\n",
+            "u",
+            r"null value\(s\) in id column, first at row 1 \(user_id=None, item_id=4\)",
+        ),
+        ("u,i,t\n 1 ,2,100\n1,4,200\n", "u", r"ids ' 1 ' and '1' differ only in surrounding whitespace"),
+        ("u,i,t\n1,2,-100\n3,4,200\n", "t", r"negative timestamp.*-100 at row 0 \(user_id=1, item_id=2\)"),
+        ("u,i,t,r\n1,2,100,nan\n3,4,200,4\n", "r", r"NaN or infinite rating.*row 0"),
+        ("u,i,t,r\n1,2,100,4\n3,4,200,-1\n", "r", r"negative rating.*row 1 \(user_id=3, item_id=4\)"),
+        ("u,i,t,w\n1,2,100,0\n3,4,200,1\n", "w", r"zero or negative weight.*row 0"),
+        ("u,i,t,w\n1,2,100,inf\n3,4,200,1\n", "w", r"NaN or infinite weight"),
+    ],
+)
+def test_bad_rows_in_a_file_name_file_column_and_row(
+    tmp_path: Path, body: str, column: str, match: str
+) -> None:
+    path = tmp_path / "events.csv"
+    path.write_text(body)
+    mapping = {"user_id": "u", "item_id": "i", "timestamp": "t", "rating": "r", "weight": "w"}
+    mapping = {k: v for k, v in mapping.items() if v in body.splitlines()[0].split(",")}
+    with pytest.raises(DataError, match=match) as err:
+        load_table(path, mapping)
+    msg = str(err.value)
+    assert err.value.column == column and f"column {column!r}" in msg and str(path) in msg
+    assert "\n" not in msg
+
+
+def test_ids_beyond_int64_load_as_text(tmp_path: Path) -> None:
+    path = tmp_path / "hashes.csv"
+    path.write_text("user_id,item_id\n1,18446744073709551615\n2,9223372036854775808\n2,3\n")
+    ds = load_table(path)
+    assert ds.item_vocab.kind == "str"
+    assert sorted(ds.item_vocab.ids) == ["18446744073709551615", "3", "9223372036854775808"]
+
+
+def test_whitespace_after_separators_is_tolerated(tmp_path: Path) -> None:
+    path = tmp_path / "spaced.csv"
+    path.write_text("user_id,item_id,rating\n1, 10, 4\n2, 10, 5\n2, 11 , 3\n")
+    ds = load_table(path)
+    assert ds.item_vocab.kind == "int" and ds.item_vocab.ids == [10, 11]
+    assert ds.interactions["rating"].to_list() == [4.0, 5.0, 3.0]
+
+
+def test_duplicates_policy_through_load_table(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "plays.csv"
+    path.write_text("user_id,item_id,timestamp\n1,10,5\n1,10,5\n1,10,9\n2,10,1\n")
+    with caplog.at_level("WARNING", logger="lmrec.data"):
+        ds = load_table(path)
+    assert ds.interactions["timestamp"].to_list() == [5, 9, 1]
+    assert "plays.csv" in caplog.text and "dropped 1 row(s)" in caplog.text
+    assert load_table(path, duplicates="last").interactions["timestamp"].to_list() == [9, 1]
+    assert load_table(path, duplicates="keep").n_interactions == 4
+    with pytest.raises(DataError, match=r"plays\.csv.*occur more than once"):
+        load_table(path, duplicates="error")

@@ -154,6 +154,11 @@ def _diagnose(
             row = int(bad.arg_true()[0])
             ids = ", ".join(f"{c}={text[c][row]}" for c in context if c in text.columns and c != col)
             kind = "non-numeric" if dtype.is_numeric() else "invalid"
+            value = str(raw[row]).strip()
+            if dtype.is_integer() and value.lstrip("+-").isdigit():
+                kind = f"integer too large for {dtype}:"
+            elif dtype.is_integer() and value.lstrip("+-").replace(".", "", 1).isdigit():
+                kind = "non-integer"
             return DataError(
                 f"{kind} value {raw[row]!r} at line {row + 1 + header_lines}" + (f" ({ids})" if ids else ""),
                 source=where,

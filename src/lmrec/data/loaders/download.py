@@ -9,6 +9,8 @@ The rules every function here follows:
   the temporary folder, so a crash or a bad archive never leaves a dataset folder that looks complete;
 * a file whose checksum was already verified is not hashed again: a small JSON stamp records
   ``size``, ``mtime_ns`` and digest per file, and a file whose size and mtime still match is trusted.
+  The stamp lives in the user's cache (:func:`stamp_path`), never in the dataset folder, which may
+  be read-only or shared; failing to write it is harmless.
 
 Checksums are written ``"md5:<hex>"`` or ``"sha256:<hex>"`` (the algorithm travels with the value,
 as in pooch), because GroupLens publishes MD5s while other sources publish SHA-256.
@@ -20,9 +22,9 @@ import contextlib
 import gzip
 import hashlib
 import json
+import logging
 import os
 import shutil
-import stat
 import sys
 import tempfile
 import urllib.error
@@ -35,9 +37,12 @@ from pathlib import Path
 from typing import IO, Any
 
 from lmrec._atomic import atomic_write_text
-from lmrec.errors import ChecksumError, DataError
+from lmrec.errors import ChecksumError, DataError, LmrecError
 
-#: name of the verification stamp written inside a dataset folder (or under the cache home)
+log = logging.getLogger("lmrec.data")
+
+#: name of the verification stamp older versions wrote inside a dataset folder (now only read:
+#: stamps live under :func:`cache_home`)
 STAMP_NAME = ".lmrec-verified.json"
 _STAMP_VERSION = 1
 _CHUNK = 1 << 20
@@ -115,32 +120,41 @@ def file_digest(path: Path, algo: str = "md5", *, content: bool = False, progres
 
 
 # ------------------------------------------------------------------------------- verification stamp
-def _dir_is_ours(folder: Path) -> bool:
-    """Whether lmrec may write its stamp into ``folder``.
-
-    ``os.access`` alone says yes to root even for a folder made read-only on purpose (a shared copy),
-    so the owner-write bit must also be set.
-    """
-    try:
-        mode = folder.stat().st_mode
-    except OSError:
-        return False
-    return bool(mode & stat.S_IWUSR) and os.access(folder, os.W_OK)
-
-
 def cache_home() -> Path:
-    """Where lmrec keeps small caches: ``LMREC_CACHE_HOME`` or ``~/.cache/lmrec``."""
+    """Where lmrec keeps small caches: ``$LMREC_CACHE_HOME``, else ``$XDG_CACHE_HOME/lmrec``, else
+    ``~/.cache/lmrec``."""
     env = os.environ.get("LMREC_CACHE_HOME")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "lmrec"
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "lmrec"
 
 
 def stamp_path(folder: Path, name: str) -> Path:
-    """The stamp for a dataset folder: inside it when writable, else under :func:`cache_home`."""
+    """The verification stamp of a dataset folder, in the user's cache: never inside the folder.
+
+    A dataset folder may be read-only or shared by several users, so loading it writes nothing
+    there. The stamp is keyed by the folder's absolute path (``verified/<name>-<hash>.json``); its
+    entries are keyed by file size and mtime, so a stale stamp only costs a re-hash.
+    """
     folder = folder.resolve()
-    if _dir_is_ours(folder):
-        return folder / STAMP_NAME
     key = hashlib.sha1(str(folder).encode(), usedforsecurity=False).hexdigest()[:16]
     return cache_home() / "verified" / f"{name}-{key}.json"
+
+
+def load_stamp(folder: Path, name: str) -> Stamp:
+    """The folder's stamp from the cache, merged over a stamp an older lmrec left in the folder.
+
+    The older in-folder stamp (:data:`STAMP_NAME`) is read, never written: it still vouches for
+    files extracted from a verified archive and records where they were downloaded from.
+    """
+    stamp = Stamp.load(stamp_path(folder, name))
+    legacy = folder / STAMP_NAME
+    if legacy.is_file():
+        old = Stamp.load(legacy)
+        stamp.entries = {**old.entries, **stamp.entries}
+        stamp.sources = stamp.sources or old.sources
+    return stamp
 
 
 @dataclass
@@ -202,9 +216,12 @@ class Stamp:
             "files": {k: vars(v) for k, v in sorted(self.entries.items())},
             "sources": self.sources,
         }
-        with contextlib.suppress(OSError):
+        try:
             atomic_write_text(self.path, json.dumps(payload, indent=1, sort_keys=True) + "\n")
-            self.dirty = False
+        except (OSError, LmrecError) as exc:  # read-only home, full disk: the next load re-hashes
+            log.debug("verification stamp %s not written: %s", self.path, exc)
+            return
+        self.dirty = False
 
 
 # ------------------------------------------------------------------------------------------ fetching

@@ -36,6 +36,7 @@ from lmrec.data.loaders.download import (
     fetch,
     file_digest,
     install,
+    load_stamp,
     staging,
     stamp_path,
 )
@@ -566,7 +567,7 @@ def local_status(name: str, data_dir: str | Path | None = None) -> str:
     folder = dataset_dir(name, data_dir)
     if missing_files(name, data_dir):
         return "missing"
-    stamp = Stamp.load(stamp_path(folder, name))
+    stamp = load_stamp(folder, name)
     status = "verified"
     for f in spec.files:
         path = _find(folder, f)
@@ -657,7 +658,7 @@ def verify_dataset(
     """
     spec = dataset_info(name)
     folder = dataset_dir(name, data_dir)
-    stamp = Stamp.load(stamp_path(folder, name))
+    stamp = load_stamp(folder, name)
     checks: list[FileCheck] = []
     covered: set[str] = set()
     for f in spec.files:
@@ -790,8 +791,11 @@ def download_dataset(
                 **got.digests,
             }
         incoming.rmdir()
-        _seal(spec, tmp, sources, archive_verified=verified_all, progress=progress)
+        stamp = _seal(spec, tmp, sources, archive_verified=verified_all, progress=progress)
         install(tmp, final, replace=force)
+        if not tmp.exists():  # ours was installed (not another process's copy that finished first)
+            stamp.path = stamp_path(final, name)
+            stamp.save()
     return final
 
 
@@ -806,8 +810,8 @@ def _not_downloadable(spec: DatasetSpec, folder: Path) -> DataError:
 
 def _seal(
     spec: DatasetSpec, folder: Path, sources: dict[str, Any], *, archive_verified: bool, progress: bool | None
-) -> None:
-    """Check the staged files against per-file pins and write the stamp before installing."""
+) -> Stamp:
+    """Check the staged files against per-file pins; the stamp is saved once the folder is installed."""
     by_name = {c: f for f in spec.files for c in f.candidates()}
     stamp = Stamp(folder / STAMP_NAME, sources=sources)
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != STAMP_NAME):
@@ -830,7 +834,7 @@ def _seal(
             raise DataError(
                 f"the {spec.name} download has no {f.name} (nothing was installed)", source=f.name
             )
-    stamp.save()
+    return stamp
 
 
 # ----------------------------------------------------------------------------------------- loading
@@ -907,7 +911,7 @@ def load_dataset(
             )
         download_dataset(name, data_dir, allow_unverified=allow_unverified, progress=progress)
     report = verify_dataset(name, data_dir, full=False, scope="used", progress=progress)
-    stamp = Stamp.load(stamp_path(folder, name))
+    stamp = load_stamp(folder, name)
     meta: dict[str, Any] = {
         "name": spec.name,
         "family": spec.family,

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import polars as pl
 
-from lmrec.data.dataset import Dataset
+from lmrec.data.dataset import Dataset, DuplicatePolicy
 from lmrec.data.loaders._read import read_delimited, require_file
 from lmrec.errors import DataError
 
@@ -181,6 +181,7 @@ def load_table(
     name: str | None = None,
     timestamp_format: str | None = None,
     require_timestamp: bool = False,
+    duplicates: DuplicatePolicy = "auto",
     dedupe: Literal["first", "last"] | None = None,
 ) -> Dataset:
     """Load an interaction table into a :class:`Dataset`.
@@ -189,6 +190,11 @@ def load_table(
     ``event``) to the file's column names; unmapped columns already named canonically are used as
     they are. Timestamps may be numbers or date strings (``timestamp_format`` is a strftime format;
     ISO 8601 is recognised without one). ``meta`` records the file path and its MD5.
+
+    The rows are validated by :meth:`Dataset.from_frames` (bad ids, ratings, weights and timestamps
+    fail naming the file, column and rows); ``duplicates`` is its policy for repeated (user, item)
+    pairs: by default the same event logged twice is dropped and repeats at other times are kept,
+    both with a logged count.
     """
     path = Path(path)
     src = str(path)
@@ -210,16 +216,28 @@ def load_table(
             checksums[Path(side).name] = f"md5:{_md5(Path(side))}"
     name = name or path.name.split(".")[0]
     meta = {"name": name, "source": src, "format": format or infer_format(path), "checksums": checksums}
-    return Dataset.from_frames(
-        frame,
-        items=items_df,
-        users=users_df,
-        name=name,
-        source=src,
-        meta=meta,
-        require_timestamp=require_timestamp,
-        dedupe=dedupe,
-    )
+    try:
+        return Dataset.from_frames(
+            frame,
+            items=items_df,
+            users=users_df,
+            name=name,
+            source=src,
+            meta=meta,
+            require_timestamp=require_timestamp,
+            duplicates=duplicates,
+            dedupe=dedupe,
+        )
+    except DataError as exc:
+        # name the column as the file spells it: "column 'qty' ... (mapped to 'weight')"
+        original = (columns or {}).get(exc.column or "")
+        if not original or original == exc.column or exc.source != src:
+            raise
+        text = str(exc)
+        body = text.split("] ", 1)[1] if text.startswith("[") else text
+        if not body.startswith("interactions"):  # an items/users table error: its own mapping
+            raise
+        raise DataError(f"{body} (mapped to {exc.column!r})", source=src, column=original) from exc
 
 
 def _md5(path: Path) -> str:
