@@ -1,13 +1,13 @@
 """ANN recall@10 vs exact search, and query latency, on a synthetic 1M-item catalogue.
 
-Builds the server's :class:`~lmrec.serving.index.VectorIndex` (faiss HNSW and IVF) over ``--n``
+Builds the server's :class:`~lmrec.ranking.index.VectorIndex` (faiss HNSW and IVF) over ``--n``
 clustered, L2-normalised ``--dim``-d vectors, takes exact top-10 from a brute-force scan as ground
 truth, then sweeps the search parameter (HNSW ``efSearch``, IVF ``nprobe``) and reports for each
 setting: recall@10 against exact, single-query latency (one thread, one query at a time, as the
 server runs it: p50/p99) and batch throughput. It also runs :meth:`VectorIndex.tune` (what the
 server does at start-up) and reports the parameter it settles on for recall ≥ 0.95.
 
-The data (:func:`~lmrec.serving.index.clustered_vectors`): by default 2,000 overlapping clusters in
+The data (:func:`~lmrec.ranking.index.clustered_vectors`): by default 2,000 overlapping clusters in
 a 16-dimensional latent space mapped into 64 dimensions (cluster noise as large as the spread of
 the centres), a stand-in for real item embeddings, which are clustered and of low intrinsic
 dimension. ``--intrinsic-dim 0`` gives the hard case (isotropic noise in all 64 dimensions, larger
@@ -38,7 +38,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from lmrec.serving.index import VectorIndex, clustered_vectors  # noqa: E402
+from lmrec.ranking.index import VectorIndex, clustered_vectors  # noqa: E402
 
 
 def recall_at_k(approx: np.ndarray, exact: np.ndarray) -> float:

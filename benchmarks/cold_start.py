@@ -56,10 +56,9 @@ from lmrec.data.loaders import load_dataset
 from lmrec.data.split import Split, cold_item
 from lmrec.evaluation import evaluate
 from lmrec.evaluation.metrics import ranking_metrics
-from lmrec.models.base import Query, Recommender, mask_scores
+from lmrec.models.base import Query, Recommender
 from lmrec.models.content import ContentRecommender
 from lmrec.models.popularity import Popularity, RandomModel
-from lmrec.models.topk import topk
 from lmrec.text.cache import default_cache_dir
 from lmrec.text.profiles import ProfileConfig, drop_heldout_text
 
@@ -89,10 +88,8 @@ def cold_candidate_metrics(
     ext = train.user_vocab.external(users)
     for start in range(0, len(users), 256):
         batch = model.encode_queries([Query(user_id=u) for u in ext[start : start + 256]])
-        scores = np.array(model._score(batch), dtype=np.float32, copy=True)
-        mask_scores(scores, batch.history, allowed=allowed)
-        idx, val = topk(scores, max(ks))
-        tops.append(np.where(np.isfinite(val), idx, -1))
+        idx, _ = model.rank(batch, max(ks), allowed=allowed)
+        tops.append(idx)
     top = np.concatenate(tops)
     per_user = ranking_metrics(top, tgt[users], ks, ("recall", "ndcg"))
     out = {k: float(v.mean()) for k, v in per_user.items()}

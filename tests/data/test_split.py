@@ -6,7 +6,17 @@ import polars as pl
 import pytest
 
 from lmrec.data.dataset import Dataset
-from lmrec.data.split import cold_item, cold_user, leave_last_out, random_split, split, temporal
+from lmrec.data.split import (
+    ValidationData,
+    cold_item,
+    cold_user,
+    holdout_last,
+    leave_last_out,
+    random_split,
+    split,
+    split_validation,
+    temporal,
+)
 from lmrec.errors import DataError
 
 
@@ -75,3 +85,32 @@ def test_dispatch_and_unknown_protocol(ml100k):
     assert split(ml100k, "leave_last_out").protocol["name"] == "leave_last_out"
     with pytest.raises(DataError, match="unknown split protocol 'nope'"):
         split(ml100k, "nope")
+
+
+# ---------------------------------------------------------------------------- validation for early stopping
+def _toy() -> Dataset:
+    df = pl.DataFrame(
+        {
+            "user_id": [1, 1, 1, 2, 2, 2, 2, 3, 3],
+            "item_id": [10, 11, 12, 10, 13, 11, 12, 12, 13],
+            "timestamp": [1, 2, 3, 5, 1, 2, 9, 1, 2],
+        }
+    )
+    return Dataset.from_frames(df)
+
+
+def test_holdout_last_and_split_validation() -> None:
+    data = _toy()
+    train, held = holdout_last(data, 1.0, seed=0)
+    # users 1 and 2 have >= 3 events: their latest (12 at t=3; 12 at t=9) is held out; user 3 is not eligible
+    assert sorted(zip(held["user_id"].to_list(), held["item_id"].to_list(), strict=True)) == [
+        (1, 12),
+        (2, 12),
+    ]
+    assert train.n_interactions == data.n_interactions - 2
+    same, vd = split_validation(data, held, 0.5)
+    assert same is data and vd is not None and list(vd.users) == [0, 1]
+    _, none = split_validation(data, None, 0.0)
+    assert none is None
+    by_ids = ValidationData.from_frame(held.select("user_id", "item_id"), data)
+    assert (by_ids.targets != vd.targets).nnz == 0

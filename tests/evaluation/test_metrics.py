@@ -5,10 +5,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from lmrec.data.split import ValidationData
 from lmrec.evaluation import metrics as M
 
 
@@ -110,3 +112,15 @@ def test_beyond_accuracy():
     feats = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
     ild = M.intra_list_diversity(top, feats, 2)
     assert ild[0] == 1.0 and ild[1] == 0.0
+
+
+def test_validation_metrics_known_answer() -> None:
+    # 2 users, 5 items; user 0's target item 3 ranks 2nd once seen item 4 is masked; user 1 misses
+    scores = np.array([[0.1, 0.9, 0.0, 0.5, 1.0], [0.9, 0.8, 0.7, 0.6, 0.0]], dtype=np.float32)
+    valid = ValidationData(
+        users=np.array([0, 1]), targets=sp.csr_matrix(np.array([[0, 0, 0, 1, 0], [0, 0, 0, 0, 1]]))
+    )
+    seen = sp.csr_matrix(np.array([[0, 0, 0, 0, 1], [0, 0, 0, 0, 0]], dtype=np.float32))
+    m = M.validation_metrics(lambda u: scores[u], valid, seen, k=2)
+    assert m["ndcg@2"] == pytest.approx((1 / np.log2(3)) / 2)
+    assert m["recall@2"] == pytest.approx(0.5)

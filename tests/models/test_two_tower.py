@@ -179,14 +179,17 @@ def test_id_only_model_refuses_text_queries(checkerboard: Dataset) -> None:
         model.recommend({"text": "even"})
 
 
-def test_large_catalogue_path_uses_faiss(checkerboard: Dataset) -> None:
-    """Above ``ann_threshold`` recommend() goes through the faiss index: same answers as the dense path."""
-    exact = TwoTower(**{**FAST, "fusion": "sum"}).fit(checkerboard)
-    ann = TwoTower(**{**FAST, "fusion": "sum", "ann_threshold": 10}).fit(checkerboard)
+def test_faiss_ranker_gives_the_exact_answers(checkerboard: Dataset) -> None:
+    """With an HNSW ranker recommend() goes through faiss: same answers as the exact path."""
+    pytest.importorskip("faiss")
+    from lmrec.ranking import IndexRanker
+
+    model = TwoTower(**{**FAST, "fusion": "sum"}).fit(checkerboard)
     users = list(range(10))
-    want = exact.recommend(users, k=5, exclude=[0, 1])
-    got = ann.recommend(users, k=5, exclude=[0, 1])
-    assert getattr(ann, "_ann", None) is not None
+    want = model.recommend(users, k=5, exclude=[0, 1])
+    ranker = IndexRanker(kind="hnsw", seed=model.config.train.seed)
+    got = model.set_ranker(ranker).recommend(users, k=5, exclude=[0, 1])
+    assert ranker.index is not None and ranker.index.kind == "hnsw"
     assert got["item_id"].to_list() == want["item_id"].to_list()
     np.testing.assert_allclose(got["score"].to_numpy(), want["score"].to_numpy(), rtol=1e-4, atol=1e-5)
     assert got.columns == want.columns and got["rank"].to_list() == want["rank"].to_list()

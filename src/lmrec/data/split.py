@@ -14,6 +14,9 @@ Protocols
   never seen in training.
 * ``cold_user``: a seeded random set of users removed from training; at test time the first part of
   their history (by time) is revealed as a query history and the rest are targets.
+
+Validation for early stopping (neural models): :func:`split_validation` turns a held-out frame, or a
+``val_fraction`` of users' last events (:func:`holdout_last`), into :class:`ValidationData`.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+import scipy.sparse as sp
 
 from lmrec.data.dataset import Dataset
 from lmrec.errors import DataError
@@ -251,3 +255,91 @@ def split(data: Dataset, protocol: str = "leave_last_out", **params: Any) -> Spl
     if protocol not in funcs:
         raise DataError(f"unknown split protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
     return funcs[protocol](data, **params)
+
+
+# ---------------------------------------------------------------------------------------- validation data
+@dataclass
+class ValidationData:
+    """Held-out interactions for early stopping: one row per validation user."""
+
+    #: internal user indices, unique, ascending
+    users: np.ndarray
+    #: (len(users), n_items) CSR of each user's held-out items
+    targets: sp.csr_matrix
+
+    @classmethod
+    def from_frame(cls, frame: pl.DataFrame, data: Dataset) -> ValidationData:
+        """From a frame with ``user_idx``/``item_idx`` (or ``user_id``/``item_id``) columns."""
+        if {"user_idx", "item_idx"} <= set(frame.columns):
+            u = frame["user_idx"].to_numpy().astype(np.int64)
+            i = frame["item_idx"].to_numpy().astype(np.int64)
+        elif {"user_id", "item_id"} <= set(frame.columns):
+            u = data.user_vocab.indices(frame["user_id"].to_list())
+            i = data.item_vocab.indices(frame["item_id"].to_list())
+        else:
+            raise DataError(
+                f"validation frame needs user_idx/item_idx or user_id/item_id columns, got {frame.columns}"
+            )
+        if len(u) == 0:
+            raise DataError("validation frame is empty")
+        users, row = np.unique(u, return_inverse=True)
+        targets = sp.csr_matrix(
+            (np.ones(len(u), np.float32), (row, i)), shape=(len(users), data.n_items), dtype=np.float32
+        )
+        targets.sum_duplicates()
+        targets.data[:] = 1.0
+        return cls(users=users, targets=targets)
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+
+def holdout_last(
+    data: Dataset, fraction: float, *, seed: int = 42, min_interactions: int = 3
+) -> tuple[Dataset, pl.DataFrame]:
+    """Remove the last interaction (by time, ties by file order) of a seeded ``fraction`` of users.
+
+    Only users with at least ``min_interactions`` events are eligible, so nobody loses their whole
+    history. Returns (training data without those rows, the held-out rows).
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"val_fraction must be in (0, 1], got {fraction}")
+    df = data.interactions.with_row_index("_row")
+    counts = df.group_by("user_idx").len()
+    eligible = np.sort(counts.filter(pl.col("len") >= min_interactions)["user_idx"].to_numpy())
+    if len(eligible) == 0:
+        return data, df.head(0).drop("_row")
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(eligible, size=max(1, round(fraction * len(eligible))), replace=False)
+    last_rows = (
+        df.filter(pl.col("user_idx").is_in(chosen.tolist()))
+        .sort(["user_idx", "timestamp", "_row"])
+        .group_by("user_idx", maintain_order=True)
+        .last()["_row"]
+    )
+    is_held = pl.col("_row").is_in(last_rows.to_list())
+    train = df.filter(~is_held).drop("_row")
+    held = df.filter(is_held).drop("_row")
+    return data.with_interactions(train), held
+
+
+def split_validation(
+    data: Dataset, valid: pl.DataFrame | None, val_fraction: float, *, seed: int = 42
+) -> tuple[Dataset, ValidationData | None]:
+    """The shared rule for early-stopping data of neural models.
+
+    ``valid`` (held-out interactions, e.g. ``Split.valid``) is used as given (an empty frame: no
+    validation). Without it, ``val_fraction > 0`` holds out the *last* interaction of that seeded
+    fraction of users from ``data`` (:func:`holdout_last`: leak-free, it only uses training data).
+    With neither, there is no validation data. Returns (training data, validation data or None).
+    """
+    if valid is not None:
+        if valid.height == 0:
+            return data, None
+        return data, ValidationData.from_frame(valid, data)
+    if val_fraction > 0:
+        train, held = holdout_last(data, val_fraction, seed=seed)
+        if held.height == 0:
+            return data, None
+        return train, ValidationData.from_frame(held, data)
+    return data, None

@@ -9,7 +9,8 @@ Protocol (recorded in every result):
   history; targets are their test interactions. The model is **not** refitted on validation data
   unless the caller does so (the result records ``fit_on``).
 * Every item in a query's history is removed from its ranking; all other catalogue items compete
-  (full ranking). Ties are broken by internal item index (ascending external id).
+  (full ranking). Lists come from the model's ``rank`` (:mod:`lmrec.ranking`, the path
+  ``recommend`` takes); ties are broken by internal item index (ascending external id).
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ import scipy.sparse as sp
 
 from lmrec.data.split import Split
 from lmrec.evaluation import metrics as M
-from lmrec.models.base import Query, Recommender, mask_scores
-from lmrec.models.topk import topk
+from lmrec.models.base import Query, Recommender
+from lmrec.ranking import mask_scores
 
 DEFAULT_KS = (5, 10, 20)
 
@@ -159,13 +160,11 @@ def evaluate(
             else:  # user unknown to the model: served from whatever history is revealed
                 queries.append(Query(history=hist))
         batch = model.encode_queries(queries)
-        scores = np.array(model._score(batch), dtype=np.float32, copy=True)
-        mask_scores(scores, batch.history)
-        idx, val = topk(scores, kmax)
-        idx = np.where(np.isfinite(val), idx, -1)
+        idx, _ = model.rank(batch, kmax)
         tops.append(idx)
         seen_hist.append(batch.history)
-        if auc:
+        if auc:  # AUC needs every item's score, seen items masked as in the ranking
+            scores = mask_scores(model.score_batch(batch), batch.history)
             aucs.append(M.auc_per_user(scores, tgt[b_users]))
     top = np.concatenate(tops) if tops else np.zeros((0, kmax), np.int64)
     targets = tgt[users]

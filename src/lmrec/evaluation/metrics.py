@@ -8,10 +8,16 @@ Hypothesis checks these against them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
+
+from lmrec.ranking import rank_scores
+
+if TYPE_CHECKING:
+    from lmrec.data.split import ValidationData
 
 RANKING_METRICS = ("recall", "precision", "ndcg", "mrr", "map", "hit_rate")
 
@@ -155,3 +161,34 @@ def ranking_metrics(
         for k in ks:
             out[f"{name}@{k}"] = fn(hits, n_rel, k)
     return out
+
+
+def validation_metrics(
+    score_fn: Callable[[np.ndarray], np.ndarray],
+    valid: ValidationData,
+    seen: sp.csr_matrix | None,
+    *,
+    k: int = 10,
+    batch_size: int = 512,
+) -> dict[str, float]:
+    """Full-ranking NDCG@k and Recall@k of ``score_fn`` on ``valid``: the early-stopping metric.
+
+    ``score_fn(user_idx)`` returns ``(B, n_items)`` scores (array-like) for internal user indices;
+    ``seen`` is the (n_users, n_items) training matrix whose items leave each user's ranking. Lists
+    come from :func:`lmrec.ranking.rank_scores` (ties by the lower item index), like every other
+    ranking. Averaged over all validation users.
+    """
+    ndcg_sum = 0.0
+    recall_sum = 0.0
+    for start in range(0, len(valid.users), batch_size):
+        users = valid.users[start : start + batch_size]
+        scores = np.array(score_fn(users), dtype=np.float32, copy=True)
+        top, _ = rank_scores(scores, min(k, scores.shape[1]), seen=None if seen is None else seen[users])
+        tgt = valid.targets[start : start + batch_size]
+        hits = hits_matrix(top, tgt)
+        n_rel = np.diff(tgt.indptr)
+        ok = n_rel > 0
+        ndcg_sum += float(ndcg_at_k(hits, n_rel, k)[ok].sum())
+        recall_sum += float(recall_at_k(hits, n_rel, k)[ok].sum())
+    n = max(len(valid.users), 1)
+    return {f"ndcg@{k}": ndcg_sum / n, f"recall@{k}": recall_sum / n}

@@ -5,9 +5,10 @@
 
 A *query* is a known user id, an unseen user's history (external item ids, oldest first), free
 text, or a mix: :class:`Query`. The base class turns queries into a :class:`QueryBatch` of internal
-indices (known users get their training history merged with any extra history), asks the subclass
-for a dense score matrix, masks seen/excluded items and runs the shared top-k. Subclasses only write
-``_fit`` and ``_score`` (and ``_get_state``/``_set_state`` for persistence).
+indices (known users get their training history merged with any extra history) and ranks them with
+:meth:`Recommender.rank`: the subclass's dense scores, seen/excluded items masked and the shared top-k
+of :mod:`lmrec.ranking` (embedding models may rank through a faiss index instead). Subclasses only
+write ``_fit`` and ``_score`` (and ``_get_state``/``_set_state`` for persistence).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from lmrec._atomic import atomic_directory
 from lmrec.data.dataset import Dataset
 from lmrec.data.vocabulary import Vocabulary
 from lmrec.errors import LmrecError, NotFittedError, UnknownIdError, UnsupportedQueryError
-from lmrec.models.topk import topk
+from lmrec.ranking import ExactRanker, Ranker, rank_scores
 
 FORMAT_VERSION = 1
 
@@ -178,11 +179,15 @@ class Recommender(ABC):
 
     def fit(self, data: Dataset) -> Self:
         """Fit on ``data`` and remember each user's history for serving known users."""
+        self._start_fit(data)
+        self._fit(data)
+        return self
+
+    def _start_fit(self, data: Dataset) -> None:
+        """The bookkeeping every ``fit`` does first: vocabularies and training histories."""
         self.user_vocab = data.user_vocab
         self.item_vocab = data.item_vocab
         self._set_histories(data)
-        self._fit(data)
-        return self
 
     def recommend(
         self,
@@ -200,8 +205,7 @@ class Recommender(ABC):
         ``exclude_seen`` removes each query's history. Fewer than ``k`` rows come back when fewer
         candidates remain.
         """
-        if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k <= 0:
-            raise ValueError(f"k must be a positive integer, got {k!r}")
+        _check_k(k)
         qs = as_queries(queries)
         self._check_fitted()
         assert self.item_vocab is not None
@@ -214,9 +218,7 @@ class Recommender(ABC):
         for start in range(0, len(qs), batch_size):
             chunk = qs[start : start + batch_size]
             batch = self.encode_queries(chunk)
-            scores = np.asarray(self._score(batch), dtype=np.float32).copy()
-            mask_scores(scores, batch.history if exclude_seen else None, allowed=allowed, banned=banned)
-            idx, val = topk(scores, int(k))
+            idx, val = self.rank(batch, int(k), exclude_seen=exclude_seen, exclude=banned, allowed=allowed)
             frames.append(self._to_frame(chunk, idx, val, offset=start))
         return (
             pl.concat(frames)
@@ -231,10 +233,42 @@ class Recommender(ABC):
         qs = as_queries(queries)
         self._check_fitted()
         assert self.item_vocab is not None
-        scores = np.asarray(self._score(self.encode_queries(qs)), dtype=np.float32)
+        scores = self.score_batch(self.encode_queries(qs))
         if items is not None:
             scores = scores[:, self.item_vocab.indices(list(items))]
         return scores
+
+    # ------------------------------------------------------------------ ranking (internal indices)
+    def score_batch(self, batch: QueryBatch) -> np.ndarray:
+        """Dense (n_queries, n_items) float32 scores of an encoded batch: a fresh, writable array,
+        nothing masked (evaluation's AUC and :meth:`rank` start from it)."""
+        self._check_fitted()
+        return np.array(self._score(batch), dtype=np.float32, copy=True)
+
+    def rank(
+        self,
+        batch: QueryBatch,
+        k: int,
+        *,
+        exclude_seen: bool = True,
+        exclude: np.ndarray | None = None,
+        allowed: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` internal item indices and scores per query of ``batch``, best first.
+
+        ``exclude_seen`` removes each query's history (``batch.history``); ``exclude`` (item
+        indices) and ``allowed`` (a boolean mask over items) apply to every query. Returns two
+        ``(n_queries, k)`` arrays; where fewer than ``k`` candidates remain the index is ``-1`` and
+        the score ``-inf``. Ties go to the lower item index (:func:`lmrec.ranking.topk`).
+        """
+        _check_k(k)
+        return rank_scores(
+            self.score_batch(batch),
+            int(k),
+            seen=batch.history if exclude_seen else None,
+            exclude=exclude,
+            allowed=allowed,
+        )
 
     # ------------------------------------------------------------------ query encoding
     def encode_queries(self, queries: Sequence[Query], *, on_unknown_items: str = "raise") -> QueryBatch:
@@ -459,30 +493,51 @@ class Recommender(ABC):
         )
 
 
-def mask_scores(
-    scores: np.ndarray,
-    history: sp.csr_matrix | None,
-    *,
-    allowed: np.ndarray | None = None,
-    banned: np.ndarray | None = None,
-) -> np.ndarray:
-    """Set -inf in place where an item is in the query's history, not allowed, or banned."""
-    if history is not None and history.nnz:
-        rows = np.repeat(np.arange(history.shape[0]), np.diff(history.indptr))
-        scores[rows, history.indices] = -np.inf
-    if allowed is not None:
-        scores[:, ~allowed] = -np.inf
-    if banned is not None and len(banned):
-        scores[:, banned] = -np.inf
-    return scores
+def _check_k(k: Any) -> None:
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k <= 0:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
 
 
 class EmbeddingRecommender(Recommender):
     """A model whose scores are dot products of query vectors and item vectors.
 
     MF, two-tower, sequence and content models implement ``query_vectors``/``item_vectors``; one
-    scoring path (and the serving ANN index) then serves them all.
+    scoring path then serves them all. Ranking is exact by default; :meth:`set_ranker` swaps in an
+    approximate one (``IndexRanker``: faiss HNSW/IVF) for large catalogues, for any embedding model.
     """
+
+    #: how :meth:`rank` turns query and item vectors into top-k lists (None: exact, via ``_score``)
+    ranker: Ranker | None = None
+
+    def set_ranker(self, ranker: Ranker | None) -> Self:
+        """Rank through ``ranker`` from now on (``None`` or :class:`ExactRanker`: exact scoring).
+
+        A runtime choice, not saved with the model.
+        """
+        self.ranker = None if isinstance(ranker, ExactRanker) else ranker
+        return self
+
+    def rank(
+        self,
+        batch: QueryBatch,
+        k: int,
+        *,
+        exclude_seen: bool = True,
+        exclude: np.ndarray | None = None,
+        allowed: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if self.ranker is None:
+            return super().rank(batch, k, exclude_seen=exclude_seen, exclude=exclude, allowed=allowed)
+        _check_k(k)
+        self._check_fitted()
+        return self.ranker.rank(
+            np.asarray(self.query_vectors(batch), dtype=np.float32),
+            np.asarray(self.item_vectors(), dtype=np.float32),
+            int(k),
+            seen=batch.history if exclude_seen else None,
+            exclude=exclude,
+            allowed=allowed,
+        )
 
     @abstractmethod
     def query_vectors(self, batch: QueryBatch) -> np.ndarray:

@@ -24,7 +24,7 @@ from pydantic import Field
 
 from lmrec.data.dataset import Dataset
 from lmrec.models.base import ModelConfig, QueryBatch, Recommender
-from lmrec.models.topk import topk
+from lmrec.ranking import topk
 
 Weighting = Literal["none", "tfidf", "bm25"]
 

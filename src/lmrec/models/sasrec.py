@@ -25,21 +25,19 @@ shared ones. Items with no training interactions are represented by their text a
 other than ``"id_only"``); with ``fusion="text_only"`` every item is, so items never seen in
 training are ranked like any other.
 
-Validation: ``fit(data, valid=split.valid)`` early-stops on the validation users' NDCG@10 (their
-training sequence as the query, full ranking, training items excluded). Without ``valid``,
-``val_fraction`` holds out the last event of that fraction of users from ``data`` itself (see
-:func:`lmrec.nn.training.split_validation`); with neither, training runs ``train.max_epochs``.
+Validation (:class:`~lmrec.models.neural.NeuralRecommender`): ``fit(data, valid=split.valid,
+callbacks=...)`` early-stops on the validation users' NDCG@10 (their training sequence as the query,
+full ranking, training items excluded). Without ``valid``, ``val_fraction`` holds out the last event
+of that fraction of users from ``data`` itself (see :func:`lmrec.data.split.split_validation`); with
+neither, training runs ``train.max_epochs``.
 """
 
 from __future__ import annotations
 
-import functools
-import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar, Literal, Self
 
 import numpy as np
-import polars as pl
 import torch
 from pydantic import Field, field_validator, model_validator
 from torch import Tensor
@@ -47,7 +45,8 @@ from torch.utils.data import DataLoader, SequentialSampler
 
 from lmrec.data.dataset import Dataset
 from lmrec.errors import LmrecError
-from lmrec.models.base import EmbeddingRecommender, ModelConfig, QueryBatch, QueryLike, as_queries
+from lmrec.models.base import ModelConfig, QueryBatch, QueryLike, as_queries
+from lmrec.models.neural import NeuralRecommender, ScoreFn
 from lmrec.nn.click import ClickHead
 from lmrec.nn.item_repr import ItemRepresentation
 from lmrec.nn.losses import bce_with_negatives, full_softmax_ce, sampled_softmax
@@ -65,16 +64,7 @@ from lmrec.nn.sequence import (
     trim_padding,
     windows,
 )
-from lmrec.nn.training import (
-    NeuralTrainConfig,
-    RecLightningModule,
-    TrainingReport,
-    ValidationData,
-    fit_module,
-    ranking_metrics,
-    seed_all,
-    split_validation,
-)
+from lmrec.nn.training import NeuralTrainConfig, RecLightningModule, seed_all
 from lmrec.text.profiles import ProfileConfig
 
 __all__ = ["SASRec", "SASRecConfig", "SequenceNet", "SequentialConfig", "SequentialRecommender"]
@@ -327,18 +317,13 @@ class SequenceNet(RecLightningModule):
 
 
 # ---------------------------------------------------------------------------------------- recommender
-@functools.lru_cache(maxsize=4)
-def _shared_encoder(name: str | None, device: str | None) -> Any:
-    from lmrec.text.encoder import get_encoder
+class SequentialRecommender(NeuralRecommender):
+    """What SASRec and BERT4Rec share: fitting, serving, persistence, text and click APIs.
 
-    return get_encoder(name, device=device)
-
-
-ValidationHook = Callable[["SequentialRecommender", dict[str, float]], None]
-
-
-class SequentialRecommender(EmbeddingRecommender):
-    """What SASRec and BERT4Rec share: fitting, serving, persistence, text and click APIs."""
+    Overridable hooks: ``_item_text`` (item text vectors, or None), ``_collator`` (training
+    batches), ``_training_windows`` (training sequences), ``_make_net`` (the network),
+    ``_prepare`` (a query's index sequence), ``_get_extra``/``_set_state`` (persistence).
+    """
 
     Config: ClassVar[type[ModelConfig]] = SequentialConfig
     config: SequentialConfig
@@ -350,41 +335,13 @@ class SequentialRecommender(EmbeddingRecommender):
     def __init__(self, config: SequentialConfig | dict[str, Any] | None = None, **params: Any) -> None:
         super().__init__(config, **params)
         self.net: SequenceNet | None = None
-        self.report_: TrainingReport | None = None
-        self.encoder_id_: str | None = None
-        self.text_seconds_: float = 0.0
         self._item_vecs: np.ndarray | None = None
-        self._valid: pl.DataFrame | None = None
-        self._on_validation: ValidationHook | None = None
 
     # ------------------------------------------------------------------ fit
-    def fit(
-        self, data: Dataset, valid: pl.DataFrame | None = None, *, on_validation: ValidationHook | None = None
-    ) -> Self:
-        """Fit on ``data``; ``valid`` (held-out interactions, e.g. ``Split.valid``) drives early stopping.
-
-        ``on_validation(model, metrics)`` is called after every validation round with the model in
-        its current state (benchmarks use it to trace quality against wall time); it must not train.
-        """
-        self._valid = valid
-        self._on_validation = on_validation
-        try:
-            return super().fit(data)
-        finally:
-            self._valid = None
-            self._on_validation = None
-
     def _item_text(self, data: Dataset) -> np.ndarray | None:
         if self.config.fusion == "id_only" and not self.config.init_from_text:
             return None
-        from lmrec.text.cache import cached_encode
-        from lmrec.text.profiles import build_item_texts
-
-        encoder = _shared_encoder(self.config.encoder, self.config.encoder_device)
-        texts = build_item_texts(data, self.config.profile)
-        vecs = cached_encode(texts, encoder, self.config.cache_dir, kind="document")
-        self.encoder_id_ = encoder.model_id
-        return np.asarray(vecs, dtype=np.float32)
+        return self._encode_item_texts(data)
 
     def _collator(self) -> SequenceCollator:
         cfg = self.config
@@ -402,32 +359,32 @@ class SequentialRecommender(EmbeddingRecommender):
         # next-item windows carry one extra item: inputs w[:-1], targets w[1:]
         return windows(seqs, self.config.max_len + 1, min_len=2)
 
-    def _fit(self, data: Dataset) -> None:
+    def _make_net(self, n_items: int, text: np.ndarray | None, known: np.ndarray) -> SequenceNet:
+        """The network (fusion ``"id_only"`` gets no text table; ``known``: items seen in training)."""
+        return SequenceNet(
+            self.config,
+            n_items,
+            None if text is None or self.config.fusion == "id_only" else torch.from_numpy(text),
+            torch.from_numpy(known),
+            causal=self.causal,
+        )
+
+    def _build(
+        self, data: Dataset, train: Dataset, text: np.ndarray | None
+    ) -> tuple[SequenceNet, DataLoader]:
         cfg = self.config
-        train, valid = split_validation(data, self._valid, cfg.val_fraction, seed=cfg.train.seed)
-        t0 = time.perf_counter()
-        text = self._item_text(data)
-        self.text_seconds_ = time.perf_counter() - t0
         known = np.zeros(data.n_items, dtype=bool)
         known[train.interactions["item_idx"].to_numpy()] = True
-        seqs = train.sequences()
-        wins = self._training_windows(seqs)
+        wins = self._training_windows(train.sequences())
         if not wins:
             raise LmrecError(
                 f"{self.name}: no user has two or more training interactions; nothing to learn from"
             )
         seed_all(cfg.train.seed)  # before building the net, so initial weights repeat
-        net = SequenceNet(
-            cfg,
-            data.n_items,
-            None if text is None or cfg.fusion == "id_only" else torch.from_numpy(text),
-            torch.from_numpy(known),
-            causal=self.causal,
-        )
+        net = self._make_net(data.n_items, text, known)
         if cfg.init_from_text:
             assert text is not None
             net.init_ids_from_text(text)
-        self.net = net
         dataset = SequenceDataset(wins)
         loader = DataLoader(
             dataset,
@@ -439,35 +396,27 @@ class SequentialRecommender(EmbeddingRecommender):
             num_workers=cfg.train.num_workers,
             persistent_workers=cfg.train.num_workers > 0,
         )
-        val_cb = self._validator(train, seqs, valid) if valid is not None else None
-        self.report_ = fit_module(net, loader, val_cb, cfg.train)
-        self._finalise()
+        return net, loader
 
-    def _validator(
-        self, train: Dataset, seqs: list[np.ndarray], valid: ValidationData
-    ) -> Callable[[Any], float]:
-        seen = train.csr("binary")
-        prepared = [self._prepare(s) for s in seqs]
+    def _validation_scorer(self, train: Dataset) -> Callable[[SequenceNet], ScoreFn]:
+        prepared = [self._prepare(s) for s in train.sequences()]
 
-        def val(net: SequenceNet) -> float:
+        def round_scorer(net: SequenceNet) -> ScoreFn:
+            # the weights changed: item vectors cached by a recommend() call (e.g. from a
+            # callback during training) must be recomputed
+            self._item_vecs = None
             items = net.item_table().float()
 
-            def score(users: np.ndarray) -> Tensor:
+            def score(users: np.ndarray) -> np.ndarray:
                 q = net.encode_queries([prepared[u] for u in users], self.config.infer_batch_size)
-                return q @ items.T
+                return (q @ items.T).cpu().numpy()
 
-            metrics = ranking_metrics(score, valid, seen, k=10)
-            if self._on_validation is not None:
-                self._item_vecs = None  # the hook may call recommend(): use this epoch's weights
-                self._on_validation(self, metrics)
-                net.eval()
-            return metrics["ndcg@10"]
+            return score
 
-        return val
+        return round_scorer
 
     def _finalise(self) -> None:
-        assert self.net is not None
-        self.net = self.net.cpu().eval()
+        super()._finalise()
         self._item_vecs = None
 
     # ------------------------------------------------------------------ serving
@@ -572,13 +521,11 @@ class SequentialRecommender(EmbeddingRecommender):
 
     def _set_state(self, tensors: dict[str, np.ndarray], extra: dict[str, Any]) -> None:
         n_items = self.n_items
-        known = torch.from_numpy(np.asarray(tensors["items.id_known"], dtype=bool))[1 : n_items + 1]
+        known = np.asarray(tensors["items.id_known"], dtype=bool)[1 : n_items + 1]
         text = None
         if "items.text_table" in tensors:
-            text = torch.from_numpy(np.asarray(tensors["items.text_table"], dtype=np.float32))[
-                1 : n_items + 1
-            ]
-        net = SequenceNet(self.config, n_items, text, known, causal=self.causal)
+            text = np.asarray(tensors["items.text_table"], dtype=np.float32)[1 : n_items + 1]
+        net = self._make_net(n_items, text, known)
         state = {k: torch.from_numpy(np.array(v)) for k, v in tensors.items()}
         net.load_state_dict(state)
         self.net = net.eval()

@@ -17,13 +17,13 @@ User tower
     user is served from a history alone, and a known user's new events count immediately. A free-text
     query is appended to the history as a "virtual item" embedded by the text path only.
 
-Training
+Training (the network and its batching: :mod:`lmrec.nn.two_tower`)
     Next-item prediction over the training sequences: every position of a history window predicts the
     item that followed it (one forward pass gives a training example per interaction). A share of
     the windows (``shuffle_prob``, default 0.2) is randomly reordered first, which mixes in a
-    set-style objective ("which other items does this user take?"): measured on ml-100k it helps
-    (test NDCG@10 .111 vs .106 without) and it makes the tower robust when histories carry no real
-    order. ``future_window > 1`` predicts a random one of the next few items instead. Both towers
+    set-style objective ("which other items does this user take?") and makes the tower robust when
+    histories carry no real order. The default is a starting point: choose it on validation data
+    for each dataset (``lmrec tune``), never on test results. ``future_window > 1`` predicts a random one of the next few items instead. Both towers
     are L2-normalised and scores are cosine similarities over a learned (or fixed) temperature.
     ``loss="full_softmax"`` uses the whole training catalogue as negatives (exact and, below ~50k
     items, cheap); ``loss="sampled_softmax"`` is InfoNCE with in-batch negatives (the batch's distinct
@@ -34,49 +34,34 @@ Training
     best weights restored.
 
 Validation
-    ``fit(data, valid=frame)`` early-stops on the given held-out interactions (e.g. ``Split.valid``);
-    ``fit(data)`` holds out the last interaction of ``val_fraction`` of the users from ``data`` itself
-    (leak-free; those events still belong to the served history). ``val_fraction=0`` trains for
-    ``train.max_epochs`` without early stopping.
+    ``fit(data, valid=frame, callbacks=...)`` (:class:`~lmrec.models.neural.NeuralRecommender`)
+    early-stops on the given held-out interactions (e.g. ``Split.valid``); ``fit(data)`` holds out
+    the last interaction of ``val_fraction`` of the users from ``data`` itself (leak-free; those
+    events still belong to the served history). ``val_fraction=0`` trains for ``train.max_epochs``
+    without early stopping. The LoRA encoder lives in :mod:`lmrec.nn.lora`.
 
 Inference goes through the shared :class:`~lmrec.models.base.EmbeddingRecommender` path
-(``query_vectors @ item_vectors.T`` + the shared top-k); when the catalogue has at least
-``ann_threshold`` items, ``recommend`` uses the faiss index of :mod:`lmrec.serving.index` instead.
+(``query_vectors`` and ``item_vectors`` ranked by :mod:`lmrec.ranking`: exact by default, a faiss
+index with ``model.set_ranker(IndexRanker())`` for large catalogues).
 """
 
 from __future__ import annotations
 
-import functools
-import math
-import time
-from collections.abc import Iterable
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any, Literal, Self
 
 import numpy as np
-import polars as pl
 import torch
-import torch.nn.functional as F
 from pydantic import Field, field_validator, model_validator
-from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lmrec.data.dataset import Dataset
 from lmrec.errors import LmrecError
-from lmrec.models.base import EmbeddingRecommender, ModelConfig, QueryBatch, QueryLike
-from lmrec.nn.item_repr import ItemRepresentation
-from lmrec.nn.losses import full_softmax_ce, info_nce
-from lmrec.nn.towers import HistoryEncoder
-from lmrec.nn.training import (
-    NeuralTrainConfig,
-    RecLightningModule,
-    TrainingReport,
-    ValidationData,
-    fit_module,
-    ranking_metrics,
-    seed_all,
-    split_validation,
-)
+from lmrec.models.base import ModelConfig, QueryBatch
+from lmrec.models.neural import NeuralRecommender, ScoreFn
+from lmrec.nn.lora import LoraTextEncoder
+from lmrec.nn.training import NeuralTrainConfig
+from lmrec.nn.two_tower import TwoTowerNet, left_pad, next_item_windows, text_neighbours
 from lmrec.text.profiles import ProfileConfig
 
 _DEFAULT_TRAIN = NeuralTrainConfig(max_epochs=60, batch_size=128, lr=2e-3, weight_decay=0.0, patience=5)
@@ -139,8 +124,6 @@ class TwoTowerConfig(ModelConfig):
     lora_lr: float = Field(default=1e-4, gt=0.0)
     #: items per LoRA training step (sampled from the batch's positives)
     lora_batch: int = Field(default=64, ge=2)
-    #: catalogue size from which recommend() uses a faiss index (0: never)
-    ann_threshold: int = Field(default=200_000, ge=0)
     #: how training runs (epochs, batch, lr, device, precision, DDP, early stopping, seed, ...)
     train: NeuralTrainConfig = _DEFAULT_TRAIN
 
@@ -165,368 +148,8 @@ class TwoTowerConfig(ModelConfig):
         return self
 
 
-# ---------------------------------------------------------------------------------------- LoRA
-class LoraTextEncoder(nn.Module):
-    """A trainable copy of the sentence-transformer with LoRA adapters (``peft``) on its attention.
-
-    The item profile texts are tokenised once and kept as buffers, so a training step only indexes
-    them. ``encode_items(idx)`` returns L2-normalised text vectors with gradients into the adapters;
-    ``adapter_state()`` is the (small) set of adapter tensors a saved model keeps for text queries.
-    """
-
-    def __init__(
-        self,
-        model_path: str,
-        rank: int,
-        alpha: float,
-        texts: list[str] | None = None,
-        max_seq_length: int = 64,
-    ) -> None:
-        super().__init__()
-        try:
-            from peft import LoraConfig, get_peft_model
-            from sentence_transformers import SentenceTransformer
-        except ModuleNotFoundError as exc:
-            raise LmrecError(
-                f"two_tower lora_rank > 0 needs {exc.name}: pip install peft sentence-transformers"
-            ) from exc
-        import transformers.utils.logging as hf_logging
-
-        bars = hf_logging.is_progress_bar_enabled()
-        hf_logging.disable_progress_bar()  # no "Loading weights" bar inside a fit
-        try:
-            st = SentenceTransformer(model_path, device="cpu", local_files_only=Path(model_path).exists())
-        finally:
-            if bars:
-                hf_logging.enable_progress_bar()
-        st.max_seq_length = min(int(st.max_seq_length or max_seq_length), max_seq_length)
-        backbone: nn.Module = st[0].auto_model  # type: ignore[assignment]
-        names = {n.rsplit(".", 1)[-1] for n, _ in backbone.named_modules()}
-        targets = [t for t in ("query", "value", "q_proj", "v_proj", "q_lin", "v_lin") if t in names]
-        if not targets:
-            raise LmrecError(f"two_tower LoRA: no attention projections (query/value) found in {model_path}")
-        lora = LoraConfig(
-            r=rank,
-            lora_alpha=alpha,  # type: ignore[arg-type]  # peft annotates int; floats work
-            target_modules=targets,
-            lora_dropout=0.0,
-            bias="none",
-        )
-        st[0].auto_model = get_peft_model(backbone, lora)
-        self.st = st
-        self._token_keys: list[str] = []
-        if texts is not None:
-            feats = self._tokenize(texts)
-            for k, v in feats.items():
-                if isinstance(v, Tensor):
-                    self.register_buffer(f"tok_{k}", v, persistent=False)
-                    self._token_keys.append(k)
-
-    def _tokenize(self, texts: list[str]) -> dict[str, Any]:
-        # sentence-transformers >= 6 renamed tokenize() to preprocess()
-        fn = getattr(self.st, "preprocess", None) or self.st.tokenize
-        return dict(fn(texts))
-
-    def _embed(self, feats: dict[str, Tensor]) -> Tensor:
-        mask = feats["attention_mask"]
-        width = int(mask.sum(1).max().item()) if mask.numel() else 1
-        feats = {k: v[:, :width] for k, v in feats.items()}
-        return F.normalize(self.st(feats)["sentence_embedding"].float(), dim=-1)
-
-    def encode_items(self, idx: Tensor) -> Tensor:
-        """Text vectors of items ``idx`` (internal indices) from the adapted encoder."""
-        return self._embed({k: getattr(self, f"tok_{k}")[idx] for k in self._token_keys})
-
-    def encode_texts(self, texts: list[str]) -> Tensor:
-        feats = self._tokenize(texts)
-        device = next(self.parameters()).device
-        return self._embed({k: v.to(device) for k, v in feats.items() if isinstance(v, Tensor)})
-
-    def adapter_state(self) -> dict[str, np.ndarray]:
-        from peft import get_peft_model_state_dict
-
-        return {
-            k: v.detach().cpu().numpy() for k, v in get_peft_model_state_dict(self.st[0].auto_model).items()
-        }
-
-    def load_adapter_state(self, state: dict[str, np.ndarray]) -> None:
-        from peft import set_peft_model_state_dict
-
-        set_peft_model_state_dict(
-            self.st[0].auto_model, {k: torch.from_numpy(np.array(v)) for k, v in state.items()}
-        )
-
-
-# ---------------------------------------------------------------------------------------- network
-class TwoTowerNet(RecLightningModule):
-    """The torch part of :class:`TwoTower` (item tower, user tower, loss)."""
-
-    item_log_freq: Tensor
-    text_neighbours: Tensor
-    train_items: Tensor
-    user_profiles: Tensor | None
-
-    def __init__(
-        self,
-        cfg: TwoTowerConfig,
-        n_items: int,
-        text: Tensor | None,
-        *,
-        item_log_freq: Tensor | None = None,
-        user_profiles: Tensor | None = None,
-        text_neighbours: Tensor | None = None,
-    ) -> None:
-        super().__init__(cfg.train)
-        self.cfg = cfg
-        self.n_items = n_items
-        self.items = ItemRepresentation(
-            n_items,
-            cfg.dim,
-            text,
-            fusion=cfg.fusion,
-            id_dropout=cfg.id_dropout,
-            padding_idx=0,
-            text_hidden=cfg.text_hidden,
-        )
-        self.encoder = HistoryEncoder(
-            cfg.dim,
-            cfg.max_len,
-            kind=cfg.user_encoder,
-            n_layers=cfg.n_layers,
-            n_heads=cfg.n_heads,
-            dropout=cfg.dropout,
-        )
-        self.user_head = nn.Linear(cfg.dim, cfg.dim)
-        self.item_head = nn.Linear(cfg.dim, cfg.dim)
-        if user_profiles is not None:
-            self.register_buffer("user_profiles", user_profiles.float(), persistent=True)
-            self.profile_proj: nn.Linear | None = nn.Linear(user_profiles.shape[1], cfg.dim)
-        else:
-            self.user_profiles = None
-            self.profile_proj = None
-        init = math.log(1.0 / cfg.temperature)
-        self.log_inv_temp = nn.Parameter(torch.tensor(init), requires_grad=cfg.learn_temperature)
-        # log training frequency per item (logQ correction of in-batch negatives)
-        freq = item_log_freq if item_log_freq is not None else torch.zeros(n_items)
-        self.register_buffer("item_log_freq", freq.float(), persistent=False)
-        nb = text_neighbours if text_neighbours is not None else torch.zeros(n_items, 0, dtype=torch.long)
-        self.register_buffer("text_neighbours", nb.long(), persistent=False)
-        self.register_buffer("train_items", torch.ones(n_items, dtype=torch.bool), persistent=True)
-        #: set by TwoTower when fine-tuning the text encoder (lora_rank > 0)
-        self.text_encoder: LoraTextEncoder | None = None
-
-    # ------------------------------------------------------------------ pieces
-    @property
-    def temperature(self) -> Tensor:
-        # clamp like CLIP: 1/100 <= temperature <= 1
-        return torch.exp(-self.log_inv_temp.clamp(0.0, math.log(100.0)))
-
-    def _item_inputs(self, text_table: Tensor | None = None) -> Tensor:
-        """(n_items + 1, dim): row 0 is padding, the token layout the history encoder indexes."""
-        table = self.items.all_items(text_table)
-        return torch.cat([table.new_zeros(1, table.shape[1]), table], dim=0)
-
-    def item_outputs(self, inputs: Tensor) -> Tensor:
-        """(n_items, dim) L2-normalised item tower output from the input table."""
-        return F.normalize(self.item_head(inputs[1:]), dim=-1)
-
-    def _user_states(self, seq: Tensor, valid: Tensor, users: Tensor | None) -> Tensor:
-        h = self.encoder(seq, valid)
-        if self.profile_proj is not None and self.user_profiles is not None and users is not None:
-            known = users >= 0
-            prof = self.user_profiles[users.clamp(min=0)] * known.unsqueeze(-1).to(self.user_profiles.dtype)
-            h = h + self.profile_proj(prof).unsqueeze(1) * valid.any(-1, keepdim=True).unsqueeze(-1).to(
-                h.dtype
-            )
-        return F.normalize(self.user_head(h), dim=-1)
-
-    def encode_users(
-        self,
-        tokens: Tensor,
-        users: Tensor | None = None,
-        inputs: Tensor | None = None,
-        extra: Tensor | None = None,
-    ) -> Tensor:
-        """(B, L) left-padded tokens -> (B, dim) normalised query vectors (state after the last item).
-
-        ``extra`` (B, dim) with NaN rows for "none" is appended as a virtual last item (text queries).
-        """
-        inputs = self._item_inputs() if inputs is None else inputs
-        seq = inputs[tokens]
-        valid = tokens > 0
-        if extra is not None:
-            has = ~torch.isnan(extra).any(-1)
-            if has.any():
-                shifted = torch.cat([seq[:, 1:], torch.nan_to_num(extra).unsqueeze(1)], dim=1)
-                shifted_valid = torch.cat([valid[:, 1:], has.unsqueeze(1)], dim=1)
-                seq = torch.where(has[:, None, None], shifted, seq)
-                valid = torch.where(has[:, None], shifted_valid, valid)
-        return self._user_states(seq, valid, users)[:, -1]
-
-    # ------------------------------------------------------------------ training
-    def compute_loss(self, batch: tuple[Tensor, Tensor, Tensor]) -> Tensor:
-        tokens, targets, users = batch
-        if self.cfg.shuffle_prob > 0:
-            tokens, targets = self._shuffle_windows(tokens, targets)
-        if self.cfg.future_window > 1:
-            targets = self._future_targets(targets)
-        text_table = self._fresh_text(targets) if self.text_encoder is not None else None
-        inputs = self._item_inputs(text_table)  # one ID-dropout draw per step, shared by both towers
-        items_out = self.item_outputs(inputs)
-        q = self._user_states(inputs[tokens], tokens > 0, users)
-        tau = self.temperature
-        if self.cfg.loss == "full_softmax":
-            return full_softmax_ce(q, items_out, targets, temperature=tau, item_mask=self.train_items)
-        keep = targets >= 0
-        q, pos_ids = q[keep], targets[keep]
-        pos = items_out[pos_ids]
-        # in-batch negatives: the batch's distinct positives, sampled ~ training frequency
-        cand_ids = torch.unique(pos_ids)
-        cand_logq = self.item_log_freq[cand_ids] if self.cfg.logq_correction else None
-        pos_logq = self.item_log_freq[pos_ids] if self.cfg.logq_correction else None
-        if self.cfg.n_negatives:
-            pool = torch.nonzero(self.train_items).squeeze(1)
-            uni = pool[torch.randint(len(pool), (self.cfg.n_negatives,), device=pool.device)]
-            cand_ids = torch.cat([cand_ids, uni])
-            if cand_logq is not None:
-                # uniform sampling: q = n_uniform / n_train_items for every uniform draw
-                uni_logq = torch.full(
-                    (len(uni),), math.log(self.cfg.n_negatives / len(pool)), device=uni.device
-                )
-                cand_logq = torch.cat([cand_logq, uni_logq])
-        hard = hard_ids = None
-        if self.cfg.hard_negatives and self.text_neighbours.shape[1]:
-            pick = torch.randint(
-                self.text_neighbours.shape[1], (len(pos_ids), self.cfg.hard_negatives), device=q.device
-            )
-            hard_ids = self.text_neighbours[pos_ids.unsqueeze(1), pick]
-            hard = items_out[hard_ids]
-        return info_nce(
-            q,
-            pos,
-            items_out[cand_ids],
-            temperature=tau,
-            in_batch=False,
-            pos_ids=pos_ids,
-            candidate_ids=cand_ids,
-            logq=pos_logq,
-            candidate_logq=cand_logq,
-            hard_negatives=hard,
-            hard_negative_ids=hard_ids,
-        )
-
-    def _shuffle_windows(self, tokens: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
-        """Randomly reorder the items of a ``shuffle_prob`` share of the windows (padding stays left)."""
-        b, n = tokens.shape
-        full = torch.cat([tokens - 1, targets[:, -1:]], dim=1)  # (B, L+1) items, -1 = padding
-        valid = full >= 0
-        pick = torch.rand(b, 1, device=tokens.device) < self.cfg.shuffle_prob
-        keys = torch.where(
-            valid,
-            1.0 + torch.rand(full.shape, device=tokens.device),
-            torch.zeros_like(full, dtype=torch.float),
-        )
-        order = torch.where(
-            pick, keys.argsort(dim=1), torch.arange(n + 1, device=tokens.device).expand(b, -1)
-        )
-        full = full.gather(1, order)
-        return full[:, :n] + 1, torch.where(full[:, 1:] >= 0, full[:, 1:], torch.full_like(full[:, 1:], -100))
-
-    def _future_targets(self, targets: Tensor) -> Tensor:
-        """Replace each target by a random one of the next ``future_window`` targets in its window."""
-        n = targets.shape[1]
-        offset = torch.randint(0, self.cfg.future_window, targets.shape, device=targets.device)
-        idx = (torch.arange(n, device=targets.device) + offset).clamp(max=n - 1)
-        # windows are left-padded, so every position after a valid one is valid too
-        return torch.where(targets >= 0, targets.gather(1, idx), targets)
-
-    # ------------------------------------------------------------------ LoRA fine-tuning
-    def _fresh_text(self, targets: Tensor) -> Tensor:
-        """The text buffer with some of the batch's positives re-encoded by the adapted encoder.
-
-        Gradients reach the adapters through those rows; the other rows are the (slightly stale)
-        vectors of the last refresh. The fresh rows are also written back into the buffer.
-        """
-        assert self.text_encoder is not None
-        uniq = torch.unique(targets[targets >= 0])
-        chosen = uniq[torch.randperm(len(uniq), device=uniq.device)[: self.cfg.lora_batch]]
-        fresh = self.text_encoder.encode_items(chosen)
-        buffer = self.items.text_table
-        rows = chosen + self.items.item_offset
-        table = buffer.index_put((rows,), fresh.to(buffer.dtype))
-        with torch.no_grad():
-            buffer[rows] = fresh.detach().to(buffer.dtype)
-        return table
-
-    @torch.no_grad()
-    def refresh_text(self, batch_size: int = 256) -> None:
-        """Re-encode every item's text with the adapted encoder (end of epoch / before validation)."""
-        if self.text_encoder is None:
-            return
-        was = self.text_encoder.training
-        self.text_encoder.eval()
-        buffer = self.items.text_table
-        for start in range(0, self.n_items, batch_size):
-            idx = torch.arange(start, min(start + batch_size, self.n_items), device=buffer.device)
-            buffer[idx + self.items.item_offset] = self.text_encoder.encode_items(idx).to(buffer.dtype)
-        self.text_encoder.train(was)
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        groups = self.optimizer_groups(exclude_prefixes=("text_encoder.",))
-        if self.text_encoder is not None:
-            adapters = [p for p in self.text_encoder.parameters() if p.requires_grad]
-            groups.append({"params": adapters, "lr": self.cfg.lora_lr, "weight_decay": 0.0})
-        return torch.optim.AdamW(groups, lr=self.train_cfg.lr)
-
-
-# ---------------------------------------------------------------------------------------- helpers
-@functools.lru_cache(maxsize=4)
-def _shared_encoder(name: str | None, device: str | None) -> Any:
-    from lmrec.text.encoder import get_encoder
-
-    return get_encoder(name, device=device)
-
-
-def _windows(seqs: list[np.ndarray], max_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Cut each sequence into left-padded (input, target) windows of ``max_len`` positions.
-
-    Windows are taken from the end backwards with stride ``max_len``, so each interaction after the
-    first is a target exactly once. Inputs are tokens (item + 1, 0 = padding); targets are item
-    indices, -100 where there is nothing to predict.
-    """
-    ins, outs, owners = [], [], []
-    for u, s in enumerate(seqs):
-        n = len(s)
-        if n < 2:
-            continue
-        end = n
-        while end > 1:
-            start = max(0, end - max_len - 1)
-            w = s[start:end]
-            x = np.zeros(max_len, np.int64)
-            y = np.full(max_len, -100, np.int64)
-            x[max_len - (len(w) - 1) :] = w[:-1] + 1
-            y[max_len - (len(w) - 1) :] = w[1:]
-            ins.append(x)
-            outs.append(y)
-            owners.append(u)
-            end = start + 1  # the next window's last target is this window's first input
-    if not ins:
-        raise LmrecError("two_tower: no user has two or more training interactions; nothing to learn from")
-    return np.stack(ins), np.stack(outs), np.asarray(owners, np.int64)
-
-
-def _left_pad(seqs: list[np.ndarray], max_len: int) -> np.ndarray:
-    out = np.zeros((len(seqs), max_len), np.int64)
-    for r, s in enumerate(seqs):
-        s = s[-max_len:]
-        if len(s):
-            out[r, max_len - len(s) :] = s + 1
-    return out
-
-
 # ---------------------------------------------------------------------------------------- model
-class TwoTower(EmbeddingRecommender):
+class TwoTower(NeuralRecommender):
     """Contrastive two-tower recommender with language-model item text (see the module docstring)."""
 
     name = "two_tower"
@@ -537,43 +160,11 @@ class TwoTower(EmbeddingRecommender):
     def __init__(self, config: TwoTowerConfig | dict[str, Any] | None = None, **params: Any) -> None:
         super().__init__(config, **params)
         self.net: TwoTowerNet | None = None
-        self.report_: TrainingReport | None = None
-        self.encoder_id_: str | None = None
         self._item_vecs: np.ndarray | None = None
-        self._valid: pl.DataFrame | None = None
         self._lora_state: dict[str, np.ndarray] | None = None
         self._lora_encoder: LoraTextEncoder | None = None
 
     # ------------------------------------------------------------------ fit
-    def fit(self, data: Dataset, valid: pl.DataFrame | None = None) -> Self:
-        """Fit on ``data``; ``valid`` (held-out interactions, e.g. ``Split.valid``) drives early stopping."""
-        self._valid = valid
-        try:
-            return super().fit(data)
-        finally:
-            self._valid = None
-
-    @property
-    def encoder(self) -> Any:
-        enc = _shared_encoder(self.config.encoder, self.config.encoder_device)
-        if self.encoder_id_ is not None and enc.model_id != self.encoder_id_:
-            raise LmrecError(
-                f"this two_tower model was trained on text vectors from {self.encoder_id_!r} but the "
-                f"encoder is {enc.model_id!r}; set encoder to the training model"
-            )
-        return enc
-
-    def _encode(self, texts: list[str], kind: str = "document") -> np.ndarray:
-        from lmrec.text.cache import cached_encode
-
-        cache = self.config.cache_dir if kind == "document" else None
-        return np.asarray(cached_encode(texts, self.encoder, cache, kind=kind), dtype=np.float32)
-
-    def _item_profile_texts(self, data: Dataset) -> list[str]:
-        from lmrec.text.profiles import build_item_texts
-
-        return build_item_texts(data, self.config.profile)
-
     def _encoder_path(self) -> str:
         enc = self.encoder
         local = getattr(enc, "local_dir", None)
@@ -597,13 +188,10 @@ class TwoTower(EmbeddingRecommender):
         # attributes only (max_items=0): the history encoder already reads the items
         return self._encode(build_user_texts(data, max_items=0))
 
-    def _fit(self, data: Dataset) -> None:
+    def _build(
+        self, data: Dataset, train: Dataset, text: np.ndarray | None
+    ) -> tuple[TwoTowerNet, DataLoader]:
         cfg = self.config
-        seed_all(cfg.train.seed)
-        train, valid = split_validation(data, self._valid, cfg.val_fraction, seed=cfg.train.seed)
-        t0 = time.perf_counter()
-        text = self._item_text(data)
-        self.text_seconds_ = time.perf_counter() - t0
         profiles = self._user_profiles(data)
         n_items = data.n_items
         counts = np.bincount(train.interactions["item_idx"].to_numpy(), minlength=n_items).astype(np.float64)
@@ -611,7 +199,7 @@ class TwoTower(EmbeddingRecommender):
         log_freq = np.log(np.maximum(counts, 1e-12) / max(counts.sum(), 1.0))
         neighbours = None
         if cfg.hard_negatives and text is not None:
-            neighbours = _text_neighbours(text, known, cfg.hard_negative_pool)
+            neighbours = text_neighbours(text, known, cfg.hard_negative_pool)
         net = TwoTowerNet(
             cfg,
             n_items,
@@ -622,10 +210,7 @@ class TwoTower(EmbeddingRecommender):
         )
         net.items.set_known_items(torch.from_numpy(known))
         net.train_items.copy_(torch.from_numpy(known))
-        self.net = net
-
-        seqs = train.sequences()
-        x, y, owners = _windows(seqs, cfg.max_len)
+        x, y, owners = next_item_windows(train.sequences(), cfg.max_len)
         loader = DataLoader(
             TensorDataset(torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(owners)),
             batch_size=cfg.train.batch_size,
@@ -633,38 +218,33 @@ class TwoTower(EmbeddingRecommender):
             num_workers=cfg.train.num_workers,
             persistent_workers=cfg.train.num_workers > 0,
         )
-        val_cb = None
-        if valid is not None:
-            val_cb = self._validator(train, seqs, valid)
         if cfg.lora_rank:
             net.text_encoder = LoraTextEncoder(
                 self._encoder_path(), cfg.lora_rank, cfg.lora_alpha, self._item_profile_texts(data)
             )
-        self.report_ = fit_module(net, loader, val_cb, cfg.train)
-        self._finalise()
+        return net, loader
 
-    def _validator(self, train: Dataset, seqs: list[np.ndarray], valid: ValidationData) -> Any:
-        tokens_all = _left_pad(seqs, self.config.max_len)
-        seen = train.csr("binary")
+    def _validation_scorer(self, train: Dataset) -> Callable[[TwoTowerNet], ScoreFn]:
+        tokens_all = left_pad(train.sequences(), self.config.max_len)
 
-        def val(net: TwoTowerNet) -> float:
+        def round_scorer(net: TwoTowerNet) -> ScoreFn:
             net.refresh_text()
             inputs = net._item_inputs()
             items_out = net.item_outputs(inputs)
             device = items_out.device
 
-            def score(users: np.ndarray) -> Tensor:
+            def score(users: np.ndarray) -> np.ndarray:
                 tok = torch.from_numpy(tokens_all[users]).to(device)
                 u = torch.from_numpy(users).to(device)
-                return net.encode_users(tok, u, inputs) @ items_out.T
+                return (net.encode_users(tok, u, inputs) @ items_out.T).float().cpu().numpy()
 
-            return ranking_metrics(score, valid, seen, k=10)["ndcg@10"]
+            return score
 
-        return val
+        return round_scorer
 
     def _finalise(self) -> None:
+        super()._finalise()
         assert self.net is not None
-        self.net = self.net.cpu().eval()
         self._lora_state = None
         if self.net.text_encoder is not None:
             # the restored best weights include that epoch's text buffer; re-encode with its adapters,
@@ -686,7 +266,7 @@ class TwoTower(EmbeddingRecommender):
     def query_vectors(self, batch: QueryBatch) -> np.ndarray:
         self._check_fitted()
         assert self.net is not None
-        tokens = torch.from_numpy(_left_pad(batch.sequences, self.config.max_len))
+        tokens = torch.from_numpy(left_pad(batch.sequences, self.config.max_len))
         users = torch.from_numpy(np.asarray(batch.user_idx, dtype=np.int64))
         extra = None
         if any(batch.texts):
@@ -718,61 +298,6 @@ class TwoTower(EmbeddingRecommender):
             enc.load_adapter_state(self._lora_state)
             self._lora_encoder = enc.eval()
         return self._lora_encoder
-
-    def recommend(
-        self,
-        queries: QueryLike | Iterable[QueryLike],
-        k: int = 10,
-        *,
-        exclude_seen: bool = True,
-        items: Iterable[Any] | None = None,
-        exclude: Iterable[Any] | None = None,
-        batch_size: int = 1024,
-    ) -> pl.DataFrame:
-        """As :meth:`Recommender.recommend`; large catalogues (>= ``ann_threshold``) go through faiss."""
-        self._check_fitted()
-        if not self.config.ann_threshold or self.n_items < self.config.ann_threshold:
-            return super().recommend(
-                queries, k, exclude_seen=exclude_seen, items=items, exclude=exclude, batch_size=batch_size
-            )
-        return self._recommend_ann(queries, k, exclude_seen=exclude_seen, items=items, exclude=exclude)
-
-    def _recommend_ann(
-        self,
-        queries: QueryLike | Iterable[QueryLike],
-        k: int,
-        *,
-        exclude_seen: bool,
-        items: Iterable[Any] | None,
-        exclude: Iterable[Any] | None,
-    ) -> pl.DataFrame:
-        from lmrec.models.base import as_queries
-        from lmrec.serving.index import VectorIndex
-
-        if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k <= 0:
-            raise ValueError(f"k must be a positive integer, got {k!r}")
-        assert self.item_vocab is not None
-        if getattr(self, "_ann", None) is None:
-            self._ann = VectorIndex(self.item_vectors(), kind="hnsw", seed=self.config.train.seed)
-        qs = as_queries(queries)
-        batch = self.encode_queries(qs)
-        qv = self.query_vectors(batch)
-        allowed = None
-        if items is not None:
-            allowed = np.zeros(self.n_items, dtype=bool)
-            allowed[self.item_vocab.indices(list(items))] = True
-        banned = self.item_vocab.indices(list(exclude)) if exclude is not None else np.zeros(0, np.int64)
-        idx = np.full((len(qs), k), -1, np.int64)
-        val = np.full((len(qs), k), -np.inf, np.float32)
-        for r in range(len(qs)):
-            ex = banned
-            if exclude_seen:
-                h = batch.history
-                ex = np.concatenate([banned, h.indices[h.indptr[r] : h.indptr[r + 1]].astype(np.int64)])
-            i, v = self._ann.search(qv[r : r + 1], int(k), exclude=ex, allowed=allowed)
-            idx[r, : i.shape[1]], val[r, : v.shape[1]] = i[0], v[0]
-        val[idx < 0] = -np.inf
-        return self._to_frame(qs, np.maximum(idx, 0), val, offset=0)
 
     # ------------------------------------------------------------------ persistence
     def _get_state(self) -> dict[str, np.ndarray]:
@@ -825,22 +350,3 @@ class TwoTower(EmbeddingRecommender):
         self._lora_encoder = None
         with torch.no_grad():
             self._inputs = self.net._item_inputs()
-
-
-def _text_neighbours(text: np.ndarray, known: np.ndarray, pool: int) -> np.ndarray:
-    """For every item, ``pool`` most text-similar *training* items (hard-negative candidates)."""
-    cand = np.flatnonzero(known)
-    pool = min(pool, max(len(cand) - 1, 1))
-    t = torch.from_numpy(text)
-    t = F.normalize(t, dim=-1)
-    out = np.empty((len(text), pool), np.int64)
-    ct = t[torch.from_numpy(cand)]
-    for start in range(0, len(text), 2048):
-        sims = t[start : start + 2048] @ ct.T
-        rows = torch.arange(start, min(start + 2048, len(text)))
-        # an item is not its own hard negative
-        self_col = torch.from_numpy(np.searchsorted(cand, rows.numpy()))
-        is_self = (self_col < len(cand)) & (torch.from_numpy(cand)[self_col.clamp(max=len(cand) - 1)] == rows)
-        sims[torch.nonzero(is_self).squeeze(1), self_col[is_self]] = -torch.inf
-        out[start : start + len(rows)] = cand[torch.topk(sims, pool, dim=1).indices.numpy()]
-    return out

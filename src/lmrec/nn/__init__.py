@@ -11,8 +11,11 @@ speed-up lands everywhere at once:
   hit masking), :func:`sampled_softmax`, :func:`full_softmax_ce`, :func:`bce_with_negatives`.
 * :mod:`lmrec.nn.training`: :class:`NeuralTrainConfig` (the ``train`` fragment of a model config),
   :class:`RecLightningModule` (subclasses write ``compute_loss``), :func:`fit_module` (seeded
-  Lightning training with early stopping on validation NDCG@10 and best-weight restore), and the
-  validation helpers :func:`split_validation`, :class:`ValidationData`, :func:`ranking_metrics`.
+  Lightning training with early stopping on validation NDCG@10, best-weight restore and extra
+  Lightning callbacks). The validation split is :func:`lmrec.data.split.split_validation`, the
+  metric :func:`lmrec.evaluation.metrics.validation_metrics`.
+* :mod:`lmrec.nn.lora`: :class:`~lmrec.nn.lora.LoraTextEncoder`, LoRA fine-tuning of the text
+  encoder (needs ``peft``; imported on its own, not from here).
 * :mod:`lmrec.nn.towers`: user-side encoders over a history of item representations
   (:class:`HistoryEncoder`: recency-weighted attention pooling or a small causal transformer).
 
@@ -27,14 +30,10 @@ from lmrec.nn.training import (
     NeuralTrainConfig,
     RecLightningModule,
     TrainingReport,
-    ValidationData,
     fit_module,
-    holdout_last,
-    ranking_metrics,
     resolve_accelerator,
     resolve_precision,
     seed_all,
-    split_validation,
 )
 
 __all__ = [
@@ -46,16 +45,12 @@ __all__ = [
     "NeuralTrainConfig",
     "RecLightningModule",
     "TrainingReport",
-    "ValidationData",
     "bce_with_negatives",
     "fit_module",
     "full_softmax_ce",
-    "holdout_last",
     "info_nce",
-    "ranking_metrics",
     "resolve_accelerator",
     "resolve_precision",
     "sampled_softmax",
     "seed_all",
-    "split_validation",
 ]

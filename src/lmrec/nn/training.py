@@ -17,28 +17,24 @@ API
     ``no_decay_names``) are shared; ``optimizer_groups(exclude_prefixes)`` lets a subclass add a
     parameter group of its own (e.g. LoRA adapters) without rewriting the rest.
 
-``fit_module(module, train_dataloader, val_callback=None, cfg=None) -> TrainingReport``
+``fit_module(module, train_dataloader, val_callback=None, cfg=None, callbacks=()) -> TrainingReport``
     Seeds everything (``lightning.seed_everything``), builds a quiet ``Trainer`` (no logger, no
     model summary, no sanity check, checkpointing only when ``checkpoint_dir`` is set), trains,
     calls ``val_callback(module) -> float`` (a higher-is-better metric, NDCG@10 by convention;
     run in eval mode under ``no_grad`` on global rank 0 and broadcast, so DDP ranks agree) every
     ``val_every`` epochs, early-stops after ``patience`` validations without improvement, restores
     the best weights (kept in memory, never pickled) and returns per-epoch loss, metric and wall
-    time. Lightning's own ``.ckpt`` files (with ``checkpoint_dir``) are transient resume points only;
+    time. After each validation the metric is ``trainer.callback_metrics["val_ndcg@10"]`` (a
+    tensor), so extra Lightning ``callbacks`` (run after the early-stopping one, e.g. an Optuna
+    pruner) can read it in ``on_train_epoch_end``; an exception they raise ends ``fit_module``.
+    ``TrainingReport.best_epoch`` counts epochs from 1: the weights kept are those after that many
+    epochs (without validation: the last epoch), so a refit can train exactly that long. Lightning's own ``.ckpt`` files (with ``checkpoint_dir``) are transient resume points only;
     a fitted model is saved with ``Recommender.save`` (safetensors + JSON).
 
-Validation data (how a model's ``fit`` gets it)
-    ``Recommender.fit(data)`` only receives a Dataset. Neural models therefore accept
-    ``fit(data, valid=None)``: ``valid`` is a frame of held-out interactions (``Split.valid``;
-    ``user_idx``/``item_idx`` or ``user_id``/``item_id`` columns). Without it, a config
-    ``val_fraction > 0`` holds out the *last* interaction of that seeded fraction of users (with at
-    least 3 interactions) from ``data`` before training: leak-free, since it only ever uses the
-    training data; those events are still part of the served history. With neither, training
-    runs ``max_epochs`` with no early stopping. :func:`split_validation` implements this once.
-
-    :class:`ValidationData` + :func:`ranking_metrics` give the fast full-ranking NDCG@k/Recall@k a
-    ``val_callback`` returns: the model supplies ``score_fn(user_idx) -> (B, n_items)`` scores, the
-    users' training items are masked, ranking is over the whole catalogue.
+Validation data
+    Models get it through ``NeuralRecommender.fit(data, *, valid=None, callbacks=())``
+    (:mod:`lmrec.models.neural`); the split rule lives in :func:`lmrec.data.split.split_validation` and
+    the validation metric in :func:`lmrec.evaluation.metrics.validation_metrics`.
 """
 
 from __future__ import annotations
@@ -46,35 +42,26 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
 import numpy as np
-import polars as pl
-import scipy.sparse as sp
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 from pydantic import BaseModel, ConfigDict, Field
-
-from lmrec.data.dataset import Dataset
-from lmrec.errors import DataError
 
 __all__ = [
     "EpochRecord",
     "NeuralTrainConfig",
     "RecLightningModule",
     "TrainingReport",
-    "ValidationData",
     "fit_module",
-    "holdout_last",
-    "ranking_metrics",
     "resolve_accelerator",
     "resolve_precision",
     "seed_all",
-    "split_validation",
 ]
 
 
@@ -203,6 +190,7 @@ class TrainingReport:
 
     epochs: list[EpochRecord] = field(default_factory=list)
     metric_name: str = "val_ndcg@10"
+    #: epochs (counted from 1) behind the weights kept: the best validation round, or the last epoch
     best_epoch: int | None = None
     best_metric: float | None = None
     stopped_early: bool = False
@@ -281,6 +269,9 @@ class _EarlyStopBest(Callback):
         rec.val_metric = metric
         rec.val_seconds = time.perf_counter() - t0
         pl_module.log(self.report.metric_name, metric, prog_bar=True, logger=False, sync_dist=True)
+        # set directly so that the callbacks running after this one in the same hook (a pruner)
+        # read this round's value, whenever Lightning itself folds logged values in
+        trainer.callback_metrics[self.report.metric_name] = torch.tensor(metric)
         best = self.report.best_metric
         if (
             best is None
@@ -288,7 +279,7 @@ class _EarlyStopBest(Callback):
             or (math.isnan(best) and not math.isnan(metric))
         ):
             self.report.best_metric = metric
-            self.report.best_epoch = epoch
+            self.report.best_epoch = epoch + 1
             self.bad_rounds = 0
             self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in pl_module.state_dict().items()}
         else:
@@ -329,6 +320,7 @@ def fit_module(
     train_dataloader: Any,
     val_callback: Callable[[Any], float] | None = None,
     cfg: NeuralTrainConfig | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> TrainingReport:
     """Train ``module`` with the shared recipe; returns what happened (see the module docstring)."""
     cfg = cfg or module.train_cfg
@@ -339,13 +331,13 @@ def fit_module(
     precision = resolve_precision(cfg, accelerator)
     report = TrainingReport(accelerator=accelerator, precision=precision, strategy=cfg.strategy)
     stopper = _EarlyStopBest(val_callback, cfg, report)
-    callbacks: list[Callback] = [stopper]
+    all_callbacks: list[Callback] = [stopper, *callbacks]
     if cfg.progress_bar:
-        callbacks.append(TQDMProgressBar(refresh_rate=max(1, _n_batches(train_dataloader) // 20)))
+        all_callbacks.append(TQDMProgressBar(refresh_rate=max(1, _n_batches(train_dataloader) // 20)))
     ckpt_path = None
     if cfg.checkpoint_dir:
         Path(cfg.checkpoint_dir).mkdir(parents=True, exist_ok=True)
-        callbacks.append(
+        all_callbacks.append(
             ModelCheckpoint(
                 dirpath=cfg.checkpoint_dir,
                 filename="last",
@@ -365,7 +357,7 @@ def fit_module(
         precision=precision,  # type: ignore[arg-type]
         max_epochs=cfg.max_epochs,
         logger=False,
-        callbacks=callbacks,
+        callbacks=all_callbacks,
         enable_checkpointing=bool(cfg.checkpoint_dir),
         enable_progress_bar=cfg.progress_bar,
         enable_model_summary=False,
@@ -381,6 +373,8 @@ def fit_module(
     report.fit_seconds = time.perf_counter() - t0
     if stopper.best_state is not None:
         module.load_state_dict(stopper.best_state)
+    elif report.best_epoch is None:
+        report.best_epoch = report.n_epochs  # nothing validated: the final weights are kept
     module.eval()
     return report
 
@@ -390,132 +384,3 @@ def _n_batches(loader: Any) -> int:
         return len(loader)
     except TypeError:
         return 1
-
-
-# ---------------------------------------------------------------------- validation data
-@dataclass
-class ValidationData:
-    """Held-out interactions for early stopping: one row per validation user."""
-
-    #: internal user indices, unique, ascending
-    users: np.ndarray
-    #: (len(users), n_items) CSR of each user's held-out items
-    targets: sp.csr_matrix
-
-    @classmethod
-    def from_frame(cls, frame: pl.DataFrame, data: Dataset) -> ValidationData:
-        """From a frame with ``user_idx``/``item_idx`` (or ``user_id``/``item_id``) columns."""
-        if {"user_idx", "item_idx"} <= set(frame.columns):
-            u = frame["user_idx"].to_numpy().astype(np.int64)
-            i = frame["item_idx"].to_numpy().astype(np.int64)
-        elif {"user_id", "item_id"} <= set(frame.columns):
-            u = data.user_vocab.indices(frame["user_id"].to_list())
-            i = data.item_vocab.indices(frame["item_id"].to_list())
-        else:
-            raise DataError(
-                f"validation frame needs user_idx/item_idx or user_id/item_id columns, got {frame.columns}"
-            )
-        if len(u) == 0:
-            raise DataError("validation frame is empty")
-        users, row = np.unique(u, return_inverse=True)
-        targets = sp.csr_matrix(
-            (np.ones(len(u), np.float32), (row, i)), shape=(len(users), data.n_items), dtype=np.float32
-        )
-        targets.sum_duplicates()
-        targets.data[:] = 1.0
-        return cls(users=users, targets=targets)
-
-    def __len__(self) -> int:
-        return len(self.users)
-
-
-def holdout_last(
-    data: Dataset, fraction: float, *, seed: int = 42, min_interactions: int = 3
-) -> tuple[Dataset, pl.DataFrame]:
-    """Remove the last interaction (by time, ties by file order) of a seeded ``fraction`` of users.
-
-    Only users with at least ``min_interactions`` events are eligible, so nobody loses their whole
-    history. Returns (training data without those rows, the held-out rows).
-    """
-    if not 0 < fraction <= 1:
-        raise ValueError(f"val_fraction must be in (0, 1], got {fraction}")
-    df = data.interactions.with_row_index("_row")
-    counts = df.group_by("user_idx").len()
-    eligible = np.sort(counts.filter(pl.col("len") >= min_interactions)["user_idx"].to_numpy())
-    if len(eligible) == 0:
-        return data, df.head(0).drop("_row")
-    rng = np.random.default_rng(seed)
-    chosen = rng.choice(eligible, size=max(1, round(fraction * len(eligible))), replace=False)
-    last_rows = (
-        df.filter(pl.col("user_idx").is_in(chosen.tolist()))
-        .sort(["user_idx", "timestamp", "_row"])
-        .group_by("user_idx", maintain_order=True)
-        .last()["_row"]
-    )
-    is_held = pl.col("_row").is_in(last_rows.to_list())
-    train = df.filter(~is_held).drop("_row")
-    held = df.filter(is_held).drop("_row")
-    return data.with_interactions(train), held
-
-
-def split_validation(
-    data: Dataset, valid: pl.DataFrame | None, val_fraction: float, *, seed: int = 42
-) -> tuple[Dataset, ValidationData | None]:
-    """The shared rule for early-stopping data (see the module docstring)."""
-    if valid is not None:
-        if valid.height == 0:
-            return data, None
-        return data, ValidationData.from_frame(valid, data)
-    if val_fraction > 0:
-        train, held = holdout_last(data, val_fraction, seed=seed)
-        if held.height == 0:
-            return data, None
-        return train, ValidationData.from_frame(held, data)
-    return data, None
-
-
-def _batches(n: int, size: int) -> Iterator[slice]:
-    for start in range(0, n, size):
-        yield slice(start, min(start + size, n))
-
-
-def ranking_metrics(
-    score_fn: Callable[[np.ndarray], torch.Tensor | np.ndarray],
-    valid: ValidationData,
-    seen: sp.csr_matrix | None,
-    *,
-    k: int = 10,
-    batch_size: int = 512,
-) -> dict[str, float]:
-    """Full-ranking NDCG@k and Recall@k of ``score_fn`` on ``valid``, training items masked.
-
-    ``score_fn(user_idx)`` returns ``(B, n_items)`` scores for internal user indices; ``seen`` is the
-    (n_users, n_items) training matrix whose items are excluded from each user's ranking. Ties are
-    broken by the lower item index, as in the shared top-k.
-    """
-    ndcg_sum = 0.0
-    recall_sum = 0.0
-    discounts = 1.0 / np.log2(np.arange(2, k + 2))
-    for sl in _batches(len(valid.users), batch_size):
-        users = valid.users[sl]
-        scores = torch.as_tensor(score_fn(users)).float().cpu().clone()
-        n_items = scores.shape[1]
-        if seen is not None:
-            sub = seen[users]
-            rows = np.repeat(np.arange(len(users)), np.diff(sub.indptr))
-            scores[torch.as_tensor(rows), torch.as_tensor(sub.indices, dtype=torch.long)] = -torch.inf
-        kk = min(k, n_items)
-        # stable tie-break by item index: add a tiny decreasing ramp only among exact ties is costly;
-        # torch.topk on CPU returns the lower index first for equal values in practice, and ties in
-        # float scores of trained models are rare.
-        top = np.array(torch.topk(scores, kk, dim=1).indices.numpy(), dtype=np.int64)
-        tgt = valid.targets[sl]
-        hits = np.asarray(tgt[np.arange(len(users))[:, None], top].todense()) > 0
-        n_rel = np.diff(tgt.indptr)
-        dcg = (hits * discounts[:kk]).sum(1)
-        idcg = np.array([discounts[: min(r, kk)].sum() for r in n_rel])
-        ok = n_rel > 0
-        ndcg_sum += float((dcg[ok] / idcg[ok]).sum())
-        recall_sum += float((hits.sum(1)[ok] / n_rel[ok]).sum())
-    n = max(len(valid.users), 1)
-    return {f"ndcg@{k}": ndcg_sum / n, f"recall@{k}": recall_sum / n}

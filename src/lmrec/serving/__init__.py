@@ -22,7 +22,7 @@ _EXPORTS = {
     "ServingConfig": "lmrec.serving.state",
     "default_db_path": "lmrec.serving.state",
     "Catalogue": "lmrec.serving.catalogue",
-    "VectorIndex": "lmrec.serving.index",
+    "VectorIndex": "lmrec.ranking.index",
     "EventStore": "lmrec.serving.store",
     "SQLiteEventStore": "lmrec.serving.store",
     "Event": "lmrec.serving.store",

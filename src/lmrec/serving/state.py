@@ -11,10 +11,11 @@ Its life cycle:
 3. **serve**: ``recommend`` (candidates → optional MMR → optional bandit → explanations → logged
    impression), ``feedback`` (durable log first, then memory), ``add_item``, ``similar``.
 
-Candidates: embedding models go through the faiss :class:`~lmrec.serving.index.VectorIndex` (exact
-below the ANN threshold); other models (item-kNN, EASE, popularity) score every item with their own
-scorer and the shared top-k. Both paths exclude the query's history, the request's ``exclude`` list,
-items the user disliked, and apply filters *before* taking the top k.
+Candidates come from the model's own ``rank`` (:mod:`lmrec.ranking`): embedding models rank through
+the server's faiss :class:`~lmrec.ranking.index.VectorIndex` (exact below the ANN threshold), set as
+their ranker; other models (item-kNN, EASE, popularity) score every item and take the shared top-k.
+Both paths exclude the query's history, the request's ``exclude`` list, items the user disliked, and
+apply filters *before* taking the top k.
 
 Item features for the bandit, MMR and explanations are the model's item vectors (L2-normalised) for
 embedding models, and for other models a truncated SVD of the training interaction matrix (items
@@ -47,10 +48,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from lmrec.bandits import LinearBandit, create_policy, make_features, scale_scores
 from lmrec.errors import LmrecError, UnknownIdError, UnsupportedQueryError
 from lmrec.models.base import EmbeddingRecommender, Query, Recommender
-from lmrec.models.topk import topk
+from lmrec.ranking import IndexRanker, topk
+from lmrec.ranking.index import IndexKind, VectorIndex, set_threads
 from lmrec.rerank import cosine_matrix, explain, mmr
 from lmrec.serving.catalogue import Catalogue, find_catalogue
-from lmrec.serving.index import IndexKind, VectorIndex, set_threads
 from lmrec.serving.store import Event, EventStore, Impression, LoggedItem, event_reward, open_store
 
 log = logging.getLogger("lmrec.serving")
@@ -289,6 +290,7 @@ class ServingState:
                 nprobe=cfg.nprobe,
                 seed=cfg.seed,
             )
+            self.model.set_ranker(IndexRanker(self.index))
             if not self.index.exact:
                 rng = np.random.default_rng(cfg.seed)
                 sample = vecs[rng.choice(len(vecs), min(200, len(vecs)), replace=False)]
@@ -487,24 +489,17 @@ class ServingState:
             except UnsupportedQueryError as exc:
                 raise ServingError(str(exc)) from None
             seq = batch.sequences[0]
-            banned = [seq] if exclude_seen else []
+            banned = [np.zeros(0, np.int64)]
             if exclude:
                 banned.append(self.model.item_vocab.indices(exclude, missing="drop"))
             if key is not None and key in self.blocked:
                 banned.append(np.fromiter(self.blocked[key], dtype=np.int64))
-            ban = np.unique(np.concatenate(banned)) if banned else np.zeros(0, np.int64)
+            ban = np.unique(np.concatenate(banned))
             allowed = self._filter_mask(filters)
-            if self.index is not None:
-                assert isinstance(self.model, EmbeddingRecommender)
-                qv = np.asarray(self.model.query_vectors(batch), dtype=np.float32)
-                ids, scores = self.index.search(qv, pool_size, exclude=ban, allowed=allowed)
-            else:
-                all_scores = np.array(self.model._score(batch), dtype=np.float32, copy=True)
-                if len(ban):
-                    all_scores[0, ban] = -np.inf
-                if allowed is not None:
-                    all_scores[0, ~allowed[: all_scores.shape[1]]] = -np.inf
-                ids, scores = topk(all_scores, pool_size)
+            # the query's history (``seq``) is excluded by the model through exclude_seen
+            ids, scores = self.model.rank(
+                batch, pool_size, exclude_seen=exclude_seen, exclude=ban, allowed=allowed
+            )
         ok = np.isfinite(scores[0]) & (ids[0] >= 0)
         pool, pool_scores = ids[0][ok], scores[0][ok].astype(np.float64)
         return self._finish(
@@ -652,9 +647,7 @@ class ServingState:
                 method = "item-vectors"
             else:
                 batch = self.model.encode_queries([Query(history=[self.item_id(i)])])
-                scores = np.array(self.model._score(batch), dtype=np.float32, copy=True)
-                scores[0, i] = -np.inf
-                idx, val = topk(scores, k)
+                idx, val = self.model.rank(batch, k)  # the query item is its history: excluded
                 method = "model"
         ok = np.isfinite(val[0])
         chosen, vals = idx[0][ok], val[0][ok]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lmrec.models.topk import topk
-from lmrec.serving.index import VectorIndex, clustered_vectors
+from lmrec.ranking import topk
+from lmrec.ranking.index import VectorIndex, clustered_vectors
 
 
 @pytest.fixture(scope="module")

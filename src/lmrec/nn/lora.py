@@ -1,0 +1,111 @@
+"""LoRA fine-tuning of the sentence-transformer text encoder (``peft``; meant for a GPU).
+
+:class:`LoraTextEncoder` is a trainable copy of the encoder with low-rank adapters on its attention
+projections. The two-tower model (``lora_rank > 0``) trains it jointly with the towers: item text
+vectors then come from the adapted encoder, and a saved model keeps only the small adapter tensors.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lmrec.errors import LmrecError
+
+__all__ = ["LoraTextEncoder"]
+
+
+class LoraTextEncoder(nn.Module):
+    """A trainable copy of the sentence-transformer with LoRA adapters (``peft``) on its attention.
+
+    The item profile texts are tokenised once and kept as buffers, so a training step only indexes
+    them. ``encode_items(idx)`` returns L2-normalised text vectors with gradients into the adapters;
+    ``adapter_state()`` is the (small) set of adapter tensors a saved model keeps for text queries.
+    """
+
+    def __init__(
+        self,
+        model_path: str,
+        rank: int,
+        alpha: float,
+        texts: list[str] | None = None,
+        max_seq_length: int = 64,
+    ) -> None:
+        super().__init__()
+        try:
+            from peft import LoraConfig, get_peft_model
+            from sentence_transformers import SentenceTransformer
+        except ModuleNotFoundError as exc:
+            raise LmrecError(
+                f"two_tower lora_rank > 0 needs {exc.name}: pip install peft sentence-transformers"
+            ) from exc
+        import transformers.utils.logging as hf_logging
+
+        bars = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # no "Loading weights" bar inside a fit
+        try:
+            st = SentenceTransformer(model_path, device="cpu", local_files_only=Path(model_path).exists())
+        finally:
+            if bars:
+                hf_logging.enable_progress_bar()
+        st.max_seq_length = min(int(st.max_seq_length or max_seq_length), max_seq_length)
+        backbone: nn.Module = st[0].auto_model  # type: ignore[assignment]
+        names = {n.rsplit(".", 1)[-1] for n, _ in backbone.named_modules()}
+        targets = [t for t in ("query", "value", "q_proj", "v_proj", "q_lin", "v_lin") if t in names]
+        if not targets:
+            raise LmrecError(f"two_tower LoRA: no attention projections (query/value) found in {model_path}")
+        lora = LoraConfig(
+            r=rank,
+            lora_alpha=alpha,  # type: ignore[arg-type]  # peft annotates int; floats work
+            target_modules=targets,
+            lora_dropout=0.0,
+            bias="none",
+        )
+        st[0].auto_model = get_peft_model(backbone, lora)
+        self.st = st
+        self._token_keys: list[str] = []
+        if texts is not None:
+            feats = self._tokenize(texts)
+            for k, v in feats.items():
+                if isinstance(v, Tensor):
+                    self.register_buffer(f"tok_{k}", v, persistent=False)
+                    self._token_keys.append(k)
+
+    def _tokenize(self, texts: list[str]) -> dict[str, Any]:
+        # sentence-transformers >= 6 renamed tokenize() to preprocess()
+        fn = getattr(self.st, "preprocess", None) or self.st.tokenize
+        return dict(fn(texts))
+
+    def _embed(self, feats: dict[str, Tensor]) -> Tensor:
+        mask = feats["attention_mask"]
+        width = int(mask.sum(1).max().item()) if mask.numel() else 1
+        feats = {k: v[:, :width] for k, v in feats.items()}
+        return F.normalize(self.st(feats)["sentence_embedding"].float(), dim=-1)
+
+    def encode_items(self, idx: Tensor) -> Tensor:
+        """Text vectors of items ``idx`` (internal indices) from the adapted encoder."""
+        return self._embed({k: getattr(self, f"tok_{k}")[idx] for k in self._token_keys})
+
+    def encode_texts(self, texts: list[str]) -> Tensor:
+        feats = self._tokenize(texts)
+        device = next(self.parameters()).device
+        return self._embed({k: v.to(device) for k, v in feats.items() if isinstance(v, Tensor)})
+
+    def adapter_state(self) -> dict[str, np.ndarray]:
+        from peft import get_peft_model_state_dict
+
+        return {
+            k: v.detach().cpu().numpy() for k, v in get_peft_model_state_dict(self.st[0].auto_model).items()
+        }
+
+    def load_adapter_state(self, state: dict[str, np.ndarray]) -> None:
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(
+            self.st[0].auto_model, {k: torch.from_numpy(np.array(v)) for k, v in state.items()}
+        )
