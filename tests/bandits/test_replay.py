@@ -18,7 +18,8 @@ from lmrec.bandits import (
     evaluate_policy,
     make_features,
 )
-from lmrec.serving.store import Event, Impression, SQLiteEventStore
+from lmrec.events import Event, Impression
+from lmrec.serving.store import SQLiteEventStore
 
 
 class Fixed:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from lmrec.errors import LmrecError
 from lmrec.rerank import intra_list_similarity
@@ -331,12 +332,33 @@ def test_health_and_metrics(serve, ease_artifact: Path) -> None:
     r = s.client.get("/metrics")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     text = r.text
-    assert 'lmrec_http_requests_total{route="/recommend",method="POST",status="200"} 1' in text
-    assert 'lmrec_http_requests_total{route="/recommend",method="POST",status="404"} 1' in text
-    assert 'lmrec_http_request_duration_seconds_count{route="/recommend",method="POST"} 2' in text
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+    def value(name: str, **labels: str) -> float | None:
+        return samples.get((name, tuple(sorted(labels.items()))))
+
+    assert value("lmrec_http_requests_total", route="/recommend", method="POST", status="200") == 1
+    assert value("lmrec_http_requests_total", route="/recommend", method="POST", status="404") == 1
+    assert value("lmrec_http_request_duration_seconds_count", route="/recommend", method="POST") == 2
+    assert value("lmrec_recommendations_total", policy="model") == 1
+    assert value("lmrec_items") == s.state.n_items
+    assert value("lmrec_bandit_linucb_observations") == 0
     assert "# TYPE lmrec_http_request_duration_seconds histogram" in text
     for line in text.strip().splitlines():
         assert line.startswith("#") or len(line.rsplit(" ", 1)) == 2
+
+
+def test_each_app_has_its_own_metrics(serve, ease_artifact: Path) -> None:
+    """Two servers in one process: separate registries, no duplicate-metric errors, no shared counts."""
+    a, b = serve(ease_artifact), serve(ease_artifact)
+    a.client.post("/recommend", json={"user_id": 1})
+    assert a.state.metrics.registry is not b.state.metrics.registry
+    assert 'lmrec_recommendations_total{policy="model"} 1.0' in a.client.get("/metrics").text
+    assert "lmrec_recommendations_total{" not in b.client.get("/metrics").text
 
 
 def test_openapi_documents_limits_and_security(serve, ease_artifact: Path) -> None:

@@ -79,3 +79,27 @@ def test_retrain_without_a_log_is_a_clear_error(ease_artifact: Path, tmp_path: P
     result = CliRunner().invoke(app, ["retrain", str(ease_artifact), "--db", str(tmp_path / "none.db")])
     assert result.exit_code != 0
     assert "no event log" in str(result.exception)
+
+
+def test_retrain_orders_events_by_their_logged_time(serve, ease_artifact: Path, tmp_path: Path) -> None:
+    """Logged timestamps, not log order, order the refit history; the stored history comes first."""
+    artifact = tmp_path / "timed"
+    shutil.copytree(ease_artifact, artifact)
+    db = default_db_path(artifact)
+    s = serve(artifact, db=db)
+    for item, ts in ((1, 1_700_000_300.0), (260, 1_700_000_100.0), (1196, 1_700_000_200.0)):
+        body = {"user_id": 444444, "item_id": item, "timestamp": ts}
+        assert s.client.post("/feedback", json=body, headers=AUTH).status_code == 200
+    body = {"user_id": 1, "item_id": 2, "timestamp": 5.0}  # claims to predate user 1's training history
+    assert s.client.post("/feedback", json=body, headers=AUTH).status_code == 200
+    old_hist_1 = _history(Recommender.load(artifact), 1)
+    s.close()
+
+    from lmrec.cli import app
+
+    result = CliRunner().invoke(app, ["retrain", str(artifact)])
+    assert result.exit_code == 0, result.output
+    fresh = Recommender.load(artifact)
+    assert _history(fresh, 444444) == [260, 1196, 1]
+    # stand-in times of the stored history are squeezed below the earliest logged event
+    assert _history(fresh, 1) == [*old_hist_1, 2]

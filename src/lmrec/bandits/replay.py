@@ -1,7 +1,7 @@
 """Offline evaluation of bandit policies on logged served lists.
 
 Every list the server shows is logged with the candidates it was drawn from and the propensity of
-each slot's choice (:class:`lmrec.serving.store.Impression`); feedback events say which shown items
+each slot's choice (:class:`lmrec.events.Impression`); feedback events say which shown items
 were taken. :func:`decisions_from_log` turns that log into one :class:`LoggedDecision` per shown
 slot: the free candidates' features, the logged choice, its propensity and its reward.
 :func:`evaluate_policy` then estimates what another policy would have earned:
@@ -24,14 +24,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
 from lmrec.bandits.base import make_features
-
-if TYPE_CHECKING:
-    from lmrec.serving.store import EventStore
+from lmrec.events import EventLog
 
 Estimator = Literal["ips", "snips", "replay"]
 
@@ -187,7 +185,7 @@ def compare_policies(
 
 
 def decisions_from_log(
-    store: EventStore,
+    store: EventLog,
     item_vectors: Callable[[list[Any]], np.ndarray],
     *,
     window_s: float = 3600.0,
@@ -201,14 +199,12 @@ def decisions_from_log(
     names the impression's ``request_id``, or, for events without one, arrives within ``window_s``
     seconds after it was served; shown items without feedback have reward 0.
     """
-    from lmrec.serving.store import event_reward
-
     # index feedback by (user, item): few per pair, so a linear scan per lookup is cheap
     feedback: dict[tuple[str, str], list[tuple[float, str | None, float]]] = {}
     for ev in store.events():
         key = (repr(ev.user_id), repr(ev.item_id))
         when = ev.received_at if ev.received_at is not None else ev.timestamp
-        feedback.setdefault(key, []).append((when, ev.request_id, event_reward(ev.event, ev.weight)))
+        feedback.setdefault(key, []).append((when, ev.request_id, ev.reward))
     out: list[LoggedDecision] = []
     for imp in store.impressions(since=since):
         if not imp.candidates or not imp.items:

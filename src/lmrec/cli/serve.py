@@ -71,8 +71,8 @@ def serve(
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
     """Serve a trained model over HTTP (OpenAPI docs at /docs)."""
+    from lmrec.serving.config import ServingConfig
     from lmrec.serving.server import run
-    from lmrec.serving.state import ServingConfig
 
     config = ServingConfig(
         api_key=api_key or None,

@@ -38,11 +38,13 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, Path, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import APIKeyHeader
 from starlette.concurrency import run_in_threadpool
 
 from lmrec.errors import LmrecError
+from lmrec.serving.config import ServingConfig, configure_process
+from lmrec.serving.errors import ServingError
 from lmrec.serving.metrics import CONTENT_TYPE
 from lmrec.serving.schemas import (
     ERROR_RESPONSES,
@@ -58,7 +60,7 @@ from lmrec.serving.schemas import (
     RecommendResponse,
     SimilarResponse,
 )
-from lmrec.serving.state import ServingConfig, ServingError, ServingState, configure_process
+from lmrec.serving.state import ServingState
 
 log = logging.getLogger("lmrec.serving")
 
@@ -106,8 +108,8 @@ class _MetricsMiddleware:
             path = getattr(route, "path", None) or "unmatched"
             method = scope.get("method", "")
             m = self.state.metrics
-            m.requests.inc(route=path, method=method, status=str(status["code"]))
-            m.latency.observe(time.perf_counter() - start, route=path, method=method)
+            m.requests.labels(route=path, method=method, status=str(status["code"])).inc()
+            m.latency.labels(route=path, method=method).observe(time.perf_counter() - start)
 
 
 def _summarise(errors: list[Any]) -> str:
@@ -182,7 +184,7 @@ def create_app(state: ServingState, *, owns_state: bool = False) -> FastAPI:
         responses=ERROR_RESPONSES,
         summary="Recommend items for a user id, a history, free text, or a mix.",
     )
-    async def recommend(req: RecommendRequest) -> dict[str, Any]:
+    async def recommend(req: RecommendRequest) -> RecommendResponse:
         # text queries run a text encoder (tens of ms): off the event loop; the rest is quick numpy
         call = functools.partial(
             state.recommend,
@@ -198,15 +200,7 @@ def create_app(state: ServingState, *, owns_state: bool = False) -> FastAPI:
             diversity=req.diversity,
             with_explanations=req.explain,
         )
-        served = await run_in_threadpool(call) if req.text else call()
-        return {
-            "request_id": served.request_id,
-            "user_id": served.user_id,
-            "model": state.model_name,
-            "policy": served.policy,
-            "explored": served.explored,
-            "items": served.items,
-        }
+        return await run_in_threadpool(call) if req.text else call()
 
     @app.get(
         "/items/{item_id}/similar",
@@ -217,9 +211,8 @@ def create_app(state: ServingState, *, owns_state: bool = False) -> FastAPI:
     async def similar(
         item_id: str = Path(..., min_length=1, max_length=MAX_ID_LENGTH),
         k: int = Query(10, ge=1, le=MAX_K),
-    ) -> dict[str, Any]:
-        method, items = state.similar(item_id, k)
-        return {"item_id": state.item_id(state.item_index(item_id)), "method": method, "items": items}
+    ) -> SimilarResponse:
+        return state.similar(item_id, k)
 
     @app.post(
         "/feedback",
@@ -228,7 +221,7 @@ def create_app(state: ServingState, *, owns_state: bool = False) -> FastAPI:
         dependencies=[Depends(require_key)],
         summary="Log one feedback event (durable before the response) and apply it at once.",
     )
-    def feedback(ev: FeedbackRequest) -> dict[str, Any]:
+    def feedback(ev: FeedbackRequest) -> FeedbackResponse:
         logged, updated = state.feedback(
             user_id=ev.user_id,
             item_id=ev.item_id,
@@ -237,15 +230,16 @@ def create_app(state: ServingState, *, owns_state: bool = False) -> FastAPI:
             timestamp=ev.timestamp,
             request_id=ev.request_id,
         )
-        return {
-            "id": logged.id,
-            "user_id": logged.user_id,
-            "item_id": logged.item_id,
-            "event": logged.event,
-            "timestamp": logged.timestamp,
-            "request_id": logged.request_id,
-            "bandit_updated": updated,
-        }
+        assert logged.id is not None
+        return FeedbackResponse(
+            id=logged.id,
+            user_id=logged.user_id,
+            item_id=logged.item_id,
+            event=logged.event,
+            timestamp=logged.timestamp,
+            request_id=logged.request_id,
+            bandit_updated=updated,
+        )
 
     @app.post(
         "/items",
@@ -255,14 +249,14 @@ def create_app(state: ServingState, *, owns_state: bool = False) -> FastAPI:
         dependencies=[Depends(require_key)],
         summary="Add an item with text: encoded and recommendable at once (text models).",
     )
-    def add_item(item: NewItem) -> dict[str, Any]:
+    def add_item(item: NewItem) -> NewItemResponse:
         index = state.add_item(
             item.item_id, title=item.title, text=item.text, tags=item.tags, fields=item.fields
         )
-        return {"item_id": state.item_id(index), "index": index, "recommendable": True}
+        return NewItemResponse(item_id=state.item_id(index), index=index, recommendable=True)
 
     @app.get("/health", response_model=HealthResponse, summary="Liveness and model/index/log facts.")
-    async def health() -> dict[str, Any]:
+    async def health() -> HealthResponse:
         return state.health()
 
     @app.get(
@@ -271,8 +265,8 @@ def create_app(state: ServingState, *, owns_state: bool = False) -> FastAPI:
         summary="Prometheus metrics (text exposition format 0.0.4).",
         responses={200: {"content": {"text/plain": {}}}},
     )
-    async def metrics() -> PlainTextResponse:
-        return PlainTextResponse(state.metrics.render(), media_type=CONTENT_TYPE)
+    async def metrics() -> Response:
+        return Response(state.metrics.render(), media_type=CONTENT_TYPE)
 
     app.add_middleware(_MetricsMiddleware, state=state)  # type: ignore[arg-type]
     return app

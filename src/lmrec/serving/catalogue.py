@@ -60,6 +60,22 @@ def split_tags(value: Any) -> list[str]:
     return out
 
 
+def catalogue_row(item_id: Any, item: Mapping[str, Any]) -> dict[str, Any]:
+    """A catalogue-file row for an item added while serving (``POST /items``, logged as ``{title,
+    text, tags, fields}``): ``title``, ``description``, ``genres`` (``|``-joined tags) and the other
+    fields as columns. What ``model.add_items`` takes, and what ``lmrec retrain`` adds to the items."""
+    row: dict[str, Any] = {"item_id": item_id}
+    if item.get("title"):
+        row["title"] = item["title"]
+    if item.get("text"):
+        row["description"] = item["text"]
+    if item.get("tags"):
+        row["genres"] = "|".join(item["tags"])
+    for k, v in (item.get("fields") or {}).items():
+        row.setdefault(k, v)
+    return row
+
+
 def read_catalogue(path: str | os.PathLike[str]) -> pl.DataFrame:
     """Read a catalogue file (parquet, csv, tsv, jsonl/ndjson, json) into polars; no pickle."""
     p = Path(path)
@@ -247,4 +263,4 @@ class Catalogue:
         return out
 
 
-__all__ = ["CATALOGUE_FILES", "Catalogue", "find_catalogue", "read_catalogue", "split_tags"]
+__all__ = ["CATALOGUE_FILES", "Catalogue", "catalogue_row", "find_catalogue", "read_catalogue", "split_tags"]

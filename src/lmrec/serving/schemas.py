@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from lmrec.serving.store import EVENT_TYPES
+from lmrec.events import EVENT_TYPES
 
 MAX_K = 100
 MAX_HISTORY = 1000
@@ -46,7 +46,7 @@ Tag = Annotated[StrictStr, Field(min_length=1, max_length=200)]
 EventType = Literal[
     "view", "click", "play", "like", "add_to_cart", "purchase", "rating", "dislike", "skip", "hide"
 ]
-assert set(get_args(EventType)) == EVENT_TYPES, "keep EventType in step with lmrec.serving.store.EVENT_TYPES"
+assert set(get_args(EventType)) == EVENT_TYPES, "keep EventType in step with lmrec.events.EVENT_TYPES"
 
 
 class _Body(BaseModel):

@@ -6,6 +6,11 @@ every positive event logged since the artifact was made, fits a fresh model with
 config, and swaps it into place atomically with a checkpoint (``serving.json``) recording the last
 event it consumed. A server started on the new artifact replays only newer events.
 
+Times: logged events keep the timestamps the event log holds for them (the client's, or when the
+server received them). An artifact stores each user's training history in time order but not the
+times themselves, so its rows get increasing stand-in timestamps that all fall before the earliest
+logged event: the training history comes first, and the log's own times order the events.
+
 What the artifact does not hold is not retrained on: review and user-tag side tables. To retrain with
 those, fit in Python on your dataset plus :func:`events_frame` and save with :func:`save_with_checkpoint`.
 """
@@ -17,7 +22,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +32,10 @@ import polars as pl
 from lmrec._atomic import replace_dir
 from lmrec.data.dataset import Dataset
 from lmrec.errors import LmrecError
+from lmrec.events import Event
 from lmrec.models.base import Recommender
-from lmrec.serving.catalogue import CATALOGUE_FILES, find_catalogue, read_catalogue
-from lmrec.serving.state import (
-    CHECKPOINT_FILE,
-    ServingConfig,
-    _item_frame_row,
-    default_db_path,
-    read_checkpoint,
-)
+from lmrec.serving.catalogue import CATALOGUE_FILES, catalogue_row, find_catalogue, read_catalogue
+from lmrec.serving.config import CHECKPOINT_FILE, ServingConfig, default_db_path, read_checkpoint
 from lmrec.serving.store import EventStore, open_store
 
 
@@ -54,7 +54,8 @@ def run(
     import uvicorn
 
     from lmrec.serving.app import create_app
-    from lmrec.serving.state import ServingState, configure_process
+    from lmrec.serving.config import configure_process
+    from lmrec.serving.state import ServingState
 
     configure_process(config or ServingConfig())
     state = ServingState.from_artifact(artifact_dir, db=db, config=config, catalogue=catalogue)
@@ -70,23 +71,33 @@ def events_frame(store: EventStore, *, after: int = 0, upto: int | None = None) 
     """Positive logged events with ``after < id <= upto`` as an interactions frame
     (``user_id, item_id, timestamp, weight, event``), in log order."""
     kept = [ev for ev in store.events(after) if ev.positive and (upto is None or (ev.id or 0) <= upto)]
+    return _events_to_frame(kept)
+
+
+def _events_to_frame(
+    events: list[Event],
+    user_dtype: type[pl.DataType] | None = None,
+    item_dtype: type[pl.DataType] | None = None,
+) -> pl.DataFrame:
     return pl.DataFrame(
         {
-            "user_id": [ev.user_id for ev in kept],
-            "item_id": [ev.item_id for ev in kept],
-            "timestamp": pl.Series([float(ev.timestamp) for ev in kept], dtype=pl.Float64),
-            "weight": pl.Series(
-                [float(ev.weight) if ev.weight > 0 else 1.0 for ev in kept], dtype=pl.Float32
-            ),
-            "event": pl.Series([ev.event for ev in kept], dtype=pl.Utf8),
-            "id": pl.Series([ev.id for ev in kept], dtype=pl.Int64),
+            "user_id": pl.Series([ev.user_id for ev in events], dtype=user_dtype, strict=False),
+            "item_id": pl.Series([ev.item_id for ev in events], dtype=item_dtype, strict=False),
+            "timestamp": pl.Series([float(ev.timestamp) for ev in events], dtype=pl.Float64),
+            "weight": pl.Series([ev.history_weight for ev in events], dtype=pl.Float32),
+            "event": pl.Series([ev.event for ev in events], dtype=pl.Utf8),
+            "id": pl.Series([ev.id for ev in events], dtype=pl.Int64),
         },
         strict=False,
     )
 
 
-def _history_frame(model: Recommender) -> pl.DataFrame:
-    """The artifact's stored training histories as interactions (external ids, time order kept)."""
+def _history_frame(model: Recommender, before: float | None = None) -> pl.DataFrame:
+    """The artifact's stored training histories as interactions (external ids, time order kept).
+
+    The artifact holds no times: rows get increasing stand-in timestamps in ``[0, before)`` (row
+    numbers when ``before`` is None), so that they sort in stored order and before any logged event.
+    """
     assert model.user_vocab is not None and model.item_vocab is not None
     offsets = model._hist_offsets
     counts = np.diff(offsets)
@@ -98,8 +109,18 @@ def _history_frame(model: Recommender) -> pl.DataFrame:
                 model.item_vocab.external(model._hist_items), dtype=_dtype(model.item_vocab.kind)
             ),
             "weight": model._hist_weights.astype(np.float32),
+            "timestamp": _stand_in_times(len(model._hist_items), before),
         }
     )
+
+
+def _stand_in_times(n: int, before: float | None) -> np.ndarray:
+    """``n`` increasing non-negative times: row numbers, squeezed into ``[0, before)`` when the
+    earliest logged event is earlier than that (a positive ``before`` below ``n``)."""
+    rows = np.arange(n, dtype=np.float64)
+    if before is None or before <= 0 or before >= n:
+        return rows
+    return rows * (float(before) / n)
 
 
 def _dtype(kind: str) -> type[pl.DataType]:
@@ -146,20 +167,17 @@ def retrain(
     finally:
         store.close()
 
-    hist = _history_frame(model)
     ukind, ikind = model.user_vocab.kind, model.item_vocab.kind
     conv_u = int if ukind == "int" else str
     conv_i = int if ikind == "int" else str
-    ev_frame = pl.DataFrame(
-        {
-            "user_id": pl.Series([conv_u(e.user_id) for e in new], dtype=_dtype(ukind)),
-            "item_id": pl.Series([conv_i(e.item_id) for e in new], dtype=_dtype(ikind)),
-            "weight": pl.Series([float(e.weight) if e.weight > 0 else 1.0 for e in new], dtype=pl.Float32),
-        }
-    )
+    # the events keep their logged times; the stored histories (no times) all come before them
+    hist = _history_frame(model, before=min((e.timestamp for e in new), default=None))
+    ev_frame = _events_to_frame(
+        [replace(e, user_id=conv_u(e.user_id), item_id=conv_i(e.item_id)) for e in new],
+        _dtype(ukind),
+        _dtype(ikind),
+    ).select(hist.columns)
     inter = pl.concat([hist, ev_frame])
-    # the row number is the time: stored histories are already in time order, events follow in log order
-    inter = inter.with_columns(pl.int_range(0, inter.height, dtype=pl.Int64).alias("timestamp"))
 
     # every known item stays in the vocabulary (cold catalogue items included), with catalogue text
     items = pl.DataFrame({"item_id": pl.Series(model.item_vocab.ids, dtype=_dtype(ikind))})
@@ -170,7 +188,7 @@ def retrain(
             cat = cat.with_columns(pl.col("item_id").cast(_dtype(ikind), strict=False)).drop_nulls("item_id")
             items = items.join(cat.unique("item_id", keep="last"), on="item_id", how="full", coalesce=True)
     if logged_items:
-        extra = pl.DataFrame([_item_frame_row(conv_i(it.item_id), it.fields) for it in logged_items])
+        extra = pl.DataFrame([catalogue_row(conv_i(it.item_id), it.fields) for it in logged_items])
         extra = extra.with_columns(pl.col("item_id").cast(_dtype(ikind)))
         items = pl.concat([items, extra], how="diagonal_relaxed").unique(
             "item_id", keep="last", maintain_order=True

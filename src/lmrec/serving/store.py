@@ -19,6 +19,10 @@ thread (every ``impression_flush_s`` seconds); a crash can lose the last fractio
 impressions, never a feedback event. Bandit updates and offline replay treat a missing impression as
 "no context known" and skip it.
 
+The record types (:class:`~lmrec.events.Event`, :class:`~lmrec.events.Impression`) and the reward of
+an event live in :mod:`lmrec.events`, below serving, so that the bandits can read a log without
+importing the server; they are re-exported here.
+
 Ids are stored JSON-encoded so that integer ids stay integers and the string ``"42"`` stays a
 string: the log does not need to know the model's vocabulary.
 """
@@ -32,67 +36,20 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from lmrec.errors import LmrecError
-
-#: events that mean "the user wanted this": they extend the user's history and count as reward 1
-POSITIVE_EVENTS = frozenset({"view", "click", "play", "like", "add_to_cart", "purchase", "rating"})
-#: events that mean "not this": the item is hidden from the user's next lists and counts as reward 0
-NEGATIVE_EVENTS = frozenset({"dislike", "skip", "hide"})
-EVENT_TYPES = POSITIVE_EVENTS | NEGATIVE_EVENTS
-#: a rating below this is a reward of 0 for the bandit (it still extends the history, as in training)
-RATING_REWARD_THRESHOLD = 3.5
-
-
-def event_reward(event: str, weight: float) -> float:
-    """The bandit reward of a feedback event: 1 for a positive signal, 0 for a negative one."""
-    if event in NEGATIVE_EVENTS:
-        return 0.0
-    if event == "rating":
-        return 1.0 if weight >= RATING_REWARD_THRESHOLD else 0.0
-    return 1.0
-
-
-@dataclass(frozen=True)
-class Event:
-    """One feedback event. ``id`` and ``received_at`` are set by the store."""
-
-    user_id: Any
-    item_id: Any
-    event: str = "click"
-    weight: float = 1.0
-    timestamp: float = 0.0
-    #: the served list this event answers, if known (used for bandit updates and replay)
-    request_id: str | None = None
-    id: int | None = None
-    received_at: float | None = None
-
-    @property
-    def positive(self) -> bool:
-        return self.event in POSITIVE_EVENTS
-
-
-@dataclass(frozen=True)
-class Impression:
-    """One served list: what the policy could choose from, what it showed, and with what probability.
-
-    ``propensities[j]`` is the probability that the serving policy put ``items[j]`` in slot ``j``
-    given the candidates still free at that slot; with those, offline replay can evaluate another
-    policy on this log without bias (see :mod:`lmrec.bandits.replay`).
-    """
-
-    request_id: str
-    user_id: Any
-    items: list[Any]
-    propensities: list[float]
-    #: the candidate pool the list was drawn from and the base model's normalised scores for it
-    candidates: list[Any] = field(default_factory=list)
-    candidate_scores: list[float] = field(default_factory=list)
-    policy: str = "model"
-    served_at: float = 0.0
+from lmrec.events import (  # re-exported: the log's record types live below serving
+    EVENT_TYPES,
+    NEGATIVE_EVENTS,
+    POSITIVE_EVENTS,
+    RATING_REWARD_THRESHOLD,
+    Event,
+    Impression,
+    event_reward,
+)
 
 
 @dataclass(frozen=True)
@@ -502,6 +459,7 @@ __all__ = [
     "EVENT_TYPES",
     "NEGATIVE_EVENTS",
     "POSITIVE_EVENTS",
+    "RATING_REWARD_THRESHOLD",
     "Event",
     "EventStore",
     "Impression",
