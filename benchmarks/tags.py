@@ -33,9 +33,9 @@ import numpy as np
 
 from lmrec.data.dataset import Dataset
 from lmrec.data.loaders import load_dataset
-from lmrec.models.tagger import TagPredictor, tag_metrics, tag_task
 from lmrec.text import EmbeddingCache, get_encoder
 from lmrec.text.cache import default_cache_dir
+from lmrec.text.tagging import TagPredictor, tag_metrics, tag_task
 
 
 def _tune(scores: np.ndarray, truth: np.ndarray) -> float:

@@ -1,10 +1,9 @@
 """lmrec: recommender systems with pretrained language models beside collaborative filtering."""
 
+from lmrec._version import __version__
 from lmrec.data import Dataset, Split, Vocabulary, leave_last_out, load_dataset, split
 from lmrec.errors import DataError, LmrecError, UnknownIdError, UnsupportedQueryError
 from lmrec.models import Query, Recommender, create_model
-
-__version__ = "0.1.0"
 
 __all__ = [
     "DataError",

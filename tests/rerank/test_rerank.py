@@ -35,6 +35,15 @@ def test_mmr_lowers_intra_list_similarity(rng: np.random.Generator) -> None:
     assert len(set(div)) == 10
 
 
+def test_mmr_first_pick_is_the_most_relevant_even_at_lambda_zero() -> None:
+    rel = np.array([0.2, 0.9, 0.5])
+    v = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
+    assert list(mmr(rel, 3, vectors=v, lambda_=0.0)) == [1, 2, 0]
+    # unscaled relevance (cosine already): the same list here, the raw values used as given
+    assert list(mmr(rel, 3, vectors=v, lambda_=0.0, scale=False)) == [1, 2, 0]
+    assert list(mmr(rel, 3, vectors=v, lambda_=1.0, scale=False)) == [1, 2, 0]
+
+
 def test_mmr_validation() -> None:
     with pytest.raises(ValueError, match="lambda"):
         mmr(np.ones(3), 2, vectors=np.eye(3), lambda_=1.5)

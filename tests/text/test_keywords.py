@@ -8,8 +8,9 @@ import pytest
 
 from lmrec.data.dataset import Dataset
 from lmrec.errors import DataError
+from lmrec.rerank.mmr import mmr
 from lmrec.text.encoder import HashingEncoder, SentenceTransformerEncoder
-from lmrec.text.keywords import candidate_phrases, extract_keywords, keyword_map, mmr, review_keywords
+from lmrec.text.keywords import STOP_WORDS, candidate_phrases, extract_keywords, keyword_map, review_keywords
 
 GUITAR = [
     "These guitar strings sound bright and stay in tune for weeks.",
@@ -35,12 +36,18 @@ def test_candidates_skip_stop_words_and_prefer_distinctive_phrases() -> None:
     assert "great" not in cands[0][:3]
 
 
-def test_mmr_trades_relevance_for_diversity() -> None:
+def test_keyphrase_mmr_trades_relevance_for_diversity() -> None:
+    """Keyphrases use the one MMR (rerank.mmr) with unscaled cosine relevance and λ = 1 − diversity."""
     doc = np.array([0.9, 0.89, 0.5])
     sim = np.array([[1.0, 0.99, 0.1], [0.99, 1.0, 0.1], [0.1, 0.1, 1.0]])
-    assert mmr(doc, sim, 2, diversity=0.0) == [0, 1]  # pure relevance keeps the near-duplicate
-    assert mmr(doc, sim, 2, diversity=0.7) == [0, 2]  # diversity skips it
-    assert mmr(np.zeros(0), np.zeros((0, 0)), 3, 0.5) == []
+
+    def pick(k: int, diversity: float) -> list[int]:
+        return [int(i) for i in mmr(doc, k, similarity=sim, lambda_=1.0 - diversity, scale=False)]
+
+    assert pick(2, 0.0) == [0, 1]  # pure relevance keeps the near-duplicate
+    assert pick(2, 0.7) == [0, 2]  # diversity skips it
+    assert pick(3, 1.0) == [0, 2, 1]  # pure novelty still starts from the most relevant phrase
+    assert len(mmr(np.zeros(0), 3, similarity=np.zeros((0, 0)), lambda_=0.5, scale=False)) == 0
     with pytest.raises(ValueError, match="diversity"):
         extract_keywords(["x"], HashingEncoder(), diversity=1.5)
 
@@ -70,3 +77,9 @@ def test_review_keywords_frame_and_map(tiny: Dataset) -> None:
     no_reviews = Dataset.from_frames(pl.DataFrame({"user_id": [1], "item_id": [1]}))
     with pytest.raises(DataError, match="no reviews"):
         review_keywords(no_reviews, HashingEncoder())
+
+
+def test_stop_words_come_from_package_data() -> None:
+    assert {"the", "and", "don't", "dont", "really"} <= STOP_WORDS
+    assert not any(w.startswith("#") or " " in w or w != w.lower() for w in STOP_WORDS)
+    assert "fire" not in STOP_WORDS and "system" not in STOP_WORDS  # content words in reviews

@@ -7,16 +7,15 @@ overrides ``$LMREC_DATA_HOME``; errors print one line naming the file and exit w
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from lmrec.cli._common import errors, stdout_console
 from lmrec.data.dataset import Dataset
 from lmrec.data.loaders import (
     data_home,
@@ -29,7 +28,6 @@ from lmrec.data.loaders import (
     local_status,
     verify_dataset,
 )
-from lmrec.errors import LmrecError
 
 DataDir = Annotated[
     Path | None,
@@ -43,22 +41,6 @@ _STATUS_STYLE = {"verified": "green", "unpinned": "cyan", "present": "yellow", "
 _TEXT_COLUMNS = ("title", "description", "genres", "categories", "brand", "tags")
 
 
-def _out() -> Console:
-    # Created per call so that it writes to whatever stdout is current (typer's CliRunner swaps it).
-    return Console(highlight=False, soft_wrap=True)
-
-
-@contextmanager
-def _errors() -> Iterator[None]:
-    """Print lmrec errors as one line and exit 2, as ``lmrec.cli.main`` does for the whole app."""
-    try:
-        yield
-    except LmrecError as exc:
-        # escape: DataError messages start with "[file ..., column ...]", which rich would take for markup
-        Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {escape(str(exc))}")
-        raise typer.Exit(code=2) from None
-
-
 def list_command(
     data_dir: DataDir = None,
     local: Annotated[bool, typer.Option("--local", help="Only datasets with a local copy.")] = False,
@@ -68,7 +50,7 @@ def list_command(
     ] = None,
 ) -> None:
     """Show every registered dataset with its size and local status."""
-    with _errors():
+    with errors():
         home = data_home(data_dir)
         table = Table(title=escape(f"datasets (home: {home})"), title_justify="left")
         for col in ("name", "description", "size", "local"):
@@ -86,7 +68,7 @@ def list_command(
                 f"[{_STATUS_STYLE[status]}]{status}[/]",
             )
             shown += 1
-        out = _out()
+        out = stdout_console()
         out.print(table)
         out.print(
             f"{shown} dataset(s). 'present' copies are verified on first load; `lmrec datasets verify NAME` checks now."
@@ -123,9 +105,9 @@ def info_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Counts (users, items, interactions, density), side data and checksums of a dataset."""
-    with _errors():
+    with errors():
         spec = dataset_info(name)
-        out = _out()
+        out = stdout_console()
         present = is_present(name, data_dir)
         summary: dict[str, Any] = {
             "name": name,
@@ -192,10 +174,10 @@ def download_command(
     force: Annotated[bool, typer.Option("--force", help="Replace an existing local copy.")] = False,
 ) -> None:
     """Download a dataset from its official source (skipped when a verified copy exists)."""
-    with _errors():
+    with errors():
         existed = is_present(name, data_dir)
         folder = download_dataset(name, data_dir, allow_unverified=no_verify, force=force)
-        out = _out()
+        out = stdout_console()
         if existed and not force:
             out.print(escape(f"{name}: verified local copy already at {folder} (nothing downloaded)"))
         else:
@@ -204,9 +186,9 @@ def download_command(
 
 def verify_command(name: Name, data_dir: DataDir = None) -> None:
     """Re-hash every file of the local copy and compare with the pinned checksums."""
-    with _errors():
+    with errors():
         report = verify_dataset(name, data_dir, full=True, raise_on_error=False)
-        out = _out()
+        out = stdout_console()
         table = Table(title=escape(f"{name} at {report.folder}"), title_justify="left")
         for col in ("file", "status", "expected md5", "actual md5", "reference"):
             table.add_column(col, overflow="fold")

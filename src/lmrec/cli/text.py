@@ -1,6 +1,6 @@
 """``lmrec encode``, ``lmrec tags``, ``lmrec keywords``: the text layer from the command line.
 
-Thin wrappers over :mod:`lmrec.text` and :mod:`lmrec.models.tagger`. Free-text recommendation is
+Thin wrappers over :mod:`lmrec.text` and :mod:`lmrec.text.tagging`. Free-text recommendation is
 ``lmrec recommend MODEL_DIR --text "..."`` (in :mod:`lmrec.cli.experiment`) on a saved ``content``
 model.
 """
@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from lmrec.cli._common import errors, stdout_console
 from lmrec.errors import LmrecError
 
 DataDir = Annotated[
@@ -47,19 +45,6 @@ NoCache = Annotated[bool, typer.Option("--no-cache", help="Encode everything, re
 Device = Annotated[
     str | None, typer.Option("--device", help="cpu, cuda, cuda:1, mps (default: CUDA when present).")
 ]
-
-
-def _out() -> Console:
-    return Console(highlight=False, soft_wrap=True)
-
-
-@contextmanager
-def _errors() -> Iterator[None]:
-    try:
-        yield
-    except LmrecError as exc:
-        Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {escape(str(exc))}")
-        raise typer.Exit(code=2) from None
 
 
 def _load(name: str, data_dir: Path | None) -> Any:
@@ -104,7 +89,7 @@ def encode_command(
 
     from lmrec.text import EmbeddingCache, build_item_texts, get_encoder
 
-    with _errors():
+    with errors():
         data = _load(dataset, data_dir)
         texts = build_item_texts(data, _profile(fields, template))
         encoder = get_encoder(model, device=device)
@@ -143,7 +128,7 @@ def encode_command(
             )
             tmp.replace(out)
             report["out"] = str(out)
-        console = _out()
+        console = stdout_console()
         if json_out:
             console.print_json(json.dumps(report))
             return
@@ -176,10 +161,10 @@ def tags_command(
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Train a tag predictor on item text, report held-out P@5 / F1, tag a few untagged items."""
-    from lmrec.models.tagger import TagPredictor, tag_task
     from lmrec.text import EmbeddingCache, get_encoder
+    from lmrec.text.tagging import TagPredictor, tag_task
 
-    with _errors():
+    with errors():
         if not 0 < holdout < 1:
             raise LmrecError(f"--holdout must be in (0, 1), got {holdout}")
         data = _load(dataset, data_dir)
@@ -229,7 +214,7 @@ def tags_command(
         if out is not None:
             predictor.save(out)
             report["saved"] = str(out)
-        console = _out()
+        console = stdout_console()
         if json_out:
             console.print_json(json.dumps(report, default=str))
             return
@@ -259,7 +244,7 @@ def keywords_command(
     """Keyphrases from each item's reviews (candidate n-grams ranked by similarity to the reviews)."""
     from lmrec.text import EmbeddingCache, get_encoder, keyword_map, review_keywords
 
-    with _errors():
+    with errors():
         data = _load(dataset, data_dir)
         if data.reviews is None:
             raise LmrecError(f"dataset {dataset!r} has no reviews")
@@ -272,7 +257,7 @@ def keywords_command(
             diversity=diversity,
             cache=None if no_cache else EmbeddingCache(cache_dir),
         )
-        console = _out()
+        console = stdout_console()
         titles = dict(zip(data.item_vocab.ids, data.item_titles(), strict=True))
         for item, kws in keyword_map(frame).items():
             console.print(f"  • {escape(str(titles.get(item, item)))}: {escape(', '.join(kws))}")

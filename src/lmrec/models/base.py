@@ -25,12 +25,13 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import save_file
 
 from lmrec._atomic import atomic_directory
+from lmrec._version import __version__
 from lmrec.data.dataset import Dataset
 from lmrec.data.vocabulary import Vocabulary
-from lmrec.errors import LmrecError, NotFittedError, UnknownIdError, UnsupportedQueryError
+from lmrec.errors import NotFittedError, UnknownIdError, UnsupportedQueryError
 from lmrec.ranking import ExactRanker, Ranker, rank_scores
 
 FORMAT_VERSION = 1
@@ -402,8 +403,6 @@ class Recommender(ABC):
         self._check_fitted()
         assert self.user_vocab is not None and self.item_vocab is not None
         target = Path(path)
-        from lmrec import __version__
-
         with atomic_directory(target) as tmp:
             meta = {
                 "format_version": FORMAT_VERSION,
@@ -430,32 +429,23 @@ class Recommender(ABC):
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Recommender:
-        """Load any saved lmrec model (the class is read from ``model.json``)."""
-        from lmrec.models.registry import get_model_class
+        """Load any saved lmrec model (the class is read from ``model.json``); see
+        :func:`lmrec.models.registry.load_model`. On a subclass, the model must be of that class."""
+        # imported here: the registry resolves model classes, whose modules import this one
+        from lmrec.models.registry import load_model
 
-        path = Path(path)
-        try:
-            meta = json.loads((path / "model.json").read_text())
-            vocab = json.loads((path / "vocab.json").read_text())
-            tensors = load_file(str(path / "state.safetensors"))
-        except FileNotFoundError as exc:
-            # safetensors' FileNotFoundError carries no filename, so name the missing file ourselves
-            files = ("model.json", "vocab.json", "state.safetensors")
-            missing = next((f for f in files if not (path / f).exists()), exc.filename)
-            raise LmrecError(f"{path} is not a saved lmrec model: missing {missing}") from exc
-        except (json.JSONDecodeError, OSError, Exception) as exc:
-            raise LmrecError(f"{path}: cannot read saved model ({exc})") from exc
-        klass = get_model_class(meta["model"])
-        if cls is not Recommender and not issubclass(klass, cls):
-            raise LmrecError(f"{path} holds a {meta['model']} model, not {cls.__name__}")
-        model = klass(klass.Config(**meta["config"]))
-        model.user_vocab = Vocabulary.from_json(vocab["user"])
-        model.item_vocab = Vocabulary.from_json(vocab["item"])
-        model._hist_items = tensors.pop("history.items")
-        model._hist_weights = tensors.pop("history.weights")
-        model._hist_offsets = tensors.pop("history.offsets")
-        model._set_state({k.removeprefix("model."): v for k, v in tensors.items()}, meta.get("extra", {}))
-        return model
+        return load_model(path, expected=cls)
+
+    def _restore(
+        self, vocab: Mapping[str, Any], tensors: dict[str, np.ndarray], extra: Mapping[str, Any]
+    ) -> None:
+        """Put back what :meth:`save` wrote (``vocab.json``, ``state.safetensors``, ``extra``)."""
+        self.user_vocab = Vocabulary.from_json(vocab["user"])
+        self.item_vocab = Vocabulary.from_json(vocab["item"])
+        self._hist_items = tensors.pop("history.items")
+        self._hist_weights = tensors.pop("history.weights")
+        self._hist_offsets = tensors.pop("history.offsets")
+        self._set_state({k.removeprefix("model."): v for k, v in tensors.items()}, dict(extra))
 
     # ------------------------------------------------------------------ helpers
     def _check_fitted(self) -> None:

@@ -1,9 +1,14 @@
 """Maximal Marginal Relevance (Carbonell & Goldstein, SIGIR 1998) for diverse top-k lists.
 
-Greedy: the next item maximises ``λ · relevance − (1 − λ) · max similarity to the items already
-chosen``. ``λ = 1`` returns the relevance order unchanged; smaller values trade relevance for
-variety. Relevance is min-max scaled within the candidates so that ``λ`` means the same thing for
-every model (raw scores range from counts to logits); similarity is cosine between item vectors.
+Greedy: the first pick is the most relevant candidate; each next one maximises
+``λ · relevance − (1 − λ) · max similarity to those already chosen``. ``λ = 1`` returns the
+relevance order unchanged; smaller values trade relevance for variety (callers that speak of
+"diversity" pass ``λ = 1 − diversity``). By default relevance is min-max scaled within the
+candidates so that ``λ`` means the same thing for every model (raw scores range from counts to
+logits); similarity is cosine between item vectors.
+
+The one MMR in lmrec: serving's re-ranker and the review keyphrases (:mod:`lmrec.text.keywords`,
+which passes cosine relevance unscaled) both call :func:`mmr`.
 """
 
 from __future__ import annotations
@@ -26,11 +31,13 @@ def mmr(
     vectors: np.ndarray | None = None,
     similarity: np.ndarray | None = None,
     lambda_: float = 0.7,
+    scale: bool = True,
 ) -> np.ndarray:
     """Positions (into ``relevance``) of a ``k``-item MMR list, in order.
 
     Give either item ``vectors`` (cosine is computed) or a precomputed ``similarity`` matrix.
-    Ties go to the lower position, i.e. to the candidate the model ranked higher.
+    ``scale=False`` uses ``relevance`` as given (already on the similarities' scale, e.g. cosine
+    to a query). Ties go to the lower position, i.e. to the candidate the model ranked higher.
     """
     if not 0.0 <= lambda_ <= 1.0:
         raise ValueError(f"MMR lambda must be in [0, 1], got {lambda_}")
@@ -47,14 +54,18 @@ def mmr(
     if sim.shape != (n, n):
         raise ValueError(f"similarity must be ({n}, {n}), got {sim.shape}")
     finite = np.isfinite(rel)
-    lo, hi = (rel[finite].min(), rel[finite].max()) if finite.any() else (0.0, 0.0)
-    rel = np.where(finite, (rel - lo) / (hi - lo) if hi > lo else 1.0, -np.inf)
+    if scale:
+        lo, hi = (rel[finite].min(), rel[finite].max()) if finite.any() else (0.0, 0.0)
+        rel = np.where(finite, (rel - lo) / (hi - lo) if hi > lo else 1.0, -np.inf)
+    else:
+        rel = np.where(finite, rel, -np.inf)
     chosen = np.empty(k, np.int64)
     max_sim = np.full(n, -np.inf)  # nothing chosen yet: no redundancy penalty
     free = np.ones(n, dtype=bool)
     for slot in range(k):
         penalty = np.where(np.isfinite(max_sim), max_sim, 0.0)
-        gain = lambda_ * rel - (1.0 - lambda_) * penalty
+        # the first pick is the most relevant one, also at λ = 0 (where every gain would be 0)
+        gain = rel.copy() if slot == 0 else lambda_ * rel - (1.0 - lambda_) * penalty
         gain[~free] = -np.inf
         pick = int(np.argmax(gain))
         chosen[slot] = pick

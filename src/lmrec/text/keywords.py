@@ -8,9 +8,10 @@ For each item:
    gives way to "pop filter" before any embedding is computed.
 2. **Ranking**: candidates and the item's review text are embedded with the same encoder; a
    candidate's score is its cosine similarity to the item's review embedding.
-3. **Diversity**: maximal marginal relevance picks ``top_n`` phrases one at a time, trading relevance
-   against similarity to phrases already picked (``diversity`` 0 = pure relevance, 1 = pure novelty),
-   so the list does not read "guitar strings, strings, guitar string set".
+3. **Diversity**: maximal marginal relevance (:func:`lmrec.rerank.mmr.mmr`, with ``λ = 1 − diversity``)
+   picks ``top_n`` phrases one at a time, trading relevance against similarity to phrases already
+   picked (``diversity`` 0 = pure relevance, 1 = pure novelty after the most relevant phrase), so
+   the list does not read "guitar strings, strings, guitar string set".
 
 Candidate phrases are shared across items, so a catalogue's whole candidate set is embedded once (and
 cached on disk when a cache is given).
@@ -22,6 +23,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import Sequence
+from importlib import resources
 from typing import Any
 
 import numpy as np
@@ -29,244 +31,19 @@ import polars as pl
 
 from lmrec.data.dataset import Dataset
 from lmrec.errors import DataError
+from lmrec.rerank.mmr import mmr
 from lmrec.text.cache import EmbeddingCache, cached_encode
 from lmrec.text.encoder import TextEncoder, l2_normalize
 from lmrec.text.profiles import clean_text, truncate
 
+#: phrases may not start or end with these (package data: ``stop_words.txt``)
 STOP_WORDS = frozenset(
-    [
-        "a",
-        "about",
-        "above",
-        "after",
-        "again",
-        "against",
-        "all",
-        "also",
-        "am",
-        "an",
-        "and",
-        "any",
-        "are",
-        "aren't",
-        "as",
-        "at",
-        "be",
-        "because",
-        "been",
-        "before",
-        "being",
-        "below",
-        "between",
-        "both",
-        "but",
-        "by",
-        "can",
-        "can't",
-        "cannot",
-        "could",
-        "couldn't",
-        "did",
-        "didn't",
-        "do",
-        "does",
-        "doesn't",
-        "doing",
-        "don't",
-        "down",
-        "during",
-        "each",
-        "even",
-        "ever",
-        "few",
-        "for",
-        "from",
-        "further",
-        "get",
-        "gets",
-        "got",
-        "had",
-        "hadn't",
-        "has",
-        "hasn't",
-        "have",
-        "haven't",
-        "having",
-        "he",
-        "he'd",
-        "he'll",
-        "he's",
-        "her",
-        "here",
-        "here's",
-        "hers",
-        "herself",
-        "him",
-        "himself",
-        "his",
-        "how",
-        "how's",
-        "however",
-        "i",
-        "i'd",
-        "i'll",
-        "i'm",
-        "i've",
-        "if",
-        "in",
-        "into",
-        "is",
-        "isn't",
-        "it",
-        "it's",
-        "its",
-        "itself",
-        "just",
-        "let's",
-        "like",
-        "lot",
-        "lots",
-        "me",
-        "more",
-        "most",
-        "much",
-        "mustn't",
-        "my",
-        "myself",
-        "no",
-        "nor",
-        "not",
-        "now",
-        "of",
-        "off",
-        "on",
-        "once",
-        "one",
-        "only",
-        "or",
-        "other",
-        "ought",
-        "our",
-        "ours",
-        "ourselves",
-        "out",
-        "over",
-        "own",
-        "really",
-        "same",
-        "shan't",
-        "she",
-        "she'd",
-        "she'll",
-        "she's",
-        "should",
-        "shouldn't",
-        "so",
-        "some",
-        "such",
-        "than",
-        "that",
-        "that's",
-        "the",
-        "their",
-        "theirs",
-        "them",
-        "themselves",
-        "then",
-        "there",
-        "there's",
-        "these",
-        "they",
-        "they'd",
-        "they'll",
-        "they're",
-        "they've",
-        "thing",
-        "things",
-        "this",
-        "those",
-        "though",
-        "through",
-        "thus",
-        "to",
-        "too",
-        "under",
-        "until",
-        "up",
-        "upon",
-        "us",
-        "use",
-        "used",
-        "using",
-        "very",
-        "was",
-        "wasn't",
-        "way",
-        "we",
-        "we'd",
-        "we'll",
-        "we're",
-        "we've",
-        "well",
-        "were",
-        "weren't",
-        "what",
-        "what's",
-        "when",
-        "when's",
-        "where",
-        "where's",
-        "which",
-        "while",
-        "who",
-        "who's",
-        "whom",
-        "why",
-        "why's",
-        "will",
-        "with",
-        "won't",
-        "would",
-        "wouldn't",
-        "yet",
-        "you",
-        "you'd",
-        "you'll",
-        "you're",
-        "you've",
-        "your",
-        "yours",
-        "yourself",
-        "yourselves",
-        "im",
-        "ive",
-        "dont",
-        "doesnt",
-        "didnt",
-        "isnt",
-        "wasnt",
-        "cant",
-        "wont",
-        "thats",
-        "its",
-        "etc",
-        "ok",
-        "okay",
-        "get",
-        "got",
-        "go",
-        "going",
-        "bit",
-        "little",
-        "pretty",
-        "quite",
-        "still",
-        "'ve",
-        "'re",
-        "'s",
-        "'ll",
-        "'d",
-    ]
+    line.strip()
+    for line in resources.files(__package__)
+    .joinpath("stop_words.txt")
+    .read_text(encoding="utf-8")
+    .splitlines()
+    if line.strip() and not line.startswith("#")
 )
 #: stop words that may not sit inside a phrase either ("bang for the buck" is fine, "board i thought" is not)
 _INNER_STOP = frozenset(
@@ -369,29 +146,6 @@ def candidate_phrases(
     return out
 
 
-def mmr(doc_sim: np.ndarray, cand_sim: np.ndarray, top_n: int, diversity: float) -> list[int]:
-    """Maximal marginal relevance: indices of ``top_n`` candidates, relevant and mutually different.
-
-    ``doc_sim`` (n,) is each candidate's similarity to the document, ``cand_sim`` (n, n) pairwise
-    similarities; ``diversity`` in [0, 1] weighs redundancy against relevance.
-    """
-    n = len(doc_sim)
-    if n == 0 or top_n <= 0:
-        return []
-    chosen = [int(np.argmax(doc_sim))]
-    best_red = cand_sim[chosen[0]].copy()
-    left = np.ones(n, dtype=bool)
-    left[chosen[0]] = False
-    while len(chosen) < min(top_n, n):
-        score = (1 - diversity) * doc_sim - diversity * best_red
-        score[~left] = -np.inf
-        j = int(np.argmax(score))
-        chosen.append(j)
-        left[j] = False
-        best_red = np.maximum(best_red, cand_sim[j])
-    return chosen
-
-
 def extract_keywords(
     docs: Sequence[Sequence[str] | str],
     encoder: TextEncoder,
@@ -449,7 +203,7 @@ def extract_keywords(
             continue
         cv = phrase_vecs[[row[p] for p in c]]
         sims = cv @ dv[i]
-        picks = mmr(sims, cv @ cv.T, top_n, diversity)
+        picks = mmr(sims, top_n, similarity=cv @ cv.T, lambda_=1.0 - diversity, scale=False)
         out.append([(c[j], float(sims[j])) for j in picks])
     return out
 
@@ -505,6 +259,5 @@ __all__ = [
     "candidate_phrases",
     "extract_keywords",
     "keyword_map",
-    "mmr",
     "review_keywords",
 ]

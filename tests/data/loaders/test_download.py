@@ -22,6 +22,7 @@ from lmrec.data.loaders import (
     local_status,
     register_dataset,
     unregister_dataset,
+    verify,
     verify_dataset,
 )
 from lmrec.data.loaders import download as dl
@@ -59,8 +60,8 @@ def registered() -> Iterator[Any]:
 
 def _stamp(folder: Path, name: str = NAME) -> dict[str, Any]:
     """The verification stamp of a dataset folder: in the user cache, never in the folder."""
-    path = dl.stamp_path(folder, name)
-    assert path.parent.parent == dl.cache_home() and not (folder / dl.STAMP_NAME).exists()
+    path = verify.stamp_path(folder, name)
+    assert path.parent.parent == verify.cache_home() and not (folder / verify.STAMP_NAME).exists()
     return json.loads(path.read_text())
 
 
@@ -106,7 +107,7 @@ def test_verified_copy_is_never_downloaded_again(tmp_path: Path, tiny_zip, regis
 
     monkeypatch.setattr(dl, "urlopen", no_network)
     # neither the downloader nor the loader touch the network, and nothing is re-hashed
-    monkeypatch.setattr("lmrec.data.loaders.registry.file_digest", lambda *a, **k: pytest.fail("re-hashed"))
+    monkeypatch.setattr("lmrec.data.loaders.verify.file_digest", lambda *a, **k: pytest.fail("re-hashed"))
     download_dataset(NAME, home)
     load_dataset(NAME, home, download=True)
     assert calls == []
@@ -297,10 +298,10 @@ def test_zip_member_outside_folder_is_refused(tmp_path: Path) -> None:
 
 
 def test_checksum_parsing() -> None:
-    assert dl.parse_checksum("md5:ABC") == ("md5", "abc")
-    assert dl.parse_checksum("0" * 64) == ("sha256", "0" * 64)
+    assert verify.parse_checksum("md5:ABC") == ("md5", "abc")
+    assert verify.parse_checksum("0" * 64) == ("sha256", "0" * 64)
     with pytest.raises(ValueError, match="unsupported algorithm"):
-        dl.parse_checksum("crc32:1234")
+        verify.parse_checksum("crc32:1234")
 
 
 def test_incomplete_folder_is_not_overwritten_and_empty_one_is_used(
@@ -323,7 +324,7 @@ def test_stamp_is_not_rewritten_by_every_load(tmp_path: Path, tiny_zip, register
     registered(_spec(archive.as_uri(), f"md5:{digest}"))
     home = tmp_path / "home"
     load_dataset(NAME, home)
-    stamp = dl.stamp_path(home / NAME, NAME)
+    stamp = verify.stamp_path(home / NAME, NAME)
     before = stamp.stat().st_mtime_ns
     load_dataset(NAME, home)
     assert stamp.stat().st_mtime_ns == before

@@ -15,9 +15,9 @@ from lmrec.data.loaders import (
     load_lastfm,
     load_movielens,
     local_status,
+    verify,
     verify_dataset,
 )
-from lmrec.data.loaders import download as dl
 from lmrec.errors import ChecksumError, DataError
 
 from .conftest import TINY_FILES
@@ -333,5 +333,5 @@ def test_local_copy_without_pins_is_hashed_and_reported_unpinned(tmp_path: Path)
     assert set(ds.meta["checksums"]) == {"ratings.dat", "movies.dat"}
     assert local_status("ml-1m", tmp_path) == "unpinned"
     # the stamp lives in the user cache, even for a writable dataset folder
-    assert dl.stamp_path(tmp_path / "ml-1m", "ml-1m").exists()
-    assert not (tmp_path / "ml-1m" / dl.STAMP_NAME).exists()
+    assert verify.stamp_path(tmp_path / "ml-1m", "ml-1m").exists()
+    assert not (tmp_path / "ml-1m" / verify.STAMP_NAME).exists()

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lmrec.data.loaders import download as dl
-from lmrec.data.loaders import load_dataset, local_status, registry
+from lmrec.data.loaders import load_dataset, local_status, verify
 
 #: a user's own ml-1m copy: no pinned MD5s, so the hashes are recorded in the stamp
 ML1M = {
@@ -39,13 +38,13 @@ def read_only_copy(tmp_path: Path) -> Iterator[Path]:
 def hashes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Names of the files hashed (a trusted stamp means none)."""
     seen: list[str] = []
-    real = registry.file_digest
+    real = verify.file_digest
 
     def counting(path: Path, *args, **kwargs) -> str:
         seen.append(path.name)
         return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(registry, "file_digest", counting)
+    monkeypatch.setattr(verify, "file_digest", counting)
     return seen
 
 
@@ -56,8 +55,8 @@ def test_read_only_folder_loads_and_is_not_written(read_only_copy: Path, hashes:
     assert ds.n_interactions == 2
     assert _listing(read_only_copy) == before
     assert stat.S_IMODE(read_only_copy.stat().st_mode) == 0o555
-    stamp = dl.stamp_path(read_only_copy, "ml-1m")
-    assert stamp.is_file() and stamp.parent == dl.cache_home() / "verified"
+    stamp = verify.stamp_path(read_only_copy, "ml-1m")
+    assert stamp.is_file() and stamp.parent == verify.cache_home() / "verified"
     assert sorted(hashes) == ["movies.dat", "ratings.dat"]
     # the second load trusts the cached stamp (same size and mtime): nothing is hashed again
     hashes.clear()
@@ -86,10 +85,11 @@ def test_stamp_left_in_the_folder_by_an_older_lmrec_is_still_trusted(
     folder.mkdir(parents=True)
     for name, data in ML1M.items():
         (folder / name).write_bytes(data)
-    legacy = dl.Stamp(folder / dl.STAMP_NAME, sources={"ml-1m.zip": {"url": "https://example.org"}})
+    legacy = verify.Stamp(folder / verify.STAMP_NAME, sources={"ml-1m.zip": {"url": "https://example.org"}})
     for name in ML1M:
-        legacy.record(name, folder / name, dl.file_digest(folder / name), "archive")
+        legacy.record(name, folder / name, verify.file_digest(folder / name), "archive")
     legacy.save()
+    hashes.clear()  # writing the old stamp hashed the files; loading must not
     monkeypatch.setenv("LMREC_CACHE_HOME", str(tmp_path / "fresh-cache"))
     before = _listing(folder)
     ds = load_dataset("ml-1m", folder.parent, download=False)
@@ -102,6 +102,6 @@ def test_stamp_left_in_the_folder_by_an_older_lmrec_is_still_trusted(
 def test_cache_home_follows_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("LMREC_CACHE_HOME", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert dl.cache_home() == tmp_path / "xdg" / "lmrec"
-    a, b = dl.stamp_path(tmp_path / "a", "x"), dl.stamp_path(tmp_path / "b", "x")
+    assert verify.cache_home() == tmp_path / "xdg" / "lmrec"
+    a, b = verify.stamp_path(tmp_path / "a", "x"), verify.stamp_path(tmp_path / "b", "x")
     assert a != b and a.parent == b.parent == tmp_path / "xdg" / "lmrec" / "verified"

@@ -8,20 +8,33 @@ that fails is the file read again as text to find the first offending line and v
 from __future__ import annotations
 
 import ast
+import contextlib
 import gzip
 import io
 import json
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import polars as pl
 
-from lmrec.data.loaders.download import open_maybe_gzip
 from lmrec.errors import DataError
 
 Source = Path | bytes
+
+
+@contextlib.contextmanager
+def open_maybe_gzip(path: Path) -> Iterator[IO[bytes] | gzip.GzipFile]:
+    """Open ``path`` for binary reading, transparently decompressing gzip (detected by magic bytes)."""
+    with path.open("rb") as probe:
+        magic = probe.read(2)
+    if magic == b"\x1f\x8b":
+        with gzip.open(path, "rb") as fh:
+            yield fh
+    else:
+        with path.open("rb") as fh:
+            yield fh
 
 
 def require_file(path: Path, what: str = "") -> Path:

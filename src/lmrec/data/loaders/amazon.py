@@ -29,8 +29,7 @@ from typing import Any, Literal
 import polars as pl
 
 from lmrec.data.dataset import Dataset
-from lmrec.data.loaders._read import iter_records, parse_record, read_bytes, require_file
-from lmrec.data.loaders.download import open_maybe_gzip
+from lmrec.data.loaders._read import iter_records, open_maybe_gzip, parse_record, read_bytes, require_file
 from lmrec.errors import DataError
 
 REVIEW_SCHEMA = {

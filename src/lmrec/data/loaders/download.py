@@ -1,31 +1,27 @@
-"""Fetching, checksumming and installing dataset files, with nothing half-written left behind.
+"""Downloading a missing dataset: fetch (through pooch), verify, extract, then swap in atomically.
 
-The rules every function here follows:
+The rules ``download_dataset`` follows:
 
-* a download goes to a temporary file inside a temporary folder next to its final place (same file
-  system, so the final ``rename`` is atomic); it is hashed while it streams in, compared with the
-  pinned checksum, and only then extracted, again inside the temporary folder;
+* each archive is fetched by :func:`pooch.retrieve` into a temporary folder next to the dataset's
+  final place (same file system, so the final ``rename`` is atomic); pooch checks it against the
+  pinned checksum (``"md5:<hex>"``/``"sha256:<hex>"``) and deletes it on a mismatch, which becomes
+  a :class:`ChecksumError` naming the file and both digests. Only then is it extracted, again
+  inside the temporary folder, and every extracted file checked against its per-file pin;
 * the temporary folder becomes the dataset folder with one ``rename``; any error on the way removes
-  the temporary folder, so a crash or a bad archive never leaves a dataset folder that looks complete;
-* a file whose checksum was already verified is not hashed again: a small JSON stamp records
-  ``size``, ``mtime_ns`` and digest per file, and a file whose size and mtime still match is trusted.
-  The stamp lives in the user's cache (:func:`stamp_path`), never in the dataset folder, which may
-  be read-only or shared; failing to write it is harmless.
+  the temporary folder, so a crash or a bad archive never leaves a dataset folder that looks
+  complete. A present copy is never replaced unless asked (``force``).
 
-Checksums are written ``"md5:<hex>"`` or ``"sha256:<hex>"`` (the algorithm travels with the value,
-as in pooch), because GroupLens publishes MD5s while other sources publish SHA-256.
+The network is reached only through :func:`urlopen` (http, https and ``file://``), which pooch calls
+through :class:`_Downloader`; tests replace it with a local opener.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gzip
-import hashlib
-import json
 import logging
 import os
 import shutil
-import sys
 import tempfile
 import urllib.error
 import urllib.request
@@ -34,194 +30,25 @@ import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from lmrec._atomic import atomic_write_text
-from lmrec.errors import ChecksumError, DataError, LmrecError
+from lmrec.data.loaders.catalogue import DatasetSpec
+from lmrec.data.loaders.locate import data_home, is_present, missing_files
+from lmrec.data.loaders.registry import dataset_info
+from lmrec.data.loaders.verify import (
+    STAMP_NAME,
+    Stamp,
+    file_digest,
+    new_hash,
+    parse_checksum,
+    progress_bar,
+    stamp_path,
+    verify_dataset,
+)
+from lmrec.errors import ChecksumError, DataError
 
-log = logging.getLogger("lmrec.data")
-
-#: name of the verification stamp older versions wrote inside a dataset folder (now only read:
-#: stamps live under :func:`cache_home`)
-STAMP_NAME = ".lmrec-verified.json"
-_STAMP_VERSION = 1
 _CHUNK = 1 << 20
-#: files larger than this show a progress bar while they are hashed
-_PROGRESS_MIN_BYTES = 64 << 20
 _USER_AGENT = "lmrec-dataset-loader/0.1 (+https://github.com/lmrec)"
-_ALGORITHMS = ("md5", "sha256", "sha1")
-
-
-# --------------------------------------------------------------------------------------- checksums
-def parse_checksum(value: str) -> tuple[str, str]:
-    """Split ``"md5:<hex>"`` into ``("md5", "<hex>")``; a bare 32-hex string is taken as MD5."""
-    if ":" in value:
-        algo, digest = value.split(":", 1)
-    elif len(value) == 32:
-        algo, digest = "md5", value
-    elif len(value) == 64:
-        algo, digest = "sha256", value
-    else:
-        raise ValueError(f"checksum {value!r}: write it as 'md5:<hex>' or 'sha256:<hex>'")
-    algo = algo.lower()
-    if algo not in _ALGORITHMS:
-        raise ValueError(f"checksum {value!r}: unsupported algorithm {algo!r} (use one of {_ALGORITHMS})")
-    return algo, digest.lower()
-
-
-def _new_hash(algo: str) -> Any:
-    # usedforsecurity=False: these are integrity checks against published values, and FIPS builds
-    # of OpenSSL refuse MD5 otherwise.
-    return hashlib.new(algo, usedforsecurity=False)
-
-
-def _progress(total: int | None, desc: str, enabled: bool | None) -> Any:
-    """A tqdm bar on stderr; ``enabled=None`` shows it only on a terminal."""
-    from tqdm import tqdm
-
-    disable = (not sys.stderr.isatty()) if enabled is None else not enabled
-    return tqdm(
-        total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, disable=disable, leave=False
-    )
-
-
-@contextlib.contextmanager
-def open_maybe_gzip(path: Path) -> Iterator[IO[bytes] | gzip.GzipFile]:
-    """Open ``path`` for binary reading, transparently decompressing gzip (detected by magic bytes)."""
-    with path.open("rb") as probe:
-        magic = probe.read(2)
-    if magic == b"\x1f\x8b":
-        with gzip.open(path, "rb") as fh:
-            yield fh
-    else:
-        with path.open("rb") as fh:
-            yield fh
-
-
-def file_digest(path: Path, algo: str = "md5", *, content: bool = False, progress: bool | None = None) -> str:
-    """Hex digest of a file; with ``content=True`` the digest of its gzip-decompressed content.
-
-    Hashing the decompressed content lets one pinned checksum cover both ``x.json.gz`` and ``x.json``
-    (and any re-compression of the same bytes). A truncated or corrupt gzip stream raises
-    :class:`DataError` naming the file.
-    """
-    h = _new_hash(algo)
-    size = path.stat().st_size
-    show = progress if progress is not None else (None if size >= _PROGRESS_MIN_BYTES else False)
-    try:
-        opener = open_maybe_gzip(path) if content else path.open("rb")
-        with opener as fh, _progress(size if not content else None, f"hashing {path.name}", show) as bar:
-            while chunk := fh.read(_CHUNK):
-                h.update(chunk)
-                bar.update(len(chunk))
-    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
-        raise DataError(f"corrupt or truncated gzip data ({exc})", source=str(path)) from exc
-    return h.hexdigest()
-
-
-# ------------------------------------------------------------------------------- verification stamp
-def cache_home() -> Path:
-    """Where lmrec keeps small caches: ``$LMREC_CACHE_HOME``, else ``$XDG_CACHE_HOME/lmrec``, else
-    ``~/.cache/lmrec``."""
-    env = os.environ.get("LMREC_CACHE_HOME")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "lmrec"
-
-
-def stamp_path(folder: Path, name: str) -> Path:
-    """The verification stamp of a dataset folder, in the user's cache: never inside the folder.
-
-    A dataset folder may be read-only or shared by several users, so loading it writes nothing
-    there. The stamp is keyed by the folder's absolute path (``verified/<name>-<hash>.json``); its
-    entries are keyed by file size and mtime, so a stale stamp only costs a re-hash.
-    """
-    folder = folder.resolve()
-    key = hashlib.sha1(str(folder).encode(), usedforsecurity=False).hexdigest()[:16]
-    return cache_home() / "verified" / f"{name}-{key}.json"
-
-
-def load_stamp(folder: Path, name: str) -> Stamp:
-    """The folder's stamp from the cache, merged over a stamp an older lmrec left in the folder.
-
-    The older in-folder stamp (:data:`STAMP_NAME`) is read, never written: it still vouches for
-    files extracted from a verified archive and records where they were downloaded from.
-    """
-    stamp = Stamp.load(stamp_path(folder, name))
-    legacy = folder / STAMP_NAME
-    if legacy.is_file():
-        old = Stamp.load(legacy)
-        stamp.entries = {**old.entries, **stamp.entries}
-        stamp.sources = stamp.sources or old.sources
-    return stamp
-
-
-@dataclass
-class StampEntry:
-    size: int
-    mtime_ns: int
-    md5: str
-    #: "pinned" (matched a checksum in the registry), "archive" (extracted from a verified archive)
-    #: or "observed" (no reference value; recorded so reports can still cite it)
-    origin: str
-
-
-class Stamp:
-    """Per-file ``size``/``mtime_ns``/md5 records for one dataset folder, persisted as JSON."""
-
-    def __init__(
-        self, path: Path, entries: dict[str, StampEntry] | None = None, sources: dict[str, Any] | None = None
-    ):
-        self.path = path
-        self.entries = entries or {}
-        self.sources = sources or {}
-        #: whether anything changed since loading (an unchanged stamp is not rewritten on every load)
-        self.dirty = False
-
-    @classmethod
-    def load(cls, path: Path) -> Stamp:
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-            if raw.get("version") != _STAMP_VERSION:
-                return cls(path)
-            entries = {k: StampEntry(**v) for k, v in raw.get("files", {}).items()}
-            return cls(path, entries, raw.get("sources", {}))
-        except (OSError, ValueError, TypeError):
-            # A missing or damaged stamp only costs a re-hash.
-            return cls(path)
-
-    def lookup(self, rel: str, file: Path) -> StampEntry | None:
-        entry = self.entries.get(rel)
-        if entry is None:
-            return None
-        st = file.stat()
-        if st.st_size == entry.size and st.st_mtime_ns == entry.mtime_ns:
-            return entry
-        return None
-
-    def record(self, rel: str, file: Path, md5: str, origin: str) -> None:
-        st = file.stat()
-        entry = StampEntry(size=st.st_size, mtime_ns=st.st_mtime_ns, md5=md5, origin=origin)
-        if self.entries.get(rel) != entry:
-            self.entries[rel] = entry
-            self.dirty = True
-
-    def save(self, *, only_if_dirty: bool = False) -> None:
-        """Write atomically; a stamp that cannot be written is skipped (it is only a cache)."""
-        if only_if_dirty and not self.dirty:
-            return
-        payload = {
-            "version": _STAMP_VERSION,
-            "files": {k: vars(v) for k, v in sorted(self.entries.items())},
-            "sources": self.sources,
-        }
-        try:
-            atomic_write_text(self.path, json.dumps(payload, indent=1, sort_keys=True) + "\n")
-        except (OSError, LmrecError) as exc:  # read-only home, full disk: the next load re-hashes
-            log.debug("verification stamp %s not written: %s", self.path, exc)
-            return
-        self.dirty = False
 
 
 # ------------------------------------------------------------------------------------------ fetching
@@ -240,6 +67,49 @@ class Fetched:
     verified: bool
 
 
+class _Unreachable(Exception):
+    """The URL could not be opened: the next mirror is tried."""
+
+
+class _Downloader:
+    """A pooch downloader over :func:`urlopen`: streams to pooch's temporary file, hashing as it goes.
+
+    pooch's own HTTP downloader handles neither ``file://`` URLs nor a short read against
+    ``Content-Length``; the MD5 and SHA-256 recorded here go into the dataset's ``meta["archives"]``.
+    """
+
+    def __init__(
+        self, opener: Callable[[str, float], Any], timeout: float, progress: bool | None, label: str
+    ):
+        self.opener, self.timeout, self.progress, self.label = opener, timeout, progress, label
+        self.digests: dict[str, str] = {}
+
+    def __call__(self, url: str, output_file: str, pooch: Any) -> None:
+        try:
+            response = self.opener(url, self.timeout)
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise _Unreachable(f"{url}: {exc}") from exc
+        try:
+            self.digests = _stream_to(response, Path(output_file), url, self.label, self.progress)
+        finally:
+            with contextlib.suppress(Exception):
+                response.close()
+
+
+@contextlib.contextmanager
+def _quiet_pooch() -> Iterator[None]:
+    """pooch logs every download at INFO to stderr, naming our temporary folder: keep that to debug."""
+    import pooch
+
+    logger = pooch.get_logger()
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def fetch(
     urls: Sequence[str],
     dest: Path,
@@ -252,11 +122,13 @@ def fetch(
 ) -> Fetched:
     """Download the first reachable of ``urls`` to ``dest`` and verify it against ``checksum``.
 
-    ``dest`` should sit in a temporary folder (see :func:`staging`): on any failure it is deleted.
-    A response shorter than its ``Content-Length`` raises :class:`DataError` (truncated download);
-    a checksum mismatch raises :class:`ChecksumError` naming the file and both digests. Mirrors are
-    tried in order only for connection errors, never after a mismatch.
+    ``dest`` should sit in a temporary folder (see :func:`staging`): on any failure nothing is left
+    there. A response shorter than its ``Content-Length`` raises :class:`DataError` (truncated
+    download); a checksum mismatch raises :class:`ChecksumError` naming the file and both digests.
+    Mirrors are tried in order only for connection errors, never after a mismatch.
     """
+    import pooch  # imported here: it costs ~0.1 s and only downloads need it
+
     if checksum is None and not allow_unverified:
         raise DataError(
             f"no pinned checksum for {dest.name}: refusing an unverified download "
@@ -264,32 +136,28 @@ def fetch(
             source=urls[0] if urls else None,
         )
     algo, expected = parse_checksum(checksum) if checksum else (None, None)
-    open_url = opener or urlopen
     errors: list[str] = []
     for url in urls:
+        downloader = _Downloader(opener or urlopen, timeout, progress, dest.name)
         try:
-            response = open_url(url, timeout)
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            errors.append(f"{url}: {exc}")
+            with _quiet_pooch():
+                pooch.retrieve(
+                    url, known_hash=f"{algo}:{expected}" if algo else None, fname=dest.name,
+                    path=dest.parent, downloader=downloader,
+                )  # fmt: skip
+        except _Unreachable as exc:
+            errors.append(str(exc))
             continue
-        try:
-            digests = _stream_to(response, dest, url, progress)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                dest.unlink()
+        except DataError:
             raise
-        finally:
-            with contextlib.suppress(Exception):
-                response.close()
-        if algo is not None and digests[algo] != expected:
-            with contextlib.suppress(OSError):
-                dest.unlink()
+        except ValueError as exc:  # pooch's hash mismatch; it has deleted the download
+            got = downloader.digests.get(str(algo), "?")
             raise ChecksumError(
                 f"checksum mismatch for {dest.name} downloaded from {url}: expected {algo}:{expected}, "
-                f"got {algo}:{digests[algo]} (the download was deleted)",
+                f"got {algo}:{got} (the download was deleted)",
                 source=dest.name,
-            )
-        return Fetched(path=dest, url=url, digests=digests, verified=algo is not None)
+            ) from exc
+        return Fetched(path=dest, url=url, digests=downloader.digests, verified=algo is not None)
     raise DataError(
         f"could not download {dest.name}: "
         + "; ".join(errors)
@@ -298,21 +166,19 @@ def fetch(
     )
 
 
-def _stream_to(response: Any, dest: Path, url: str, progress: bool | None) -> dict[str, str]:
-    hashes = {"md5": _new_hash("md5"), "sha256": _new_hash("sha256")}
+def _stream_to(response: Any, dest: Path, url: str, label: str, progress: bool | None) -> dict[str, str]:
+    hashes = {"md5": new_hash("md5"), "sha256": new_hash("sha256")}
     length_header = None
     with contextlib.suppress(Exception):
         length_header = response.headers.get("Content-Length")
     total = int(length_header) if length_header and str(length_header).isdigit() else None
     got = 0
-    with dest.open("wb") as out, _progress(total, dest.name, progress) as bar:
+    with dest.open("wb") as out, progress_bar(total, label, progress) as bar:
         while True:
             try:
                 chunk = response.read(_CHUNK)
             except (OSError, urllib.error.URLError) as exc:  # connection reset mid-way
-                raise DataError(
-                    f"download of {dest.name} failed after {got} bytes: {exc}", source=url
-                ) from exc
+                raise DataError(f"download of {label} failed after {got} bytes: {exc}", source=url) from exc
             if not chunk:
                 break
             out.write(chunk)
@@ -321,7 +187,7 @@ def _stream_to(response: Any, dest: Path, url: str, progress: bool | None) -> di
             got += len(chunk)
             bar.update(len(chunk))
     if total is not None and got != total:
-        raise DataError(f"truncated download of {dest.name}: got {got} of {total} bytes", source=url)
+        raise DataError(f"truncated download of {label}: got {got} of {total} bytes", source=url)
     return {k: h.hexdigest() for k, h in hashes.items()}
 
 
@@ -412,3 +278,138 @@ def check_gzip(path: Path, *, source: str | None = None) -> None:
                 pass
     except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as exc:
         raise DataError(f"corrupt or truncated gzip file ({exc})", source=source or path.name) from exc
+
+
+# --------------------------------------------------------------------------------------- download
+def download_dataset(
+    name: str,
+    data_dir: str | Path | None = None,
+    *,
+    allow_unverified: bool = False,
+    force: bool = False,
+    progress: bool | None = None,
+    opener: Callable[[str, float], Any] | None = None,
+) -> Path:
+    """Make sure a verified copy of ``name`` is in its folder, downloading it only if missing.
+
+    A present copy is verified (cheaply) and kept: never re-downloaded unless ``force=True``, which
+    replaces it atomically. Archives without a confirmed checksum are refused unless
+    ``allow_unverified=True``. Returns the dataset folder.
+    """
+    spec = dataset_info(name)
+    home = data_home(data_dir)
+    final = home / name
+    if not force and final.exists():
+        if is_present(name, data_dir):
+            verify_dataset(name, data_dir, full=False, progress=progress)
+            return final
+        if spec.local_only:
+            raise not_downloadable(spec, final)
+        if any(final.iterdir()):
+            # Never mix downloaded files into a folder someone else filled: say what is wrong instead.
+            missing = missing_files(name, data_dir)
+            raise DataError(
+                f"{final} exists but is incomplete (missing {', '.join(missing)}); add the missing files, "
+                f"or replace the folder with `lmrec datasets download {name} --force`",
+                source=str(final / missing[0]),
+            )
+        final.rmdir()
+    if spec.local_only:
+        raise not_downloadable(spec, final)
+    if not allow_unverified:
+        for a in spec.archives:
+            if a.required and a.checksum is None:
+                raise DataError(
+                    f"{name}: no confirmed checksum for {a.filename} ({a.checksum_note or 'none pinned'}); "
+                    "pass allow_unverified=True (`lmrec datasets download --no-verify`) to download it anyway",
+                    source=a.url,
+                )
+    with staging(home, name) as tmp:
+        incoming = tmp / ".incoming"
+        incoming.mkdir()
+        sources: dict[str, Any] = {}
+        verified_all = True
+        for a in spec.archives:
+            try:
+                got = fetch(
+                    [a.url, *a.mirrors], incoming / a.filename, checksum=a.checksum,
+                    allow_unverified=allow_unverified, progress=progress, opener=opener,
+                )  # fmt: skip
+            except ChecksumError:
+                raise
+            except DataError as exc:
+                if a.required:
+                    raise
+                sources[a.filename] = {"url": a.url, "skipped": str(exc)}
+                continue
+            if a.kind == "zip":
+                extract_zip(got.path, tmp, source=a.filename)
+                got.path.unlink()
+            else:
+                check_gzip(got.path, source=a.filename)
+                os.replace(got.path, tmp / a.filename)
+            verified_all &= got.verified
+            sources[a.filename] = {
+                "url": got.url,
+                "checksum": a.checksum,
+                "verified": got.verified,
+                **got.digests,
+            }
+        incoming.rmdir()
+        stamp = _seal(spec, tmp, sources, archive_verified=verified_all, progress=progress)
+        install(tmp, final, replace=force)
+        if not tmp.exists():  # ours was installed (not another process's copy that finished first)
+            stamp.path = stamp_path(final, name)
+            stamp.save()
+    return final
+
+
+def not_downloadable(spec: DatasetSpec, folder: Path) -> DataError:
+    missing = next((f.name for f in spec.files if f.required and f.find(folder) is None), "")
+    return DataError(
+        f"{spec.name} cannot be downloaded: there is no official URL for this converted copy; put its files "
+        f"in {folder} (source: {spec.local_only})",
+        source=str(folder / missing) if missing else str(folder),
+    )
+
+
+def _seal(
+    spec: DatasetSpec, folder: Path, sources: dict[str, Any], *, archive_verified: bool, progress: bool | None
+) -> Stamp:
+    """Check the staged files against per-file pins; the stamp is saved once the folder is installed."""
+    by_name = {c: f for f in spec.files for c in f.candidates()}
+    stamp = Stamp(folder / STAMP_NAME, sources=sources)
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != STAMP_NAME):
+        rel = path.relative_to(folder).as_posix()
+        f = by_name.get(rel)
+        md5 = file_digest(path, "md5", content=bool(f and f.content), progress=progress)
+        if f is not None and f.md5 is not None:
+            if md5 != f.md5:
+                raise ChecksumError(
+                    f"checksum mismatch for {rel} extracted from the {spec.name} download: expected md5:{f.md5}, "
+                    f"got md5:{md5} (nothing was installed)",
+                    source=rel,
+                )
+            origin = "pinned"
+        else:
+            origin = "archive" if archive_verified else "observed"
+        stamp.record(rel, path, md5, origin)
+    for f in spec.files:
+        if f.required and f.find(folder) is None:
+            raise DataError(
+                f"the {spec.name} download has no {f.name} (nothing was installed)", source=f.name
+            )
+    return stamp
+
+
+__all__ = [
+    "Fetched",
+    "check_gzip",
+    "download_dataset",
+    "extract_zip",
+    "fetch",
+    "install",
+    "not_downloadable",
+    "staging",
+    "urlopen",
+]

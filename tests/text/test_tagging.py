@@ -1,4 +1,7 @@
-"""TagPredictor: multi-label tags from item text embeddings, metrics, persistence."""
+"""TagPredictor: multi-label tags from item text embeddings, metrics, persistence.
+
+``minilm`` and ``ml_small`` come from ``tests/text/conftest.py``.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +12,8 @@ import pytest
 
 from lmrec.data.dataset import Dataset
 from lmrec.errors import DataError, LmrecError, NotFittedError
-from lmrec.models.tagger import TagPredictor, predicted_sets, tag_metrics, tag_task
-from lmrec.text.encoder import HashingEncoder, SentenceTransformerEncoder, shared_encoder
+from lmrec.text.encoder import HashingEncoder, SentenceTransformerEncoder
+from lmrec.text.tagging import TagPredictor, predicted_sets, tag_metrics, tag_task
 
 # Training and held-out descriptions use different words for the same things: only a model that
 # knows what words mean can carry the tags over.
@@ -44,13 +47,6 @@ HELDOUT = [
     ("a violin concerto and a philharmonic performance", ["classical"]),
     ("harpsichord suites from the baroque period", ["classical"]),
 ]
-
-
-@pytest.fixture(scope="module")
-def minilm() -> SentenceTransformerEncoder:
-    enc = shared_encoder(None, "cpu")
-    assert isinstance(enc, SentenceTransformerEncoder)
-    return enc.load()
 
 
 def test_tag_metrics_known_answer() -> None:
@@ -131,10 +127,3 @@ def test_tag_task_on_movielens(ml_small: Dataset) -> None:
     toy = ids.index(1)
     assert texts[toy].startswith("Toy Story (1995). Genres:") and "pixar" in labels[toy]
     assert all(t == t.lower() for ls in labels for t in ls)
-
-
-@pytest.fixture(scope="module")
-def ml_small(data_home: Path) -> Dataset:
-    from lmrec.data.loaders import load_dataset
-
-    return load_dataset("ml-latest-small", data_home, download=False)

@@ -17,8 +17,9 @@ embeddings. Two details matter on small, long-tailed tag data:
   validation slice of the training items to maximise micro-F1; every item gets at least
   ``min_predicted`` tags (an untagged item asks for *some* tags).
 
-Not a :class:`~lmrec.models.base.Recommender` (it ranks tags for items, not items for users); it
-has its own ``fit``/``predict``/``save``/``load`` with safetensors + JSON.
+Not a :class:`~lmrec.models.base.Recommender` (it ranks tags for items, not items for users), so
+it lives with the text layer; it has its own ``fit``/``predict``/``save``/``load`` with
+safetensors + JSON.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from safetensors.numpy import load_file, save_file
 
 from lmrec._atomic import atomic_directory
+from lmrec._version import __version__
 from lmrec.data.dataset import Dataset
 from lmrec.errors import DataError, LmrecError, NotFittedError
 from lmrec.text.cache import EmbeddingCache, cached_encode
@@ -423,8 +425,6 @@ class TagPredictor:
         self._check()
         target = Path(path)
         with atomic_directory(target) as tmp:
-            from lmrec import __version__
-
             meta = {
                 "format_version": FORMAT_VERSION,
                 "lmrec_version": __version__,
