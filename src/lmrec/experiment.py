@@ -4,6 +4,20 @@ The CLI (`lmrec evaluate`, `lmrec train`, `lmrec quickstart`) calls these functi
 
     cfg = ExperimentConfig.from_toml("configs/ml100k.toml")
     results = run_experiment(cfg, out_dir="runs/ml100k")
+
+Protocols (``[evaluation] protocol``; every result records which one in ``info["protocol"]``):
+
+* ``"refit"`` (default, the headline): hyperparameters are chosen on the validation phase
+  (``lmrec tune`` writes them into the config), the model is refitted on train + valid, and the
+  test phase queries every user with train + valid history. Neural models whose epoch count was
+  not tuned (no ``epochs_tuned = true``) first fit on train with early stopping on the validation
+  interactions, and the refit trains that many epochs without validation data
+  (:mod:`lmrec.tuning`).
+* ``"train-only"``: the model is fitted on train only; the test phase still queries with
+  train + valid history (the validation events are known at test time), but never trains on them.
+
+With ``phase = "valid"`` nothing is refitted (the validation interactions are the targets), so the
+protocol is train-only whatever the config says.
 """
 
 from __future__ import annotations
@@ -13,7 +27,7 @@ import time
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import polars as pl
 import tomli_w
@@ -49,6 +63,11 @@ class ModelSpec(_Strict):
     #: label in reports (defaults to ``name``); lets one config compare two settings of a model
     label: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
+    #: ``train.max_epochs`` in ``params`` was chosen on validation (``lmrec tune``): the refit
+    #: protocol trains exactly that many epochs on train + valid instead of choosing again
+    epochs_tuned: bool = False
+    #: provenance written by ``lmrec tune`` (metric, validation score, trials, seconds); not used to fit
+    tuning: dict[str, Any] | None = None
 
     def build(self) -> Recommender:
         return get_model_class(self.name)(**self.params)
@@ -62,6 +81,9 @@ class EvaluationSpec(_Strict):
     ks: list[int] = Field(default_factory=lambda: [5, 10, 20])
     phase: str = "test"
     cold_user_threshold: int = 5
+    #: "refit": fit on train + valid, test with train + valid history (params chosen on valid);
+    #: "train-only": fit on train only (see the module docstring)
+    protocol: Literal["refit", "train-only"] = "refit"
 
 
 class ExperimentConfig(_Strict):
@@ -107,6 +129,42 @@ def fit_model(spec: ModelSpec, train: Dataset) -> tuple[Recommender, float]:
     return model, time.perf_counter() - t0
 
 
+def fit_and_evaluate(spec: ModelSpec, sp: Split, ev: EvaluationSpec) -> EvalResult:
+    """Fit one model under ``ev.protocol`` and evaluate it on ``ev.phase``."""
+    kw: dict[str, Any] = {"ks": ev.ks, "cold_user_threshold": ev.cold_user_threshold, "name": spec.title}
+    if ev.protocol == "train-only" or ev.phase != "test":
+        model, fit_s = fit_model(spec, sp.train)
+        res = evaluate(model, sp, phase=ev.phase, fit_seconds=fit_s, **kw)
+        res.info["protocol"] = "train-only"
+        return res
+
+    from lmrec.tuning import evaluate_refit, fit_on_train, is_neural, refit
+
+    best_epoch = None
+    select_s = 0.0
+    has_valid = sp.valid is not None and sp.valid.height > 0
+    if is_neural(spec.name) and not spec.epochs_tuned and has_valid:
+        # the epoch count is a hyperparameter: choose it by early stopping on the validation
+        # interactions (fit on train only), then refit that many epochs on train + valid
+        probe = spec.build()
+        t0 = time.perf_counter()
+        fit_on_train(probe, sp.train, sp.valid)
+        select_s = time.perf_counter() - t0
+        report = getattr(probe, "report_", None)
+        best_epoch = None if report is None else report.best_epoch
+        del probe
+    t0 = time.perf_counter()
+    model = refit(spec.name, spec.params, sp, best_epoch)
+    fit_s = time.perf_counter() - t0
+    res = evaluate_refit(model, sp, fit_seconds=fit_s, **kw)
+    if best_epoch is not None:
+        res.info["refit_epochs"] = best_epoch
+        res.info["epoch_selection_seconds"] = round(select_s, 3)
+    elif spec.epochs_tuned:
+        res.info["refit_epochs"] = model.config.model_dump().get("train", {}).get("max_epochs")
+    return res
+
+
 def run_experiment(
     cfg: ExperimentConfig,
     out_dir: str | os.PathLike[str] | None = None,
@@ -114,26 +172,18 @@ def run_experiment(
     data: Dataset | None = None,
     on_model: Callable[[ModelSpec, EvalResult], None] | None = None,
 ) -> list[EvalResult]:
-    """Fit every configured model on the split's training part and evaluate it; write a report."""
+    """Fit and evaluate every configured model under the configured protocol; write a report."""
     data = data if data is not None else load_data(cfg.dataset)
     sp = make_split(data, cfg.split)
     results = []
     for spec in cfg.models:
-        model, fit_s = fit_model(spec, sp.train)
-        res = evaluate(
-            model,
-            sp,
-            ks=cfg.evaluation.ks,
-            phase=cfg.evaluation.phase,
-            cold_user_threshold=cfg.evaluation.cold_user_threshold,
-            name=spec.title,
-            fit_seconds=fit_s,
-        )
+        res = fit_and_evaluate(spec, sp, cfg.evaluation)
         results.append(res)
         if on_model is not None:
             on_model(spec, res)
     if out_dir is not None:
-        write_report(results, out_dir, title=f"lmrec: {data.name}, {cfg.split.protocol}")
+        protocol = results[0].info.get("protocol", cfg.evaluation.protocol) if results else ""
+        write_report(results, out_dir, title=f"lmrec: {data.name}, {cfg.split.protocol}, {protocol} protocol")
         Path(out_dir, "config.toml").write_text(cfg.to_toml())
     return results
 

@@ -21,7 +21,7 @@ app = typer.Typer(
 )
 
 #: modules under lmrec.cli that define ``register(app)``
-_AREAS = ("datasets", "experiment", "text", "serve")
+_AREAS = ("datasets", "experiment", "tune", "text", "serve")
 
 
 def _register_all() -> None:
@@ -42,11 +42,10 @@ def main() -> None:
     try:
         app()
     except LmrecError as exc:
-        from rich.console import Console
-        from rich.markup import escape
+        from lmrec.cli._common import EXIT_ERROR, print_error
 
-        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}")
-        sys.exit(2)
+        print_error(exc)
+        sys.exit(EXIT_ERROR)
 
 
 __all__ = ["app", "main"]

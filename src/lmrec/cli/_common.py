@@ -7,8 +7,10 @@ exits with :data:`EXIT_ERROR`, without a traceback. Anything else is a bug and k
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -27,6 +29,14 @@ def stdout_console() -> Console:
 
 def stderr_console() -> Console:
     return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def parse_value(text: str) -> Any:
+    """A ``--set``/``--fix`` value: JSON when it parses (numbers, lists, true), else the string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
 
 
 def print_error(exc: BaseException) -> None:
@@ -49,4 +59,4 @@ def errors() -> Iterator[None]:
         raise typer.Exit(code=EXIT_ERROR) from None
 
 
-__all__ = ["EXIT_ERROR", "errors", "print_error", "stderr_console", "stdout_console"]
+__all__ = ["EXIT_ERROR", "errors", "parse_value", "print_error", "stderr_console", "stdout_console"]

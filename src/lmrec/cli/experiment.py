@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from lmrec.cli._common import parse_value
 from lmrec.errors import LmrecError
 
 console = Console()
@@ -21,13 +22,6 @@ console = Console()
 DataDir = Annotated[
     str | None, typer.Option("--data-dir", help="folder holding dataset copies (overrides $LMREC_DATA_HOME)")
 ]
-
-
-def _parse_value(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
 
 
 def _apply_sets(cfg: Any, sets: list[str] | None) -> Any:
@@ -47,9 +41,9 @@ def _apply_sets(cfg: Any, sets: list[str] | None) -> Any:
             node = node[int(p)] if isinstance(node, list) else node.setdefault(p, {})
         last = parts[-1]
         if isinstance(node, list):
-            node[int(last)] = _parse_value(value)
+            node[int(last)] = parse_value(value)
         else:
-            node[last] = _parse_value(value)
+            node[last] = parse_value(value)
     return ExperimentConfig.model_validate(raw)
 
 
@@ -93,7 +87,11 @@ def evaluate_cmd(
         list[str] | None, typer.Option("--set", help="override a config key: a.b.c=value")
     ] = None,
 ) -> None:
-    """Fit the configured models on the training split and evaluate them (full ranking)."""
+    """Fit the configured models and evaluate them (full ranking).
+
+    Protocol ([evaluation] protocol): "refit" (default) fits on train + valid with parameters chosen
+    on validation (`lmrec tune`) and tests once; "train-only" fits on the training split only.
+    """
     from lmrec.experiment import load_data, run_experiment
 
     cfg = _load_config(config, data_dir, set_)
@@ -115,7 +113,14 @@ def evaluate_cmd(
             )
 
         run_experiment(cfg, out_dir=out, data=data, on_model=done)
-    console.print(_results_table(results, f"{data.name} — {cfg.split.protocol} ({cfg.evaluation.phase})"))
+    protocol = (
+        results[0].info.get("protocol", cfg.evaluation.protocol) if results else cfg.evaluation.protocol
+    )
+    console.print(
+        _results_table(
+            results, f"{data.name} — {cfg.split.protocol} ({cfg.evaluation.phase}, {protocol} protocol)"
+        )
+    )
     if out:
         console.print(f"report written to {out}/report.md, report.json, metrics_at_k.png")
 
@@ -229,9 +234,13 @@ def quickstart_cmd(
             prog.update(task, advance=1, description=f"{spec.title}: ndcg@10={res.metrics['ndcg@10']:.4f}")
 
         run_experiment(cfg, out_dir=out, data=data, on_model=done)
-    console.print(_results_table(results, "MovieLens-100K, leave-last-out, full ranking (test)"))
-    best_i = max(range(len(results)), key=lambda i: results[i].metrics["ndcg@10"])
-    spec = cfg.models[best_i]
+    protocol = results[0].info.get("protocol", "refit") if results else "refit"
+    console.print(
+        _results_table(results, f"MovieLens-100K, leave-last-out, full ranking (test, {protocol} protocol)")
+    )
+    # the demo model is fixed (EASE when configured), never picked by its test score
+    demo_i = next((i for i, s in enumerate(cfg.models) if s.name == "ease"), len(cfg.models) - 1)
+    spec = cfg.models[demo_i]
     sp = make_split(data, cfg.split)
     model, _ = fit_model(spec, sp.full)
     titles = dict(zip(data.item_vocab.ids, data.item_titles(), strict=True))
