@@ -224,10 +224,75 @@ def test_add_interactions(model: FixedScores) -> None:
     assert hist[3, 5] == 2.0 and hist[3, 6] == 0.5 and hist[1, 4] == 1.0
 
 
+def test_public_history_accessors(model: FixedScores) -> None:
+    # what serving reads instead of the private history arrays
+    assert model.n_history_users == 3
+    assert [model.history_length(u) for u in (-1, 0, 1, 2, 3)] == [0, 3, 2, 1, 0]
+    assert model.has_history(1) and model.has_history("3") and not model.has_history(404)
+    frame = model.history_frame()
+    assert frame.columns == ["user_id", "item_id", "weight", "position"]
+    assert frame.schema["user_id"] == pl.Int64 and frame.schema["item_id"] == pl.Int64
+    # external ids, each user's events oldest first
+    assert frame.rows() == [
+        (1, 10, 2.0, 0),
+        (1, 11, 1.0, 1),
+        (1, 12, 1.0, 2),
+        (2, 13, 1.0, 0),
+        (2, 10, 1.0, 1),
+        (3, 14, 1.0, 0),
+    ]
+    model.add_interactions(50, [15])
+    assert model.n_history_users == 4 and model.has_history(50)
+    assert model.history_frame().filter(pl.col("user_id") == 50).rows() == [(50, 15, 1.0, 0)]
+
+
+def test_query_types_live_in_their_own_module() -> None:
+    from lmrec.models import query
+
+    assert query.Query is Query and query.QueryBatch is QueryBatch and query.as_queries is as_queries
+
+
 # ---------------------------------------------------------------------------- persistence
 @pytest.fixture()
 def registered(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(registry._MODELS, FixedScores.name, f"{__name__}:FixedScores")
+    monkeypatch.setitem(registry._MODELS, WithFiles.name, f"{__name__}:WithFiles")
+
+
+class WithFiles(FixedScores):
+    """Keeps a note in a file of its own: the ``_save_files``/``_load_files`` hook."""
+
+    name = "with_files_test"
+
+    def _save_files(self, folder: Path) -> None:
+        (folder / "notes").mkdir()
+        (folder / "notes" / "note.txt").write_text(f"best item index {int(np.argmax(self.scores_))}")
+
+    def _load_files(self, folder: Path) -> None:
+        assert self.scores_ is not None  # called after _set_state
+        self.note = (folder / "notes" / "note.txt").read_text()
+
+
+def test_models_can_save_files_of_their_own(
+    data: Dataset, registered: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = WithFiles().fit(data)
+    model.scores_ = np.arange(7, dtype=np.float32)
+    path = model.save(tmp_path / "m")
+    assert (path / "notes" / "note.txt").is_file()
+    loaded = Recommender.load(path)
+    assert isinstance(loaded, WithFiles) and loaded.note == "best item index 6"
+    # the files are written inside the atomic save: a failing hook leaves the old artifact alone
+    before = sorted(p.relative_to(path) for p in path.rglob("*"))
+
+    def boom(self: WithFiles, folder: Path) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(WithFiles, "_save_files", boom)
+    with pytest.raises(OSError, match="disk full"):
+        model.save(path)
+    assert sorted(p.relative_to(path) for p in path.rglob("*")) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m"], "temporary directories left behind"
 
 
 def test_save_layout_has_no_pickle(model: FixedScores, registered: None, tmp_path: Path) -> None:

@@ -4,11 +4,13 @@
 ``score(queries, items) -> ndarray``, ``save(dir)`` / ``load(dir)`` (safetensors + JSON, never pickle).
 
 A *query* is a known user id, an unseen user's history (external item ids, oldest first), free
-text, or a mix: :class:`Query`. The base class turns queries into a :class:`QueryBatch` of internal
-indices (known users get their training history merged with any extra history) and ranks them with
-:meth:`Recommender.rank`: the subclass's dense scores, seen/excluded items masked and the shared top-k
-of :mod:`lmrec.ranking` (embedding models may rank through a faiss index instead). Subclasses only
-write ``_fit`` and ``_score`` (and ``_get_state``/``_set_state`` for persistence).
+text, or a mix: :class:`Query` (defined in :mod:`lmrec.models.query`, re-exported here). The base
+class turns queries into a :class:`QueryBatch` of internal indices (known users get their training
+history merged with any extra history) and ranks them with :meth:`Recommender.rank`: the subclass's
+dense scores, seen/excluded items masked and the shared top-k of :mod:`lmrec.ranking` (embedding
+models may rank through a faiss index instead). Subclasses only write ``_fit`` and ``_score`` (and
+``_get_state``/``_set_state`` for persistence; ``_save_files``/``_load_files`` for files of their
+own in the saved folder, such as sub-models).
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import json
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -32,6 +33,7 @@ from lmrec._version import __version__
 from lmrec.data.dataset import Dataset
 from lmrec.data.vocabulary import Vocabulary
 from lmrec.errors import NotFittedError, UnknownIdError, UnsupportedQueryError
+from lmrec.models.query import Query, QueryBatch, QueryLike, as_queries, id_dtype, results_frame
 from lmrec.ranking import ExactRanker, Ranker, rank_scores
 
 FORMAT_VERSION = 1
@@ -41,76 +43,6 @@ class ModelConfig(BaseModel):
     """Base for per-model hyperparameters: one pydantic model, unknown keys rejected."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-@dataclass(frozen=True)
-class Query:
-    """What to recommend for: a known user, an unseen user's history, free text, or a mix.
-
-    ``history`` holds external item ids, oldest first. For a known user it is *added* to the
-    training history (e.g. events since training, or the validation item at test time).
-    """
-
-    user_id: Any = None
-    history: Sequence[Any] | None = None
-    text: str | None = None
-    #: optional per-item weights for ``history`` (ratings, dwell time); default 1
-    weights: Sequence[float] | None = None
-
-    def kinds(self) -> set[str]:
-        out = set()
-        if self.user_id is not None:
-            out.add("user")
-        if self.history is not None:
-            out.add("history")
-        if self.text:
-            out.add("text")
-        return out
-
-
-QueryLike = Query | Mapping[str, Any] | int | str | np.integer
-
-
-def as_queries(queries: QueryLike | Iterable[QueryLike]) -> list[Query]:
-    """Normalise user input: a scalar is a user id; dicts use Query's field names."""
-    if isinstance(queries, (Query, Mapping, int, str, np.integer)):
-        queries = [queries]  # type: ignore[list-item]
-    out: list[Query] = []
-    for q in queries:  # type: ignore[union-attr]
-        if isinstance(q, Query):
-            out.append(q)
-        elif isinstance(q, Mapping):
-            unknown = set(q) - {"user_id", "history", "text", "weights"}
-            if unknown:
-                raise ValueError(f"query has unknown field(s) {sorted(unknown)}; use user_id, history, text")
-            out.append(Query(**q))
-        elif isinstance(q, (int, str, np.integer)):
-            out.append(Query(user_id=q.item() if isinstance(q, np.integer) else q))
-        else:
-            raise TypeError(f"cannot interpret {q!r} as a query (give a user id, a dict or a Query)")
-    for i, q in enumerate(out):
-        if not q.kinds():
-            raise ValueError(f"query {i} is empty: give a user_id, a history or a text")
-    return out
-
-
-@dataclass
-class QueryBatch:
-    """Queries in internal indices, as models see them."""
-
-    #: model-internal user index, or -1 for users with no training history (unseen users)
-    user_idx: np.ndarray
-    #: (n_queries, n_items) CSR: training history (known users) plus the query's extra history
-    history: sp.csr_matrix
-    #: each query's item indices in time order (training sequence, then extra history)
-    sequences: list[np.ndarray]
-    texts: list[str | None]
-    #: items each query must not get back (seen history, explicit exclusions) are masked by the base
-    n_items: int
-    queries: list[Query] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.user_idx)
 
 
 class Recommender(ABC):
@@ -167,6 +99,15 @@ class Recommender(ABC):
         """Restore what ``_get_state``/``_get_extra`` returned (default: nothing to restore)."""
         return None
 
+    def _save_files(self, folder: Path) -> None:
+        """Write files of the model's own into ``folder``, the staging directory of :meth:`save`
+        (after the standard files, so atomically with them). Default: none."""
+        return None
+
+    def _load_files(self, folder: Path) -> None:
+        """Read what ``_save_files`` wrote; called on load after ``_set_state``. Default: none."""
+        return None
+
     # ------------------------------------------------------------------ public API
     @property
     def is_fitted(self) -> bool:
@@ -220,12 +161,11 @@ class Recommender(ABC):
             chunk = qs[start : start + batch_size]
             batch = self.encode_queries(chunk)
             idx, val = self.rank(batch, int(k), exclude_seen=exclude_seen, exclude=banned, allowed=allowed)
-            frames.append(self._to_frame(chunk, idx, val, offset=start))
-        return (
-            pl.concat(frames)
-            if frames
-            else self._to_frame([], np.zeros((0, 0), np.int64), np.zeros((0, 0)), 0)
-        )
+            frames.append(results_frame(chunk, idx, val, start, self.user_vocab, self.item_vocab))
+        if not frames:
+            z = np.zeros((0, 0), np.int64)
+            return results_frame([], z, z.astype(np.float32), 0, self.user_vocab, self.item_vocab)
+        return pl.concat(frames)
 
     def score(
         self, queries: QueryLike | Iterable[QueryLike], items: Iterable[Any] | None = None
@@ -298,7 +238,7 @@ class Recommender(ABC):
             w = np.zeros(0, dtype=np.float32)
             if q.user_id is not None:
                 u = self.user_vocab.get(q.user_id)
-                if u < 0 or self._hist_offsets[u + 1] == self._hist_offsets[u]:
+                if u < 0 or self.history_length(u) == 0:
                     if q.history is None and not q.text:
                         (unknown_users if u < 0 else no_history).append(q.user_id)
                 else:
@@ -376,6 +316,44 @@ class Recommender(ABC):
             self._history_csr = m
         return self._history_csr
 
+    @property
+    def n_history_users(self) -> int:
+        """Users with a row in the stored histories: every user of the training data and every user
+        added online (:meth:`add_interactions`); internal indices ``0 .. n_history_users - 1``."""
+        return len(self._hist_offsets) - 1
+
+    def history_length(self, user_idx: int) -> int:
+        """Events in the stored history of the user with internal index ``user_idx`` (0 when none)."""
+        if not 0 <= user_idx < self.n_history_users:
+            return 0
+        return int(self._hist_offsets[user_idx + 1] - self._hist_offsets[user_idx])
+
+    def has_history(self, user_id: Any) -> bool:
+        """Whether the user with external id ``user_id`` has a stored history (training or online):
+        the users a plain user-id query can be served for."""
+        self._check_fitted()
+        assert self.user_vocab is not None
+        return self.history_length(self.user_vocab.get(user_id)) > 0
+
+    def history_frame(self) -> pl.DataFrame:
+        """The stored histories as ``user_id, item_id, weight, position`` (external ids; ``position``
+        counts each user's events from 0, oldest first; rows grouped by user, in time order)."""
+        self._check_fitted()
+        assert self.user_vocab is not None and self.item_vocab is not None
+        counts = np.diff(self._hist_offsets)
+        users = np.repeat(np.arange(len(counts)), counts)
+        position = np.arange(len(users), dtype=np.int64) - np.repeat(self._hist_offsets[:-1], counts)
+        return pl.DataFrame(
+            {
+                "user_id": pl.Series(self.user_vocab.external(users), dtype=id_dtype(self.user_vocab)),
+                "item_id": pl.Series(
+                    self.item_vocab.external(self._hist_items), dtype=id_dtype(self.item_vocab)
+                ),
+                "weight": self._hist_weights.astype(np.float32),
+                "position": position,
+            }
+        )
+
     def add_interactions(
         self, user_id: Any, item_ids: Sequence[Any], weights: Sequence[float] | None = None
     ) -> None:
@@ -425,6 +403,7 @@ class Recommender(ABC):
                 }
             )
             save_file(tensors, str(tmp / "state.safetensors"))
+            self._save_files(tmp)
         return target
 
     @classmethod
@@ -451,36 +430,6 @@ class Recommender(ABC):
     def _check_fitted(self) -> None:
         if not self.is_fitted:
             raise NotFittedError(f"{type(self).__name__} is not fitted: call fit(data) first")
-
-    def _to_frame(
-        self, queries: Sequence[Query], idx: np.ndarray, val: np.ndarray, offset: int
-    ) -> pl.DataFrame:
-        assert self.item_vocab is not None
-        valid = np.isfinite(val)
-        qpos = np.repeat(np.arange(idx.shape[0]), idx.shape[1]).reshape(idx.shape)
-        qpos, items, scores = qpos[valid], idx[valid], val[valid]
-        ranks = (np.cumsum(valid, axis=1) * valid)[valid] if valid.size else np.zeros(0, np.int64)
-        user_ids = [queries[i].user_id for i in qpos]
-        user_dtype = pl.Int64 if self.user_vocab is not None and self.user_vocab.kind == "int" else pl.Utf8
-        if user_dtype == pl.Int64:
-            user_ids = [
-                None if u is None else int(u) if not isinstance(u, str) or u.lstrip("-").isdigit() else None
-                for u in user_ids
-            ]
-        else:
-            user_ids = [None if u is None else str(u) for u in user_ids]
-        return pl.DataFrame(
-            {
-                "query": (qpos + offset).astype(np.int64),
-                "user_id": pl.Series(user_ids, dtype=user_dtype),
-                "item_id": pl.Series(
-                    self.item_vocab.external(items),
-                    dtype=pl.Int64 if self.item_vocab.kind == "int" else pl.Utf8,
-                ),
-                "score": scores.astype(np.float32),
-                "rank": ranks.astype(np.int64),
-            }
-        )
 
 
 def _check_k(k: Any) -> None:

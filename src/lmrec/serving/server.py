@@ -98,20 +98,8 @@ def _history_frame(model: Recommender, before: float | None = None) -> pl.DataFr
     The artifact holds no times: rows get increasing stand-in timestamps in ``[0, before)`` (row
     numbers when ``before`` is None), so that they sort in stored order and before any logged event.
     """
-    assert model.user_vocab is not None and model.item_vocab is not None
-    offsets = model._hist_offsets
-    counts = np.diff(offsets)
-    users = np.repeat(np.arange(len(counts)), counts)
-    return pl.DataFrame(
-        {
-            "user_id": pl.Series(model.user_vocab.external(users), dtype=_dtype(model.user_vocab.kind)),
-            "item_id": pl.Series(
-                model.item_vocab.external(model._hist_items), dtype=_dtype(model.item_vocab.kind)
-            ),
-            "weight": model._hist_weights.astype(np.float32),
-            "timestamp": _stand_in_times(len(model._hist_items), before),
-        }
-    )
+    hist = model.history_frame().drop("position")
+    return hist.with_columns(timestamp=pl.Series(_stand_in_times(hist.height, before)))
 
 
 def _stand_in_times(n: int, before: float | None) -> np.ndarray:

@@ -172,11 +172,7 @@ class ServingState:
 
     def known_user(self, key: Any) -> bool:
         """Whether ``key`` names a user with a history (training or online)."""
-        vocab = self.model.user_vocab
-        assert vocab is not None
-        u = vocab.get(key)
-        offsets = self.model._hist_offsets
-        return u >= 0 and u + 1 < len(offsets) and offsets[u + 1] > offsets[u]
+        return self.model.has_history(key)
 
     # ------------------------------------------------------------------ vectors, index, bandits
     def _build_vectors(self) -> None:
@@ -214,7 +210,7 @@ class ServingState:
         m.gauge(
             "lmrec_users",
             "Users with a history (training or online).",
-            lambda: len(self.model._hist_offsets) - 1,
+            lambda: self.model.n_history_users,
         )
         m.gauge(
             "lmrec_events_replayed",
@@ -394,7 +390,7 @@ class ServingState:
         return HealthResponse(
             status="ok",
             model=self.model.name,
-            n_users=len(self.model._hist_offsets) - 1,
+            n_users=self.model.n_history_users,
             n_items=self.model.n_items,
             events_logged=self.store.last_event_id(),
             events_replayed=self.events_replayed,
