@@ -1,0 +1,286 @@
+"""No model is best everywhere: the tuned hybrid against every tuned single model (issue #10).
+
+Protocol (the refit protocol, lmrec's headline):
+
+1. ``leave_last_out`` per user by time: the last interaction is test, the one before validation.
+   Reviews and tags written in validation or test interactions are dropped from the item profiles
+   (:func:`lmrec.text.profiles.drop_heldout_text`), so no text leaks a target.
+2. Every model is tuned by ``lmrec.tuning.tune`` with the **same budget** (``--trials`` and
+   ``--timeout`` per model): fit on train, score NDCG@10 on the validation phase only. Neural models
+   early-stop on validation and the best epoch count is kept.
+3. The chosen configuration is refitted on train + valid (neural models train exactly the chosen
+   number of epochs) and tested once, with train + valid as the query history, full ranking, seen
+   items excluded (:func:`lmrec.tuning.evaluate_refit`).
+4. The hybrid uses the tuned configurations of its generators (EASE, ItemKNN, SASRec, two-tower,
+   content by default) and its ranker defaults (chosen on ml-100k validation by
+   ``benchmarks/hybrid_defaults.py``). ``hybrid.fit(train + valid)`` holds out each user's latest
+   interactions internally for the ranker's targets; the test item is never seen.
+
+No number read off the test phase feeds any choice. Per-user bootstrap 95% CIs and a paired test
+(Wilcoxon and t) against the strongest single model are printed for NDCG@10 and Recall@10.
+
+Run::
+
+    python benchmarks/hybrid.py                                    # every dataset, default budget
+    python benchmarks/hybrid.py --datasets amazon-2014-office --trials 12 --timeout 120 --out runs/hybrid
+
+Prints one JSON line per model as it finishes, then the full JSON and a Markdown table; with
+``--out`` also writes ``hybrid.json``, ``hybrid.md`` and ``hybrid.png`` (NDCG@10 with CIs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+from lmrec.data.loaders import load_dataset
+from lmrec.data.split import Split, leave_last_out
+from lmrec.evaluation import compare_results
+from lmrec.evaluation.evaluate import EvalResult
+from lmrec.models.registry import create_model, registered_models
+from lmrec.text.profiles import drop_heldout_text
+from lmrec.tuning import evaluate_refit, refit_params, tune
+
+DATASETS = ("ml-100k", "ml-latest-small", "amazon-2014-musical-instruments", "amazon-2014-office")
+BASELINES = ("popularity", "ease", "item_knn", "als", "content", "two_tower", "sasrec", "unisrec")
+GENERATORS = ("ease", "item_knn", "sasrec", "two_tower", "content")
+KS = (10,)
+
+
+def _common_params(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Fixed (not searched) settings: the text cache and quiet, seeded training."""
+    from lmrec.models.registry import get_model_class
+
+    fields = get_model_class(name).Config.model_fields
+    out: dict[str, Any] = {}
+    if "cache_dir" in fields and args.cache_dir:
+        out["cache_dir"] = args.cache_dir
+    if "train" in fields:
+        out["train"] = {"progress_bar": False, "seed": args.seed}
+    return out
+
+
+def _leak_free(split: Split) -> Split:
+    return replace(split, train=drop_heldout_text(split.train, [split.valid, split.test]))
+
+
+def _row(res: EvalResult, **extra: Any) -> dict[str, Any]:
+    out = {k: round(float(res.metrics[k]), 4) for k in ("ndcg@10", "recall@10") if k in res.metrics}
+    out.update(extra)
+    return out
+
+
+def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    data = load_dataset(name, data_dir=args.data_dir) if args.data_dir else load_dataset(name)
+    split = _leak_free(leave_last_out(data))
+    load_s = time.perf_counter() - t0
+    models = [m for m in args.models if m in registered_models()]
+    tuned: dict[str, Any] = {}
+    results: list[EvalResult] = []
+    rows: dict[str, dict[str, Any]] = {}
+    for m in models:
+        t = time.perf_counter()
+        tr = tune(
+            m,
+            split,
+            n_trials=args.trials,
+            timeout=args.timeout,
+            seed=args.seed,
+            fixed_params=_common_params(m, args),
+        )
+        tune_s = time.perf_counter() - t
+        t = time.perf_counter()
+        model = create_model(m, **refit_params(m, tr.params, tr.best_epoch))
+        model.fit(split.full)
+        fit_s = time.perf_counter() - t
+        t = time.perf_counter()
+        res = evaluate_refit(model, split, ks=KS, beyond_accuracy=False, auc=False)
+        eval_s = time.perf_counter() - t
+        res.model = m
+        results.append(res)
+        tuned[m] = tr
+        rows[m] = _row(
+            res,
+            valid_ndcg=round(tr.best_value, 4),
+            trials=tr.n_trials,
+            best_epoch=tr.best_epoch,
+            tune_s=round(tune_s, 1),
+            refit_s=round(fit_s, 1),
+            eval_s=round(eval_s, 1),
+            params=tr.params,
+        )
+        print(json.dumps({"dataset": name, "model": m, **rows[m]}, default=str), flush=True)
+
+    if not args.no_hybrid:
+        gens = [g for g in args.generators if g in tuned]
+        specs = [
+            {
+                "name": g,
+                "params": refit_params(g, tuned[g].params, tuned[g].best_epoch),
+                "n_candidates": args.candidates,
+            }
+            for g in gens
+        ]
+        hparams: dict[str, Any] = {"generators": specs, "seed": args.seed}
+        if args.cache_dir:
+            hparams["text_cache_dir"] = args.cache_dir
+        t = time.perf_counter()
+        hybrid = create_model("hybrid", **hparams)
+        hybrid.fit(split.full)
+        fit_s = time.perf_counter() - t
+        t = time.perf_counter()
+        res = evaluate_refit(hybrid, split, ks=KS, beyond_accuracy=False, auc=False)
+        eval_s = time.perf_counter() - t
+        res.model = "hybrid"
+        results.append(res)
+        gen_tune_s = sum(rows[g]["tune_s"] for g in gens)
+        report = getattr(hybrid, "fit_report_", {}) or {}
+        rows["hybrid"] = _row(
+            res,
+            generators=gens,
+            tune_s=round(gen_tune_s, 1),
+            refit_s=round(fit_s, 1),
+            eval_s=round(eval_s, 1),
+            total_s=round(gen_tune_s + fit_s + eval_s, 1),
+            stages={k: v for k, v in report.items() if k.endswith("_s") or k.endswith("seconds")},
+            top_features=sorted(report.get("feature_gain", {}).items(), key=lambda kv: -kv[1])[:10],
+        )
+        print(json.dumps({"dataset": name, "model": "hybrid", **rows["hybrid"]}, default=str), flush=True)
+
+    singles = [r for r in results if r.model != "hybrid"]
+    best_single = max(singles, key=lambda r: r.metrics["ndcg@10"]).model if singles else None
+    sig = compare_results(results, ["ndcg@10", "recall@10"], baseline=best_single, seed=args.seed)
+    out: dict[str, Any] = {
+        "dataset": name,
+        "n_users": data.n_users,
+        "n_items": data.n_items,
+        "n_interactions": data.n_interactions,
+        "load_s": round(load_s, 1),
+        "models": rows,
+        "best_single": best_single,
+        "significance": sig,
+    }
+    if "hybrid" in rows and best_single is not None:
+        h = rows["hybrid"]["ndcg@10"]
+        ease = rows.get("ease", {}).get("ndcg@10")
+        best = rows[best_single]["ndcg@10"]
+        out["targets"] = {
+            "hybrid_vs_ease": None if not ease else round(h / ease, 3),
+            "hybrid_vs_ease_goal": 1.15,
+            "hybrid_vs_best_single": round(h / best, 3) if best else None,
+            "hybrid_vs_best_single_goal": 1.05,
+        }
+    return out
+
+
+def markdown(all_results: list[dict[str, Any]]) -> str:
+    lines = [
+        "| dataset | model | NDCG@10 [95% CI] | Recall@10 [95% CI] | vs | Δ NDCG@10 | p (Wilcoxon) "
+        "| valid NDCG@10 | tune s | refit s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for ds in all_results:
+        sig = {(r["model"], r["metric"]): r for r in ds["significance"]}
+        for m, row in ds["models"].items():
+            n = sig.get((m, "ndcg@10"), {})
+            r = sig.get((m, "recall@10"), {})
+
+            def ci(s: dict[str, Any]) -> str:
+                if not s or s.get("ci_lo") is None:
+                    return "–"
+                return f"{s['mean']:.4f} [{s['ci_lo']:.4f}, {s['ci_hi']:.4f}]"
+
+            diff = "–" if n.get("diff") is None else f"{n['diff']:+.4f}"
+            p = "–" if n.get("p_wilcoxon") is None else f"{n['p_wilcoxon']:.3g}"
+            lines.append(
+                f"| {ds['dataset']} | {m} | {ci(n)} | {ci(r)} | {n.get('vs', '–')} | {diff} | {p} "
+                f"| {row.get('valid_ndcg', '–')} | {row.get('tune_s', '–')} | {row.get('refit_s', '–')} |"
+            )
+    return "\n".join(lines)
+
+
+def plot(all_results: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(all_results), figsize=(4.2 * len(all_results), 3.8), squeeze=False)
+    for ax, ds in zip(axes[0], all_results, strict=True):
+        rows = [r for r in ds["significance"] if r["metric"] == "ndcg@10"]
+        names = [r["model"] for r in rows]
+        means = [r["mean"] for r in rows]
+        lo = [r["mean"] - (r["ci_lo"] if r.get("ci_lo") is not None else r["mean"]) for r in rows]
+        hi = [(r["ci_hi"] if r.get("ci_hi") is not None else r["mean"]) - r["mean"] for r in rows]
+        colors = ["tab:red" if n == "hybrid" else "tab:blue" for n in names]
+        ax.barh(names, means, xerr=[lo, hi], color=colors, capsize=3)
+        ax.invert_yaxis()
+        ax.set_title(ds["dataset"], fontsize=10)
+        ax.set_xlabel("test NDCG@10 (95% CI), refit protocol")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--datasets", nargs="+", default=list(DATASETS))
+    p.add_argument("--models", nargs="+", default=list(BASELINES), help="single models to tune and test")
+    p.add_argument("--generators", nargs="+", default=list(GENERATORS))
+    p.add_argument("--trials", type=int, default=12, help="tuning budget per model: trials")
+    p.add_argument("--timeout", type=float, default=120.0, help="tuning budget per model: seconds")
+    p.add_argument("--candidates", type=int, default=50, help="candidates per generator")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2, help="torch threads")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--cache-dir", default=os.environ.get("LMREC_CACHE_DIR", "runs/cache/embeddings"))
+    p.add_argument("--no-hybrid", action="store_true")
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    all_results = []
+    for ds in args.datasets:
+        all_results.append(run_dataset(ds, args))
+        if args.out:  # partial results survive a later dataset's failure
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / "hybrid.json").write_text(json.dumps(all_results, indent=2, default=str))
+    summary = {
+        "protocol": "refit: tune on valid (same budget per model), refit on train+valid, test once; "
+        "leave-last-out, full ranking, seen items excluded",
+        "budget": {"trials": args.trials, "timeout_s": args.timeout},
+        "seed": args.seed,
+        "machine": {
+            "python": platform.python_version(),
+            "cpu_count": os.cpu_count(),
+            "torch_threads": args.threads,
+            "load_avg_at_end": os.getloadavg()[0],
+        },
+        "wall_s": round(time.perf_counter() - started, 1),
+        "datasets": all_results,
+    }
+    print(json.dumps(summary, indent=2, default=str))
+    table = markdown(all_results)
+    print(table)
+    if args.out:
+        (args.out / "hybrid.json").write_text(json.dumps(summary, indent=2, default=str))
+        (args.out / "hybrid.md").write_text(table + "\n")
+        plot(all_results, args.out / "hybrid.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
