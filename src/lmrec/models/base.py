@@ -203,13 +203,17 @@ class Recommender(ABC):
         the score ``-inf``. Ties go to the lower item index (:func:`lmrec.ranking.topk`).
         """
         _check_k(k)
-        return rank_scores(
-            self.score_batch(batch),
-            int(k),
-            seen=batch.history if exclude_seen else None,
-            exclude=exclude,
-            allowed=allowed,
-        )
+        seen = batch.history if exclude_seen else None
+        by_vectors = self._vector_ranking(batch)
+        if by_vectors is None:
+            return rank_scores(self.score_batch(batch), int(k), seen=seen, exclude=exclude, allowed=allowed)
+        ranker, queries, items = by_vectors
+        return ranker.rank(queries, items, int(k), seen=seen, exclude=exclude, allowed=allowed)
+
+    def _vector_ranking(self, batch: QueryBatch) -> tuple[Ranker, np.ndarray, np.ndarray] | None:
+        """``(ranker, query vectors, item vectors)`` when :meth:`rank` goes through a
+        :class:`~lmrec.ranking.Ranker` rather than the exact scores; None here (always exact)."""
+        return None
 
     # ------------------------------------------------------------------ query encoding
     def encode_queries(self, queries: Sequence[Query], *, on_unknown_items: str = "raise") -> QueryBatch:
@@ -456,26 +460,14 @@ class EmbeddingRecommender(Recommender):
         self.ranker = None if isinstance(ranker, ExactRanker) else ranker
         return self
 
-    def rank(
-        self,
-        batch: QueryBatch,
-        k: int,
-        *,
-        exclude_seen: bool = True,
-        exclude: np.ndarray | None = None,
-        allowed: np.ndarray | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def _vector_ranking(self, batch: QueryBatch) -> tuple[Ranker, np.ndarray, np.ndarray] | None:
         if self.ranker is None:
-            return super().rank(batch, k, exclude_seen=exclude_seen, exclude=exclude, allowed=allowed)
-        _check_k(k)
+            return None
         self._check_fitted()
-        return self.ranker.rank(
+        return (
+            self.ranker,
             np.asarray(self.query_vectors(batch), dtype=np.float32),
             np.asarray(self.item_vectors(), dtype=np.float32),
-            int(k),
-            seen=batch.history if exclude_seen else None,
-            exclude=exclude,
-            allowed=allowed,
         )
 
     @abstractmethod

@@ -196,15 +196,12 @@ class SequenceNet(RecLightningModule):
     ) -> None:
         super().__init__(cfg.train)
         self.cfg = cfg
-        self.items = ItemRepresentation(
+        self.items = ItemRepresentation.from_config(
+            cfg,
             n_items,
-            cfg.dim,
             text,
-            fusion=cfg.fusion,
-            id_dropout=cfg.id_dropout,
             padding_idx=0,
             n_extra_tokens=1,  # the mask token (BERT4Rec's [MASK], CL4SRec's item mask)
-            text_hidden=cfg.text_hidden,
             known_items=known,
         )
         self.encoder = SequenceEncoder(

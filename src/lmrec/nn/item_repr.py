@@ -40,13 +40,26 @@ the job of the model that owns the encoder (see ``lmrec.models.two_tower``).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal, Protocol
 
 import torch
 from torch import Tensor, nn
 
 Fusion = Literal["sum", "gate", "text_only", "id_only"]
 FUSIONS: tuple[str, ...] = ("sum", "gate", "text_only", "id_only")
+
+
+class ItemReprSettings(Protocol):
+    """The config fields :meth:`ItemRepresentation.from_config` reads (a model config has them)."""
+
+    @property
+    def dim(self) -> int: ...
+    @property
+    def fusion(self) -> Fusion: ...
+    @property
+    def id_dropout(self) -> float: ...
+    @property
+    def text_hidden(self) -> int | None: ...
 
 
 class ItemRepresentation(nn.Module):
@@ -134,6 +147,22 @@ class ItemRepresentation(nn.Module):
         self.register_buffer("id_known", token_known, persistent=True)
         if known_items is not None:
             self.set_known_items(known_items)
+
+    @classmethod
+    def from_config(
+        cls, cfg: ItemReprSettings, n_items: int, text_embeddings: Tensor | None, **options: Any
+    ) -> ItemRepresentation:
+        """Built from a model config's ``dim``, ``fusion``, ``id_dropout`` and ``text_hidden``;
+        ``options`` are the other keyword arguments (``padding_idx``, ``n_extra_tokens``, …)."""
+        return cls(
+            n_items,
+            cfg.dim,
+            text_embeddings,
+            fusion=cfg.fusion,
+            id_dropout=cfg.id_dropout,
+            text_hidden=cfg.text_hidden,
+            **options,
+        )
 
     # ------------------------------------------------------------------ token helpers
     @property

@@ -56,15 +56,7 @@ class TwoTowerNet(RecLightningModule):
         super().__init__(cfg.train)
         self.cfg = cfg
         self.n_items = n_items
-        self.items = ItemRepresentation(
-            n_items,
-            cfg.dim,
-            text,
-            fusion=cfg.fusion,
-            id_dropout=cfg.id_dropout,
-            padding_idx=0,
-            text_hidden=cfg.text_hidden,
-        )
+        self.items = ItemRepresentation.from_config(cfg, n_items, text, padding_idx=0)
         self.encoder = HistoryEncoder(
             cfg.dim,
             cfg.max_len,

@@ -15,7 +15,7 @@ given an :class:`IndexRanker` (``model.set_ranker(IndexRanker())``).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 import numpy as np
 import scipy.sparse as sp
@@ -56,6 +56,17 @@ def _pad(idx: np.ndarray, val: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarr
     return out_i, out_v
 
 
+class RankMasks(TypedDict, total=False):
+    """What :meth:`Ranker.rank` leaves out, as keywords (each optional, None: nothing)."""
+
+    #: (n_queries, n_items) CSR: each query's own items
+    seen: sp.csr_matrix | None
+    #: item indices excluded for every query
+    exclude: np.ndarray | None
+    #: boolean mask over items: only these may be returned
+    allowed: np.ndarray | None
+
+
 class Ranker(ABC):
     """Top-k of ``query · item`` inner products with exclusions (see the module docstring)."""
 
@@ -63,19 +74,12 @@ class Ranker(ABC):
 
     @abstractmethod
     def rank(
-        self,
-        queries: np.ndarray,
-        items: np.ndarray,
-        k: int,
-        *,
-        seen: sp.csr_matrix | None = None,
-        exclude: np.ndarray | None = None,
-        allowed: np.ndarray | None = None,
+        self, queries: np.ndarray, items: np.ndarray, k: int, **masks: Unpack[RankMasks]
     ) -> tuple[np.ndarray, np.ndarray]:
         """(n_queries, k) item indices and scores for query vectors ``queries`` over ``items``.
 
-        ``seen`` (n_queries, n_items) CSR removes each query's own items, ``exclude`` (indices)
-        and ``allowed`` (a boolean mask) apply to every query.
+        ``masks`` (:class:`RankMasks`): ``seen`` (n_queries, n_items) CSR removes each query's own
+        items, ``exclude`` (indices) and ``allowed`` (a boolean mask) apply to every query.
         """
 
     def __repr__(self) -> str:
@@ -88,17 +92,10 @@ class ExactRanker(Ranker):
     name = "exact"
 
     def rank(
-        self,
-        queries: np.ndarray,
-        items: np.ndarray,
-        k: int,
-        *,
-        seen: sp.csr_matrix | None = None,
-        exclude: np.ndarray | None = None,
-        allowed: np.ndarray | None = None,
+        self, queries: np.ndarray, items: np.ndarray, k: int, **masks: Unpack[RankMasks]
     ) -> tuple[np.ndarray, np.ndarray]:
         scores = np.asarray(queries @ items.T, dtype=np.float32)
-        return rank_scores(scores, k, seen=seen, exclude=exclude, allowed=allowed)
+        return rank_scores(scores, k, **masks)
 
 
 class IndexRanker(Ranker):
@@ -140,17 +137,14 @@ class IndexRanker(Ranker):
         return self.index
 
     def rank(
-        self,
-        queries: np.ndarray,
-        items: np.ndarray,
-        k: int,
-        *,
-        seen: sp.csr_matrix | None = None,
-        exclude: np.ndarray | None = None,
-        allowed: np.ndarray | None = None,
+        self, queries: np.ndarray, items: np.ndarray, k: int, **masks: Unpack[RankMasks]
     ) -> tuple[np.ndarray, np.ndarray]:
+        unknown = set(masks) - set(RankMasks.__annotations__)
+        if unknown:  # a TypedDict does not reject a misspelled keyword at run time
+            raise TypeError(f"IndexRanker.rank() got unexpected keyword(s) {sorted(unknown)}")
         index = self._index_for(items)
         q = np.asarray(queries, dtype=np.float32)
+        seen, exclude, allowed = masks.get("seen"), masks.get("exclude"), masks.get("allowed")
         if seen is None or not seen.nnz:
             ids, val = index.search(q, k, exclude=exclude, allowed=allowed)
             return _pad(ids, val, k)
@@ -165,4 +159,4 @@ class IndexRanker(Ranker):
         return out_i, out_v
 
 
-__all__ = ["ExactRanker", "IndexRanker", "Ranker", "rank_scores"]
+__all__ = ["ExactRanker", "IndexRanker", "RankMasks", "Ranker", "rank_scores"]

@@ -34,7 +34,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 import numpy as np
 
@@ -116,6 +116,23 @@ class Ranked:
         if not len(self.pool):
             return self.pool[:0], np.zeros(0)
         return self.pool[: self.n_logged], scale_scores(self.scores)[: self.n_logged]
+
+
+class RecommendOptions(TypedDict, total=False):
+    """The keywords of a recommend request other than ``with_explanations``
+    (:meth:`RecommendPipeline.recommend`, :meth:`~lmrec.serving.state.ServingState.recommend`);
+    each is optional: :func:`build_context` gives the defaults and checks the values."""
+
+    user_id: Any
+    history: list[Any] | None
+    text: str | None
+    k: int
+    exclude: list[Any] | None
+    exclude_seen: bool
+    filters: dict[str, Any] | None
+    explore: bool | None
+    policy: str | None
+    diversity: float | None
 
 
 def _top(pool: np.ndarray, scores: np.ndarray, k: int, policy: str) -> Ranked:
@@ -361,39 +378,19 @@ class RecommendPipeline:
         self.state = state
 
     def recommend(
-        self,
-        *,
-        user_id: Any = None,
-        history: list[Any] | None = None,
-        text: str | None = None,
-        k: int = 10,
-        exclude: list[Any] | None = None,
-        exclude_seen: bool = True,
-        filters: dict[str, Any] | None = None,
-        explore: bool | None = None,
-        policy: str | None = None,
-        diversity: float | None = None,
-        with_explanations: bool = True,
+        self, *, with_explanations: bool = True, **request: Unpack[RecommendOptions]
     ) -> RecommendResponse:
+        """One request through the stages; ``request`` as :func:`build_context` takes it."""
         st = self.state
         # the model's history arrays change under feedback: resolve and rank under the lock
         with st.lock:
             ctx = build_context(
                 st.model,
                 st.config,
-                user_id=user_id,
                 user_key=st.user_key,
                 known_user=st.known_user,
-                history=history,
-                text=text,
-                k=k,
-                exclude=exclude,
-                exclude_seen=exclude_seen,
-                filters=filters,
-                explore=explore,
-                policy=policy,
-                diversity=diversity,
                 explain=with_explanations,
+                **request,
             )
             ex = apply_filters(st.model, st.catalogue, ctx, st.blocked.get(ctx.key))
             ranked = model_ranking(st.model, ctx, ex)
@@ -447,6 +444,7 @@ __all__ = [
     "Exclusions",
     "MMRReranker",
     "Ranked",
+    "RecommendOptions",
     "RecommendPipeline",
     "RequestContext",
     "apply_filters",

@@ -34,14 +34,13 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Unpack
 
 import numpy as np
 import polars as pl
 
 from lmrec.bandits import LinearBandit, create_policy
 from lmrec.errors import LmrecError
-from lmrec.events import Event
 from lmrec.models.base import EmbeddingRecommender, Query, Recommender
 from lmrec.models.protocols import SupportsAddItems, SupportsItemVectors
 from lmrec.ranking import topk
@@ -58,7 +57,7 @@ from lmrec.serving.errors import Conflict, NotFound, ServingError
 from lmrec.serving.features import build_index, normalise, svd_item_features
 from lmrec.serving.feedback import RecentLists, record_feedback, replay_events
 from lmrec.serving.metrics import ServerMetrics
-from lmrec.serving.pipeline import RecommendPipeline
+from lmrec.serving.pipeline import RecommendOptions, RecommendPipeline
 from lmrec.serving.schemas import HealthResponse, IndexInfo, RecommendResponse, SimilarItem, SimilarResponse
 from lmrec.serving.store import EventStore, LoggedItem, open_store
 
@@ -236,34 +235,10 @@ class ServingState:
 
     # ------------------------------------------------------------------ recommend, similar
     def recommend(
-        self,
-        *,
-        user_id: Any = None,
-        history: list[Any] | None = None,
-        text: str | None = None,
-        k: int = 10,
-        exclude: list[Any] | None = None,
-        exclude_seen: bool = True,
-        filters: dict[str, Any] | None = None,
-        explore: bool | None = None,
-        policy: str | None = None,
-        diversity: float | None = None,
-        with_explanations: bool = True,
+        self, *, with_explanations: bool = True, **request: Unpack[RecommendOptions]
     ) -> RecommendResponse:
         """A list for a user id, a history, free text or a mix (:mod:`lmrec.serving.pipeline`)."""
-        return self.pipeline.recommend(
-            user_id=user_id,
-            history=history,
-            text=text,
-            k=k,
-            exclude=exclude,
-            exclude_seen=exclude_seen,
-            filters=filters,
-            explore=explore,
-            policy=policy,
-            diversity=diversity,
-            with_explanations=with_explanations,
-        )
+        return self.pipeline.recommend(with_explanations=with_explanations, **request)
 
     def similar(self, item_id: Any, k: int = 10) -> SimilarResponse:
         """Items like ``item_id``: item-vector cosine for embedding models, else the model's list
@@ -290,27 +265,9 @@ class ServingState:
         return SimilarResponse(item_id=self.item_id(i), method=method, items=items)
 
     # ------------------------------------------------------------------ feedback
-    def feedback(
-        self,
-        *,
-        user_id: Any,
-        item_id: Any,
-        event: str = "click",
-        weight: float = 1.0,
-        timestamp: float | None = None,
-        request_id: str | None = None,
-    ) -> tuple[Event, bool]:
-        """Log one event durably, then apply it (:func:`lmrec.serving.feedback.record_feedback`);
-        returns the logged event and whether a bandit learned from it."""
-        return record_feedback(
-            self,
-            user_id=user_id,
-            item_id=item_id,
-            event=event,
-            weight=weight,
-            timestamp=timestamp,
-            request_id=request_id,
-        )
+    #: log one event durably, then apply it; returns the logged event and whether a bandit learned
+    #: from it (:func:`lmrec.serving.feedback.record_feedback`, with this state as ``state``)
+    feedback = record_feedback
 
     # ------------------------------------------------------------------ items
     def _replay_items(self) -> None:

@@ -40,13 +40,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from lmrec import events as _events
 from lmrec.errors import LmrecError
-from lmrec.events import (  # re-exported: the log's record types live below serving
+from lmrec.events import (  # noqa: F401 (all of lmrec.events is re-exported, in __all__ below)
     EVENT_TYPES,
     NEGATIVE_EVENTS,
     POSITIVE_EVENTS,
     RATING_REWARD_THRESHOLD,
     Event,
+    EventLog,
     Impression,
     event_reward,
 )
@@ -455,16 +457,4 @@ def open_store(url: str | os.PathLike[str], **options: Any) -> EventStore:
     return SQLiteEventStore(text, **options)
 
 
-__all__ = [
-    "EVENT_TYPES",
-    "NEGATIVE_EVENTS",
-    "POSITIVE_EVENTS",
-    "RATING_REWARD_THRESHOLD",
-    "Event",
-    "EventStore",
-    "Impression",
-    "LoggedItem",
-    "SQLiteEventStore",
-    "event_reward",
-    "open_store",
-]
+__all__ = [*_events.__all__, "EventStore", "LoggedItem", "SQLiteEventStore", "open_store"]
