@@ -47,24 +47,15 @@ from lmrec.data.dataset import Dataset
 from lmrec.errors import LmrecError
 from lmrec.models.base import ModelConfig, QueryBatch, QueryLike, as_queries
 from lmrec.models.neural import NeuralRecommender, ScoreFn
-from lmrec.nn.click import ClickHead
-from lmrec.nn.item_repr import ItemRepresentation
-from lmrec.nn.losses import bce_with_negatives, full_softmax_ce, sampled_softmax
 from lmrec.nn.sequence import (
-    PAD,
     AugmentationConfig,
     BucketBatchSampler,
     SequenceCollator,
     SequenceDataset,
-    SequenceEncoder,
-    contrastive_loss,
-    item_tokens,
-    last_state,
-    pad_left,
-    trim_padding,
     windows,
 )
-from lmrec.nn.training import NeuralTrainConfig, RecLightningModule, seed_all
+from lmrec.nn.sequence_net import SequenceNet
+from lmrec.nn.training import NeuralTrainConfig, seed_all
 from lmrec.text.profiles import ProfileConfig
 
 __all__ = ["SASRec", "SASRecConfig", "SequenceNet", "SequentialConfig", "SequentialRecommender"]
@@ -171,147 +162,6 @@ class SASRecConfig(SequentialConfig):
 
     dim: int = Field(default=64, ge=4)
     dropout: float = Field(default=0.3, ge=0.0, lt=1.0)
-
-
-# ---------------------------------------------------------------------------------------- network
-class SequenceNet(RecLightningModule):
-    """Item representation + transformer encoder (+ click head) with the training objectives.
-
-    Batches come from :class:`~lmrec.nn.sequence.SequenceCollator`: ``inputs``/``targets`` hold item
-    indices with :data:`~lmrec.nn.sequence.PAD` (and :data:`~lmrec.nn.sequence.MASK`); positions
-    whose target is not ``PAD`` are predicted. ``view1``/``view2`` (CL4SRec) are optional.
-    """
-
-    known_idx: Tensor
-    known_mask: Tensor
-
-    def __init__(
-        self,
-        cfg: SequentialConfig,
-        n_items: int,
-        text: Tensor | None,
-        known: Tensor,
-        *,
-        causal: bool,
-    ) -> None:
-        super().__init__(cfg.train)
-        self.cfg = cfg
-        self.items = ItemRepresentation.from_config(
-            cfg,
-            n_items,
-            text,
-            padding_idx=0,
-            n_extra_tokens=1,  # the mask token (BERT4Rec's [MASK], CL4SRec's item mask)
-            known_items=known,
-        )
-        self.encoder = SequenceEncoder(
-            cfg.dim,
-            max_len=cfg.max_len,
-            n_blocks=cfg.n_blocks,
-            n_heads=cfg.n_heads,
-            dropout=cfg.dropout,
-            ffn_mult=cfg.ffn_mult,
-            causal=causal,
-            attn_dropout=cfg.attn_dropout,
-        )
-        self.click = (
-            ClickHead(cfg.dim, cfg.click_hidden, cfg.dropout, detach=cfg.click_detach)
-            if cfg.click_head
-            else None
-        )
-        known = known.to(torch.bool)
-        # items absent from training leave the softmax: as never-positive classes their vectors
-        # (text vectors, for cold items) would only ever be pushed down
-        self.register_buffer("known_mask", known.clone(), persistent=False)
-        self.register_buffer("known_idx", torch.nonzero(known).flatten(), persistent=False)
-
-    # ------------------------------------------------------------------ encoding
-    def embed(self, idx: Tensor) -> Tensor:
-        return self.items(
-            item_tokens(idx, item_offset=self.items.item_offset, mask_token=self.items.mask_token)
-        )
-
-    def states(self, idx: Tensor) -> Tensor:
-        """(B, L) item indices (left padded) -> (B, L, dim) contextual states."""
-        return self.encoder(self.embed(idx), idx != PAD)
-
-    def item_table(self) -> Tensor:
-        return self.items.all_items()
-
-    def init_ids_from_text(self, text: np.ndarray) -> None:
-        """Set the item ID embeddings to the top principal components of ``text`` (n_items, text_dim).
-
-        Scaled to the ID table's initial standard deviation, so only the geometry changes: items
-        whose profiles are alike start as neighbours, and training moves them from there.
-        """
-        emb = self.items.id_embedding
-        if emb is None:
-            raise ValueError("this item representation has no ID table (fusion='text_only')")
-        x = np.asarray(text, dtype=np.float64)
-        x = x - x.mean(axis=0)
-        _, _, vt = np.linalg.svd(x, full_matrices=False)
-        k = min(self.cfg.dim, vt.shape[0])
-        z = np.zeros((x.shape[0], self.cfg.dim))
-        z[:, :k] = x @ vt[:k].T
-        z *= float(emb.weight.detach().std()) / max(float(z.std()), 1e-12)
-        off = self.items.item_offset
-        with torch.no_grad():
-            emb.weight[off : off + x.shape[0]] = torch.from_numpy(z).to(emb.weight.dtype)
-
-    def _sample(self, shape: tuple[int, ...]) -> Tensor:
-        """Uniform random training items (never cold ones) of the given shape."""
-        pick = torch.randint(0, len(self.known_idx), shape, device=self.known_idx.device)
-        return self.known_idx[pick]
-
-    # ------------------------------------------------------------------ training
-    def compute_loss(self, batch: dict[str, Tensor]) -> Tensor:
-        inputs, targets = batch["inputs"], batch["targets"]
-        h = self.states(inputs)
-        sel = targets != PAD
-        q, t = h[sel], targets[sel]
-        loss = self.ranking_loss(q, t)
-        if self.click is not None and self.cfg.click_weight > 0:
-            neg = self._sample((len(t), self.cfg.click_negatives))
-            loss = loss + self.cfg.click_weight * self.click.loss(q, self.embed(t), self.embed(neg))
-        if "view1" in batch and self.cfg.cl_weight > 0:
-            z1 = last_state(self.states(batch["view1"]))
-            z2 = last_state(self.states(batch["view2"]))
-            loss = loss + self.cfg.cl_weight * contrastive_loss(z1, z2, temperature=self.cfg.cl_temperature)
-        return loss
-
-    def ranking_loss(self, q: Tensor, t: Tensor) -> Tensor:
-        """Next/masked-item loss of states ``q (M, d)`` for target items ``t (M,)``."""
-        cfg = self.cfg
-        if cfg.loss == "full_ce":
-            return full_softmax_ce(
-                q, self.item_table(), t, item_mask=self.known_mask, label_smoothing=cfg.label_smoothing
-            )
-        pos = self.embed(t)
-        if cfg.loss == "sampled_softmax":
-            neg = self._sample((cfg.n_negatives,))
-            # uniform sampling: log Q is the same for every item, so no logQ correction is needed
-            return sampled_softmax(q, pos, self.embed(neg), pos_ids=t, negative_ids=neg)
-        neg = self._sample((len(t),))
-        return bce_with_negatives(q, pos, self.embed(neg))
-
-    # ------------------------------------------------------------------ inference
-    def device_(self) -> torch.device:
-        return next(self.parameters()).device
-
-    def encode_queries(self, seqs: Sequence[np.ndarray], batch_size: int = 256) -> Tensor:
-        """(n, dim) query states of already prepared sequences (see ``SequentialRecommender._prepare``).
-
-        Sequences are batched by length so that short histories are not padded to long ones.
-        """
-        device = self.device_()
-        out = torch.empty(len(seqs), self.cfg.dim, device=device)
-        order = np.argsort([len(s) for s in seqs], kind="stable")
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
-            idx = trim_padding(pad_left([seqs[r] for r in rows], self.cfg.max_len))
-            states = self.states(torch.from_numpy(idx).to(device))
-            out[torch.from_numpy(rows).to(device)] = last_state(states).float()
-        return out
 
 
 # ---------------------------------------------------------------------------------------- recommender

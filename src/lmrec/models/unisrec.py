@@ -4,7 +4,7 @@ An item is represented by the frozen language-model vector of its profile text (
 categories, description: :mod:`lmrec.text.profiles`, encoded once through the embedding cache)
 passed through a **mixture-of-experts whitening adaptor** (:class:`lmrec.nn.adaptor.MoEAdaptor`):
 ``k`` parametric whitening experts ``(x - b_j) W_j`` mixed by a softmax gate. The adapted vectors
-feed the SASRec transformer (:class:`lmrec.models.sasrec.SequenceNet`: causal self-attention,
+feed the SASRec transformer (:class:`lmrec.nn.sequence_net.SequenceNet`: causal self-attention,
 left-padded batches, the shared Lightning training path). Each expert starts as regularised PCA
 whitening of the catalogue's text vectors (``whitening_init``), so training begins from centred,
 decorrelated text geometry rather than a random projection.
@@ -54,10 +54,11 @@ from torch.utils.data import DataLoader, SequentialSampler
 
 from lmrec.data.dataset import Dataset
 from lmrec.errors import LmrecError
-from lmrec.models.sasrec import SequenceNet, SequentialConfig, SequentialRecommender
+from lmrec.models.sasrec import SequentialConfig, SequentialRecommender
 from lmrec.nn.adaptor import MoEAdaptor
 from lmrec.nn.losses import full_softmax_ce, info_nce
 from lmrec.nn.sequence import BucketBatchSampler, SequenceDataset
+from lmrec.nn.sequence_net import SequenceNet
 from lmrec.nn.training import NeuralTrainConfig, fit_module, seed_all
 
 __all__ = ["UniSRec", "UniSRecConfig", "UniSRecNet"]
