@@ -241,7 +241,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=120.0, help="tuning budget per model: seconds")
     p.add_argument("--candidates", type=int, default=50, help="candidates per generator")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2, help="torch threads")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (1: a second thread spin-waits on a shared 2-core box)",
+    )
     p.add_argument("--data-dir", default=None)
     p.add_argument("--cache-dir", default=os.environ.get("LMREC_CACHE_DIR", "runs/cache/embeddings"))
     p.add_argument("--no-hybrid", action="store_true")

@@ -25,8 +25,8 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
+import lmrec.evaluation.metrics as M
 from lmrec.data.split import Split
-from lmrec.evaluation import metrics as M
 from lmrec.models.base import Query, Recommender
 from lmrec.ranking import mask_scores
 
