@@ -233,8 +233,13 @@ class SequentialRecommender(NeuralRecommender):
         if cfg.init_from_text:
             assert text is not None
             net.init_ids_from_text(text)
+        return net, self._loader(wins)
+
+    def _loader(self, wins: list[np.ndarray]) -> DataLoader[Any]:
+        """Length-bucketed batches of training windows, collated by :meth:`_collator`."""
+        cfg = self.config
         dataset = SequenceDataset(wins)
-        loader = DataLoader(
+        return DataLoader(
             dataset,
             # under DDP Lightning re-creates this sampler around a DistributedSampler of the dataset
             batch_sampler=BucketBatchSampler(
@@ -244,7 +249,6 @@ class SequentialRecommender(NeuralRecommender):
             num_workers=cfg.train.num_workers,
             persistent_workers=cfg.train.num_workers > 0,
         )
-        return net, loader
 
     def _validation_scorer(self, train: Dataset) -> Callable[[SequenceNet], ScoreFn]:
         prepared = [self._prepare(s) for s in train.sequences()]

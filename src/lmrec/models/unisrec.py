@@ -50,14 +50,12 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import Tensor
-from torch.utils.data import DataLoader, SequentialSampler
 
 from lmrec.data.dataset import Dataset
 from lmrec.errors import LmrecError
 from lmrec.models.sasrec import SequentialConfig, SequentialRecommender
 from lmrec.nn.adaptor import MoEAdaptor
 from lmrec.nn.losses import full_softmax_ce, info_nce
-from lmrec.nn.sequence import BucketBatchSampler, SequenceDataset
 from lmrec.nn.sequence_net import SequenceNet
 from lmrec.nn.training import NeuralTrainConfig, fit_module, seed_all
 
@@ -275,19 +273,6 @@ class UniSRec(SequentialRecommender):
         self.pretrain([load_dataset(n) for n in self.config.pretrain_on])
 
     # ------------------------------------------------------------------ fit
-    def _loader(self, wins: list[np.ndarray]) -> DataLoader[Any]:
-        cfg = self.config
-        dataset = SequenceDataset(wins)
-        return DataLoader(
-            dataset,
-            batch_sampler=BucketBatchSampler(
-                SequentialSampler(dataset), cfg.train.batch_size, lengths=[len(w) for w in wins]
-            ),
-            collate_fn=self._collator(),
-            num_workers=cfg.train.num_workers,
-            persistent_workers=cfg.train.num_workers > 0,
-        )
-
     def _make_net(self, n_items: int, text: np.ndarray | None, known: np.ndarray) -> UniSRecNet:
         if text is None:
             raise LmrecError("UniSRec needs item text vectors")
