@@ -29,8 +29,18 @@ def test_train_then_recommend_known_user_history_and_bad_input(tmp_path, data_ho
     res = runner.invoke(app, ["recommend", str(out), "--user", "999999"])
     assert res.exit_code != 0 and "999999" in str(res.exception)
 
-    res = runner.invoke(app, ["recommend", str(out), "--user", "1", "-k", "0"])
-    assert res.exit_code != 0
+    for k in ("0", "-1"):  # a usage error naming -k, not a ValueError traceback
+        res = runner.invoke(app, ["recommend", str(out), "--user", "1", "-k", k])
+        assert res.exit_code == 2 and not isinstance(res.exception, ValueError), res.output
+
+    for args, needle in (
+        (["--text", ""], "--text is blank"),
+        (["--text", "   "], "--text is blank"),
+        (["--history", ""], "--history is empty"),
+        (["--history", " , "], "--history is empty"),
+    ):
+        res = runner.invoke(app, ["recommend", str(out), *args])
+        assert res.exit_code != 0 and needle in str(res.exception), (args, res.output)
 
 
 def test_evaluate_with_config_and_overrides(tmp_path, data_home):

@@ -159,7 +159,7 @@ def recommend_cmd(
         str | None, typer.Option("--history", help="comma-separated item ids, oldest first")
     ] = None,
     text: Annotated[str | None, typer.Option("--text", "-t", help="free-text query")] = None,
-    k: Annotated[int, typer.Option("-k", help="how many items")] = 10,
+    k: Annotated[int, typer.Option("-k", min=1, help="how many items")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON lines")] = False,
 ) -> None:
     """Recommend for a known user, an unseen user's history, free text, or a mix."""
@@ -168,8 +168,12 @@ def recommend_cmd(
 
     if user is None and history is None and text is None:
         raise LmrecError("give --user, --history and/or --text")
-    model = Recommender.load(artifact)
+    if text is not None and not text.strip():
+        raise LmrecError("--text is blank: give words to search for, or leave --text out")
     hist = [h.strip() for h in history.split(",") if h.strip()] if history is not None else None
+    if hist is not None and not hist:
+        raise LmrecError("--history is empty: give comma-separated item ids, oldest first")
+    model = Recommender.load(artifact)
     recs = model.recommend(Query(user_id=user, history=hist, text=text), k=k)
     catalog = load_catalog(artifact)
     if catalog is not None and "title" in catalog.columns:
