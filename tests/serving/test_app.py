@@ -69,6 +69,10 @@ def test_text_queries_on_text_model(serve, text_artifact: Path) -> None:
     r = s.client.post("/recommend", json={"history": [1], "text": "war drama", "k": 5})
     assert r.status_code == 200
     assert 1 not in _ids(r)
+    # blank text is the client's mistake: a 422 that says so, never a 500
+    for body in ({"text": "   "}, {"text": "\t\n"}, {"history": [1], "text": "  "}):
+        r = s.client.post("/recommend", json={**body, "k": 5})
+        assert r.status_code == 422 and "text is blank" in r.text, (body, r.text)
 
 
 def test_text_on_cf_model_is_a_clear_400(serve, ease_artifact: Path) -> None:

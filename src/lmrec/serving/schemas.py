@@ -111,6 +111,8 @@ class RecommendRequest(_Body):
 
     @model_validator(mode="after")
     def _needs_something(self) -> RecommendRequest:
+        if self.text is not None and not self.text.strip():
+            raise ValueError("text is blank: give words to search for, or leave text out")
         if self.user_id is None and not self.history and not self.text:
             raise ValueError("give a user_id, a non-empty history or a text")
         return self
