@@ -19,7 +19,7 @@ import scipy.sparse as sp
 
 from lmrec.data.dataset import Dataset
 from lmrec.models.base import Query, Recommender
-from lmrec.ranking import topk
+from lmrec.ranking import rank_scores
 from lmrec.text.profiles import ProfileConfig
 
 if TYPE_CHECKING:
@@ -245,7 +245,8 @@ def _candidates_chunk(
     n_items = len(side.pop["pop_users"])
     seen_rows = np.concatenate([np.full(len(q.seq), i) for i, q in enumerate(queries)] + [np.zeros(0, int)])
     seen_cols = np.concatenate([q.seq for q in queries] + [np.zeros(0, np.int64)])
-    # stage 1: each generator's dense scores and top N (the query's history excluded)
+    # stage 1: each generator's dense scores and top N (the query's history excluded); ``where``
+    # maps a query position to its row in the generator's scores (-1: not routed to it)
     per_gen: list[tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]] = []
     keys: list[np.ndarray] = []
     for spec, gen in zip(c.generators, gens, strict=True):
@@ -255,24 +256,24 @@ def _candidates_chunk(
             if g is not None:
                 rows.append(i)
                 gq.append(g)
-        routed = np.asarray(rows, dtype=np.int64)
-        if not len(routed):
-            per_gen.append((routed, None, np.zeros(0, np.int64), np.zeros(0, np.int64)))
+        where = np.full(n_q, -1, np.int64)
+        where[rows] = np.arange(len(rows))
+        if not rows:
+            per_gen.append((where, None, np.zeros(0, np.int64), np.zeros(0, np.int64)))
             continue
         scores = np.asarray(gen.score(gq), dtype=np.float32)
         scores = np.where(np.isfinite(scores), scores, np.nan).astype(np.float32)
-        masked = np.nan_to_num(scores, nan=-np.inf, posinf=-np.inf, neginf=-np.inf)
-        where = np.full(n_q, -1, np.int64)
-        where[routed] = np.arange(len(routed))
         sel = where[seen_rows] >= 0
-        masked[where[seen_rows[sel]], seen_cols[sel]] = -np.inf
-        idx, val = topk(masked, min(spec.n_candidates, n_items))
-        ok = np.isfinite(val) & (idx >= 0)
-        top_q = np.repeat(routed, idx.shape[1]).reshape(idx.shape)[ok]
-        top_rank = np.tile(np.arange(1, idx.shape[1] + 1), (len(routed), 1))[ok]
+        seen = sp.csr_matrix(
+            (np.ones(int(sel.sum()), np.float32), (where[seen_rows[sel]], seen_cols[sel])), shape=scores.shape
+        )
+        idx, _ = rank_scores(np.nan_to_num(scores, nan=-np.inf), min(spec.n_candidates, n_items), seen=seen)
+        ok = idx >= 0
+        top_q = np.repeat(np.asarray(rows, np.int64), idx.shape[1]).reshape(idx.shape)[ok]
+        top_rank = np.tile(np.arange(1, idx.shape[1] + 1), (len(rows), 1))[ok]
         top_key = top_q * n_items + idx[ok]
         keys.append(top_key)
-        per_gen.append((routed, scores, top_key, top_rank))
+        per_gen.append((where, scores, top_key, top_rank))
     all_keys = np.unique(np.concatenate(keys)) if keys else np.zeros(0, np.int64)
     qpos = all_keys // n_items
     cand = all_keys % n_items
@@ -286,20 +287,18 @@ def _candidates_chunk(
     cols: list[np.ndarray] = []
     groups = c.feature_groups
     if "scores" in groups:
-        for spec, (routed, gscores, top_key, top_rank) in zip(c.generators, per_gen, strict=True):
+        for spec, (where, gscores, top_key, top_rank) in zip(c.generators, per_gen, strict=True):
             rank = np.full(n, spec.n_candidates + 1, np.float32)
             score = np.full(n, np.nan, np.float32)
             at = np.searchsorted(all_keys, top_key)
             rank[at] = top_rank
             if gscores is not None:
                 if c.score_all_candidates:
-                    where = np.full(n_q, -1, np.int64)
-                    where[routed] = np.arange(len(routed))
                     r = where[qpos]
                     ok = r >= 0
                     score[ok] = gscores[r[ok], cand[ok]]
                 else:
-                    score[at] = _top_scores(routed, gscores, top_key, n_items, n_q)
+                    score[at] = gscores[where[top_key // n_items], top_key % n_items]
             cols += [score, rank]
     if "popularity" in groups:
         cols += [v[cand] for v in side.pop.values()]
@@ -337,11 +336,3 @@ def _candidates_chunk(
             cols += [prof, share]
     x = np.stack(cols, axis=1).astype(np.float32) if cols else np.zeros((n, 0), np.float32)
     return qpos + offset, cand, x, rrf
-
-
-def _top_scores(
-    routed: np.ndarray, scores: np.ndarray, top_key: np.ndarray, n_items: int, n_q: int
-) -> np.ndarray:
-    where = np.full(n_q, -1, np.int64)
-    where[routed] = np.arange(len(routed))
-    return scores[where[top_key // n_items], top_key % n_items]
