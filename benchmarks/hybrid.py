@@ -158,9 +158,11 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
         )
         print(json.dumps({"dataset": name, "model": "hybrid", **rows["hybrid"]}, default=str), flush=True)
 
-    singles = [r for r in results if r.model != "hybrid"]
-    best_single = max(singles, key=lambda r: r.metrics["ndcg@10"]).model if singles else None
-    sig = compare_results(results, ["ndcg@10", "recall@10"], baseline=best_single, seed=args.seed)
+    # the paired-test baseline is the single model that validation ranks first: picked on
+    # validation, like every other choice here; the goal below is checked against every single model
+    singles = [m for m in rows if m != "hybrid"]
+    baseline = max(singles, key=lambda m: rows[m]["valid_ndcg"]) if singles else None
+    sig = compare_results(results, ["ndcg@10", "recall@10"], baseline=baseline, seed=args.seed)
     out: dict[str, Any] = {
         "dataset": name,
         "n_users": data.n_users,
@@ -168,18 +170,19 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "n_interactions": data.n_interactions,
         "load_s": round(load_s, 1),
         "models": rows,
-        "best_single": best_single,
+        "baseline_by_valid": baseline,
         "significance": sig,
     }
-    if "hybrid" in rows and best_single is not None:
+    if "hybrid" in rows and singles:
         h = rows["hybrid"]["ndcg@10"]
         ease = rows.get("ease", {}).get("ndcg@10")
-        best = rows[best_single]["ndcg@10"]
+        ratios = [h / rows[m]["ndcg@10"] for m in singles if rows[m]["ndcg@10"] > 0]
         out["targets"] = {
             "hybrid_vs_ease": None if not ease else round(h / ease, 3),
             "hybrid_vs_ease_goal": 1.15,
-            "hybrid_vs_best_single": round(h / best, 3) if best else None,
-            "hybrid_vs_best_single_goal": 1.05,
+            # the goal holds only if it holds against each single model: the smallest ratio
+            "hybrid_vs_every_single_min": round(min(ratios), 3) if ratios else None,
+            "hybrid_vs_every_single_goal": 1.05,
         }
     return out
 
