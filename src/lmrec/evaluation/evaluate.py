@@ -28,7 +28,7 @@ import scipy.sparse as sp
 import lmrec.evaluation.metrics as M
 from lmrec.data.split import Split
 from lmrec.models.base import Query, Recommender
-from lmrec.ranking import mask_scores
+from lmrec.ranking import mask_scores, rank_scores
 
 DEFAULT_KS = (5, 10, 20)
 
@@ -149,7 +149,6 @@ def evaluate(
     item_ext = train.item_vocab.ids
     tops = []
     aucs = []
-    seen_hist = []
     for start in range(0, len(users), batch_size):
         b_users = users[start : start + batch_size]
         queries = []
@@ -160,12 +159,13 @@ def evaluate(
             else:  # user unknown to the model: served from whatever history is revealed
                 queries.append(Query(history=hist))
         batch = model.encode_queries(queries)
-        idx, _ = model.rank(batch, kmax)
-        tops.append(idx)
-        seen_hist.append(batch.history)
-        if auc:  # AUC needs every item's score, seen items masked as in the ranking
-            scores = mask_scores(model.score_batch(batch), batch.history)
+        # full ranking: every item scored exactly, once, for both the top-k and the AUC (a model's
+        # ANN ranker serves requests; it has no place in an honest evaluation)
+        scores = mask_scores(model.score_batch(batch), batch.history)
+        if auc:
             aucs.append(M.auc_per_user(scores, tgt[b_users]))
+        idx, _ = rank_scores(scores, kmax)
+        tops.append(idx)
     top = np.concatenate(tops) if tops else np.zeros((0, kmax), np.int64)
     targets = tgt[users]
 
