@@ -148,7 +148,13 @@ def replace_dir(src: Path, dst: Path) -> None:
     folder is renamed to a hidden backup beside it, removed once ``src`` is in place and renamed back
     if the swap fails, so ``dst`` always holds one complete copy.
     """
-    dst = check_replaceable(dst)
+    swap_dir(src, check_replaceable(dst))
+
+
+def swap_dir(src: Path, dst: Path) -> None:
+    """Move ``src`` to ``dst`` with one rename, an existing ``dst`` swapped out through a hidden
+    backup (restored if the rename fails, removed after it). No ownership check: callers that
+    replace user folders use :func:`replace_dir`."""
     if not dst.exists() and not dst.is_symlink():
         os.replace(src, dst)
         return

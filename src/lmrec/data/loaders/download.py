@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lmrec._atomic import swap_dir
 from lmrec.data.loaders.catalogue import DatasetSpec
 from lmrec.data.loaders.locate import data_home, is_present, missing_files
 from lmrec.data.loaders.registry import dataset_info
@@ -214,14 +215,7 @@ def install(staged: Path, final: Path, *, replace: bool = False) -> Path:
     if final.exists():
         if not replace:
             return final
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.rename(final, old)
-        try:
-            os.rename(staged, final)
-        except BaseException:
-            os.rename(old, final)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
+        swap_dir(staged, final)
         return final
     try:
         os.rename(staged, final)
