@@ -272,16 +272,23 @@ class Dataset:
             m.data[:] = 1.0
         return m
 
-    def sequences(self) -> list[np.ndarray]:
-        """Each user's item indices ordered by time (ties kept in file order)."""
-        df = (
-            self.interactions.with_row_index("_row")
-            .sort(["user_idx", "timestamp", "_row"])
-            .select("user_idx", "item_idx")
-        )
+    def time_ordered(self) -> pl.DataFrame:
+        """Interactions by user, then time (ties kept in file order), with their file row as ``_row``."""
+        return self.interactions.with_row_index("_row").sort(["user_idx", "timestamp", "_row"])
+
+    def histories(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every user's time-ordered interactions, flattened: item indices, weights (missing: 1) and
+        ``n_users + 1`` offsets (user ``u`` owns ``[offsets[u], offsets[u + 1])``)."""
+        df = self.time_ordered()
         users = df["user_idx"].to_numpy()
         items = df["item_idx"].to_numpy().astype(np.int64)
-        bounds = np.searchsorted(users, np.arange(self.n_users + 1))
+        weights = df["weight"].fill_null(1.0).to_numpy().astype(np.float32)
+        offsets = np.searchsorted(users, np.arange(self.n_users + 1)).astype(np.int64)
+        return items, weights, offsets
+
+    def sequences(self) -> list[np.ndarray]:
+        """Each user's item indices ordered by time (ties kept in file order)."""
+        items, _, bounds = self.histories()
         return [items[bounds[u] : bounds[u + 1]] for u in range(self.n_users)]
 
     def repeated_pairs(self) -> int:

@@ -72,11 +72,6 @@ class Split:
         return out
 
 
-def _ordered(data: Dataset) -> pl.DataFrame:
-    """Interactions with a file-order row number, sorted per user by (timestamp, row)."""
-    return data.interactions.with_row_index("_row").sort(["user_idx", "timestamp", "_row"])
-
-
 def _restore(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.sort("_row").drop("_row")
 
@@ -88,7 +83,7 @@ def leave_last_out(data: Dataset, *, n_test: int = 1, n_valid: int = 1, min_trai
     """
     if n_test < 1 or n_valid < 0:
         raise DataError(f"leave_last_out needs n_test >= 1 and n_valid >= 0, got {n_test}, {n_valid}")
-    df = _ordered(data)
+    df = data.time_ordered()
     df = df.with_columns(
         pl.int_range(pl.len(), 0, -1).over("user_idx").alias("_from_end"),  # 1 = last
         pl.len().over("user_idx").alias("_n"),
@@ -221,7 +216,7 @@ def cold_user(
     users = np.unique(data.interactions["user_idx"].to_numpy())
     rng = np.random.default_rng(seed)
     chosen = rng.permutation(users)[: max(1, round(user_fraction * len(users)))]
-    df = _ordered(data)
+    df = data.time_ordered()
     is_cold = pl.col("user_idx").is_in(chosen.tolist())
     cold = df.filter(is_cold).with_columns(
         pl.int_range(pl.len()).over("user_idx").alias("_pos"), pl.len().over("user_idx").alias("_n")

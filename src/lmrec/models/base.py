@@ -293,15 +293,7 @@ class Recommender(ABC):
 
     # ------------------------------------------------------------------ histories
     def _set_histories(self, data: Dataset) -> None:
-        df = (
-            data.interactions.with_row_index("_row")
-            .sort(["user_idx", "timestamp", "_row"])
-            .select("user_idx", "item_idx", "weight")
-        )
-        users = df["user_idx"].to_numpy()
-        self._hist_items = df["item_idx"].to_numpy().astype(np.int64)
-        self._hist_weights = df["weight"].fill_null(1.0).to_numpy().astype(np.float32)
-        self._hist_offsets = np.searchsorted(users, np.arange(data.n_users + 1)).astype(np.int64)
+        self._hist_items, self._hist_weights, self._hist_offsets = data.histories()
         self._history_csr = None
 
     @property

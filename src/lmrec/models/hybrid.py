@@ -83,8 +83,6 @@ from lmrec.models.hybrid_features import (
     candidates,
     feature_names,
     has_item_text,
-    histories,
-    ordered,
 )
 from lmrec.models.hybrid_ranker import RankerConfig, load_booster, save_booster, train_ranker
 from lmrec.models.registry import create_model, get_model_class, load_model
@@ -187,7 +185,7 @@ def holdout_last(data: Dataset, n: int = 1) -> tuple[Dataset, pl.DataFrame]:
     The same rule as :func:`lmrec.data.split.leave_last_out` with ``n_valid=0``: by timestamp, ties
     broken by file order.
     """
-    df = ordered(data).with_columns(
+    df = data.time_ordered().with_columns(
         pl.int_range(pl.len(), 0, -1).over("user_idx").alias("_from_end"),
         pl.len().over("user_idx").alias("_n"),
     )
@@ -257,7 +255,7 @@ class Hybrid(Recommender):
         is_eval[rng.permutation(len(users))[:n_eval]] = True
 
         t = time.perf_counter()
-        items, weights, offsets = histories(inner)
+        items, weights, offsets = inner.histories()
         ext_users = data.user_vocab.external(users)
         queries = [
             CandidateQuery(

@@ -70,21 +70,6 @@ class CandidateQuery:
     weights: np.ndarray
 
 
-def ordered(data: Dataset) -> pl.DataFrame:
-    """Interactions by user, then time (ties: file order), with their file row as ``_row``."""
-    return data.interactions.with_row_index("_row").sort(["user_idx", "timestamp", "_row"])
-
-
-def histories(data: Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-user time-ordered items, weights and offsets (as the base class stores them)."""
-    df = ordered(data)
-    users = df["user_idx"].to_numpy()
-    items = df["item_idx"].to_numpy().astype(np.int64)
-    weights = df["weight"].fill_null(1.0).to_numpy().astype(np.float32)
-    offsets = np.searchsorted(users, np.arange(data.n_users + 1)).astype(np.int64)
-    return items, weights, offsets
-
-
 def _split_values(value: Any) -> list[str]:
     if value is None:
         return []
