@@ -333,7 +333,7 @@ def default_trial(model_name: str, space: Any, fixed: Mapping[str, Any]) -> dict
     """
     probe = _RangeProbe()
     space(Suggest(probe, fixed))  # type: ignore[arg-type]
-    defaults = flatten(get_model_class(model_name)().config.model_dump(mode="json"))
+    defaults = flatten(get_model_class(model_name).Config().model_dump(mode="json"))
     out: dict[str, Any] = {}
     for name, (kind, bounds) in probe.ranges.items():
         if name not in defaults:
