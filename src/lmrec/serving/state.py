@@ -43,7 +43,7 @@ from lmrec.bandits import LinearBandit, create_policy
 from lmrec.errors import LmrecError
 from lmrec.models.base import EmbeddingRecommender, Query, Recommender
 from lmrec.models.protocols import SupportsAddItems, SupportsItemVectors
-from lmrec.ranking import topk
+from lmrec.ranking import rank_scores
 from lmrec.ranking.index import VectorIndex
 from lmrec.serving.catalogue import Catalogue, catalogue_row, find_catalogue
 from lmrec.serving.config import (
@@ -248,9 +248,8 @@ class ServingState:
         i = self.item_index(item_id)
         with self.lock:
             if self.embedding:
-                sims = self.features @ self.features[i]
-                sims[i] = -np.inf
-                idx, val = topk(sims[None, :].astype(np.float32), k)
+                sims = (self.features @ self.features[i])[None, :].astype(np.float32)
+                idx, val = rank_scores(sims, k, exclude=np.array([i]))
                 method: Literal["item-vectors", "model"] = "item-vectors"
             else:
                 batch = self.model.encode_queries([Query(history=[self.item_id(i)])])
