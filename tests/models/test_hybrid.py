@@ -236,3 +236,131 @@ def test_serving_state_serves_a_saved_hybrid(tmp_path: Path) -> None:
         assert state.recommend(text="odd item", k=3).items  # text queries: the union supports them
     finally:
         state.close()
+
+
+# ------------------------------------------------------------------ targets, shared fits, fast path
+def _lengths_dataset(lengths: list[int]) -> Dataset:
+    rows = [(u, i, t) for u, n in enumerate(lengths) for t, i in enumerate(range(n))]
+    df = pl.DataFrame(rows, schema=["user_id", "item_id", "timestamp"], orient="row")
+    return Dataset.from_frames(df)
+
+
+def test_auto_targets_keeps_the_holdout_share_small() -> None:
+    from lmrec.models.hybrid import auto_targets
+
+    long = _lengths_dataset([40] * 10)  # 3 per user hold out 30 of 400 rows: 7.5%
+    assert auto_targets(long, 0.1) == 3
+    short = _lengths_dataset([5] * 10)  # 3 per user: 60%, 2: 40%, 1: 20% -> 1 (the floor)
+    assert auto_targets(short, 0.1) == 1
+    mid = _lengths_dataset([12] * 10)  # 3: 25%, 2: 16.7%, 1: 8.3%
+    assert auto_targets(mid, 0.2) == 2
+    # users with one interaction hold out nothing and do not count
+    assert auto_targets(_lengths_dataset([1] * 50 + [40] * 2), 0.1) == 3
+    model = Hybrid(generators=CHEAP, text_encoder="hashing").fit(short)
+    assert model.fit_report_["n_targets"] == 1
+
+
+def test_shared_fits_are_reused_across_hybrids(spy: type[Spy]) -> None:
+    data = make_checkerboard()
+    cache: dict[str, Recommender] = {}
+    gens = [{"name": "spy", "n_candidates": 10}]
+    Hybrid(generators=gens, n_targets=1, text_encoder="hashing").share_fits(cache).fit(data)
+    assert len(spy.fitted) == 2  # the inner fit and the refit
+    Hybrid(generators=gens, n_targets=2, text_encoder="hashing").share_fits(cache).fit(data)
+    assert len(spy.fitted) == 3  # only the new inner fit: the refit on ``data`` is shared
+    Hybrid(generators=gens, n_targets=2, text_encoder="hashing").fit(data)
+    assert len(spy.fitted) == 5  # without the cache everything is fitted again
+
+
+def _text_data() -> Dataset:
+    rng = np.random.default_rng(0)
+    words = ["space", "rocket", "baking", "bread", "jazz", "piano", "river", "stone"]
+    n_items = 30
+    items = pl.DataFrame(
+        {"item_id": list(range(n_items)), "title": [" ".join(rng.choice(words, 3)) for _ in range(n_items)]}
+    )
+    rows = [(u, int(i), t) for u in range(25) for t, i in enumerate(rng.choice(n_items, 8, replace=False))]
+    df = pl.DataFrame(rows, schema=["user_id", "item_id", "timestamp"], orient="row")
+    return Dataset.from_frames(df, items=items)
+
+
+def test_fast_path_scores_equal_the_generators_own() -> None:
+    """Known-user queries read the hybrid's batch and cached query vectors; the scores must be the
+    ones the generators' public ``score`` gives, before and after a user's history grows."""
+    data = _text_data()
+    model = Hybrid(
+        generators=[
+            {"name": "ease", "n_candidates": 10},
+            {"name": "content", "params": {"encoder": "hashing"}, "n_candidates": 10},
+            {"name": "als", "params": {"factors": 4, "iterations": 2}, "n_candidates": 10},
+        ],
+        text_encoder="hashing",
+    ).fit(data)
+    assert model._scorer is not None
+    queries = [Query(user_id=u) for u in range(25)] + [
+        Query(user_id=3, text="space"),  # text: the generators' own path
+        Query(history=[1, 2]),  # an unseen user's history
+        Query(user_id=4, history=[9, 11], weights=[2.0, 1.0]),  # extra history: not cached
+        Query(text="baking"),
+    ]
+
+    def both() -> tuple[np.ndarray, np.ndarray]:
+        batch = model.encode_queries(queries)
+        fast = model.score_batch(batch)
+        scorer, model._scorer = model._scorer, None
+        try:
+            slow = model.score_batch(batch)
+        finally:
+            model._scorer = scorer
+        return fast, slow
+
+    fast, slow = both()
+    np.testing.assert_allclose(fast, slow, rtol=1e-5, atol=1e-6)
+    assert model._scorer._filled  # the content generator's vectors were cached
+    model.add_interactions(3, [0, 5, 7])  # user 3's cached vector is stale now
+    fast, slow = both()
+    np.testing.assert_allclose(fast, slow, rtol=1e-5, atol=1e-6)
+    model.add_interactions(1000, [1, 2])  # a new user: the caches grow
+    queries.append(Query(user_id=1000))
+    fast, slow = both()
+    np.testing.assert_allclose(fast, slow, rtol=1e-5, atol=1e-6)
+
+
+def test_loading_warms_the_vector_cache(tmp_path: Path) -> None:
+    data = _text_data()
+    model = Hybrid(
+        generators=[{"name": "content", "params": {"encoder": "hashing"}, "n_candidates": 10}],
+        text_encoder="hashing",
+    ).fit(data)
+    loaded = registry.load_model(model.save(tmp_path / "h"))
+    assert isinstance(loaded, Hybrid) and loaded._scorer is not None
+    assert loaded._scorer._filled[0].all() and len(loaded._scorer._filled[0]) == data.n_users
+    for u in (0, 7, 24):
+        assert loaded.recommend(u, k=5)["item_id"].to_list() == model.recommend(u, k=5)["item_id"].to_list()
+
+
+def test_unknown_history_items_never_reach_the_generators() -> None:
+    """The lenient policy drops an unknown history item once, in the hybrid; the generators (on the
+    fast path and on their own text path alike) only see what the hybrid kept."""
+    from lmrec.errors import UnknownIdWarning
+
+    data = _text_data()
+    model = Hybrid(
+        generators=[
+            {"name": "ease", "n_candidates": 10},
+            {"name": "content", "params": {"encoder": "hashing"}, "n_candidates": 10},
+        ],
+        text_encoder="hashing",
+    ).fit(data)
+    for query in (
+        Query(user_id=2, history=[3, "nope"], text="space rocket"),
+        Query(user_id=2, history=[3, "nope"], weights=[1.0, 2.0]),
+        Query(history=["nope", 4, 5]),
+    ):
+        with pytest.warns(UnknownIdWarning, match="nope"):
+            recs = model.recommend(query, k=5)
+        assert len(recs) == 5
+        known = Query(
+            user_id=query.user_id, history=[h for h in query.history or [] if h != "nope"], text=query.text
+        )
+        assert recs["item_id"].to_list() == model.recommend(known, k=5)["item_id"].to_list()

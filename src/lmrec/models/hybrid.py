@@ -22,9 +22,12 @@ Leak-free training (RecTools' candidate-ranking protocol): ``fit(data)`` uses no
 
 1. Each user's last ``n_targets`` interactions in ``data`` (by timestamp, ties by file order; every
    user keeps at least one, so users with a single interaction give none) are held out: they are the
-   ranker's targets, each a positive. ``n_targets=1`` is the classic last-item protocol; the
-   default 3 gives the ranker three times the positives, which scored higher on validation. The rest is the *inner* data (reviews
-   and tags written in the held-out interactions are dropped from it as well).
+   ranker's targets, each a positive. ``n_targets=1`` is the classic last-item protocol; more
+   targets give the ranker more positives but leave the inner generators less data. The default
+   ``"auto"`` takes 3 where that holds out at most 10% of the interactions (long histories, as in
+   MovieLens) and fewer on sparse catalogues (5-core Amazon sets), as validation preferred. The
+   rest is the *inner* data (reviews and tags written in the held-out interactions are dropped
+   from it as well).
 2. Fresh generators are fitted on the inner data only, so no generator has seen a target. They
    propose candidates for (a seeded sample of) the held-out users, and item-side features are
    computed from the inner data too; a candidate is positive iff it is the user's held-out item.
@@ -62,16 +65,15 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
-import polars as pl
 import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from lmrec.data.dataset import Dataset
 from lmrec.errors import LmrecError
-from lmrec.models.base import ModelConfig, QueryBatch, Recommender
+from lmrec.models.base import ModelConfig, Query, QueryBatch, Recommender
 from lmrec.models.hybrid_features import (
     FEATURE_GROUPS,
     META_COLUMNS,
@@ -84,11 +86,28 @@ from lmrec.models.hybrid_features import (
     feature_names,
     has_item_text,
 )
-from lmrec.models.hybrid_ranker import RankerConfig, load_booster, save_booster, train_ranker
+from lmrec.models.hybrid_ranker import (
+    RankerConfig,
+    auto_targets,
+    holdout_last,
+    load_booster,
+    save_booster,
+    train_ranker,
+)
+from lmrec.models.hybrid_serving import GeneratorScorer
 from lmrec.models.registry import create_model, get_model_class, load_model
 from lmrec.text.profiles import ProfileConfig
 
-__all__ = ["FEATURE_GROUPS", "GeneratorSpec", "Hybrid", "HybridConfig", "RankerConfig", "holdout_last"]
+__all__ = [
+    "FEATURE_GROUPS",
+    "GeneratorSpec",
+    "Hybrid",
+    "HybridConfig",
+    "RankerConfig",
+    "auto_targets",
+    "fit_key",
+    "holdout_last",
+]
 
 
 class GeneratorSpec(BaseModel):
@@ -125,9 +144,13 @@ class HybridConfig(ModelConfig):
     #: every generator scores every candidate (False: NaN outside its own top N, as RecTools does)
     score_all_candidates: bool = True
     #: the ranker's targets: each user's last ``n_targets`` interactions in ``data``, each one a
-    #: positive candidate (every user keeps at least one interaction). 3 beat 1 on ml-100k
-    #: validation (NDCG@10 ~0.100 vs ~0.091, mean over ranker settings): more positives to learn from
-    n_targets: int = Field(default=3, ge=1)
+    #: positive candidate (every user keeps at least one interaction). ``"auto"``: the largest
+    #: ``n <= 3`` that holds out at most ``max_holdout_share`` of the interactions (at least 1).
+    #: Validation set the rule: 3 beat 1 on ml-100k (NDCG@10 ~0.100 vs ~0.091; 3 targets hold out
+    #: 2.8% of it), 1 beat 3 on Musical Instruments (.0814 vs .0693; 3 would hold out 42% of a
+    #: 5-core set, and inner generators that lose that much score unlike the refitted ones)
+    n_targets: int | Literal["auto"] = "auto"
+    max_holdout_share: float = Field(default=0.1, gt=0, lt=1)
     ranker: RankerConfig = RankerConfig()
     #: the latest share of interactions counted by the "recent popularity" feature
     recent_fraction: float = Field(default=0.1, gt=0, le=1)
@@ -177,22 +200,12 @@ def _labels(specs: Sequence[GeneratorSpec]) -> list[str]:
     return [re.sub(r"[^A-Za-z0-9_]+", "_", lab) for lab in out]
 
 
-def holdout_last(data: Dataset, n: int = 1) -> tuple[Dataset, pl.DataFrame]:
-    """``data`` without each user's last ``n`` interactions, and those interactions. Every user keeps
-    at least one interaction (a user with ``m <= n`` gives ``m - 1``; one with a single interaction
-    gives none).
-
-    The same rule as :func:`lmrec.data.split.leave_last_out` with ``n_valid=0``: by timestamp, ties
-    broken by file order.
-    """
-    df = data.time_ordered().with_columns(
-        pl.int_range(pl.len(), 0, -1).over("user_idx").alias("_from_end"),
-        pl.len().over("user_idx").alias("_n"),
-    )
-    last = pl.col("_from_end") <= pl.min_horizontal(pl.lit(n), pl.col("_n") - 1)
-    held = df.filter(last).sort("_row").drop("_row", "_from_end", "_n")
-    rest = df.filter(~last).sort("_row").drop("_row", "_from_end", "_n")
-    return data.with_interactions(rest), held
+def fit_key(spec: GeneratorSpec, data: Dataset) -> str:
+    """What a generator fit depends on: its spec and the exact data (interactions, reviews, tags)."""
+    parts = [spec.model_dump_json(), data.checksum(), str(data.n_users), str(data.n_items)]
+    for frame in (data.reviews, data.tags):
+        parts.append("-" if frame is None else f"{frame.height}:{int(frame.hash_rows(seed=0).sum())}")
+    return "|".join(parts)
 
 
 # ---------------------------------------------------------------------------------- the model
@@ -220,13 +233,24 @@ class Hybrid(Recommender):
         self._side: Side | None = None
         self._fallback = np.zeros(0, np.float32)
         self._ranker_file: str | None = None
+        self._fit_cache: dict[str, Recommender] | None = None
+        self._scorer: GeneratorScorer | None = None
+
+    def share_fits(self, cache: dict[str, Recommender]) -> Hybrid:
+        """Reuse generator fits across hybrids fitted in one process (a search over ``n_targets``,
+        validation then refit): a generator whose spec and data (:func:`fit_key`) match a fit
+        already in ``cache`` is taken from it instead of fitted again. Returns ``self``."""
+        self._fit_cache = cache
+        return self
 
     # ------------------------------------------------------------------ fitting
     def _fit(self, data: Dataset) -> None:
         c = self.config
         started = time.perf_counter()
         report: dict[str, Any] = {}
-        inner, held = holdout_last(data, c.n_targets)
+        n_targets = auto_targets(data, c.max_holdout_share) if c.n_targets == "auto" else c.n_targets
+        report["n_targets"] = n_targets
+        inner, held = holdout_last(data, n_targets)
         if inner.reviews is not None or inner.tags is not None:
             from lmrec.text.profiles import drop_heldout_text
 
@@ -248,7 +272,7 @@ class Hybrid(Recommender):
             users = np.sort(rng.choice(users, r.max_train_users, replace=False))
         n_items = data.n_items
         target_keys = held["user_idx"].to_numpy().astype(np.int64) * n_items + held["item_idx"].to_numpy()
-        n_targets = int(np.isin(held["user_idx"].to_numpy(), users).sum())
+        n_held = int(np.isin(held["user_idx"].to_numpy(), users).sum())
         n_eval = round(r.eval_fraction * len(users)) if r.early_stopping_rounds else 0
         n_eval = n_eval if n_eval >= r.min_eval_users else 0
         is_eval = np.zeros(len(users), dtype=bool)
@@ -273,7 +297,7 @@ class Hybrid(Recommender):
         report["candidate_generation_s"] = round(time.perf_counter() - t, 3)
         report["ranker_users"] = len(users)
         report["candidates_per_user"] = round(len(qpos) / max(len(users), 1), 2)
-        report["candidate_recall"] = round(float(labels.sum()) / max(n_targets, 1), 4)
+        report["candidate_recall"] = round(float(labels.sum()) / max(n_held, 1), 4)
         del gens
 
         t = time.perf_counter()
@@ -283,6 +307,7 @@ class Hybrid(Recommender):
         # serving: generators and item-side facts from all of ``data``
         t = time.perf_counter()
         self.generators_ = [self._fit_generator(spec, data) for spec in c.generators]
+        self._scorer = GeneratorScorer(self.generators_, self.user_vocab, self.item_vocab)
         self._set_side(build_side(c, data, use_text, encoded))
         report["refit_s"] = round(time.perf_counter() - t, 3)
         report["holdout_users"] = int(held["user_idx"].n_unique())
@@ -291,10 +316,15 @@ class Hybrid(Recommender):
         self.fit_report_ = report
 
     def _fit_generator(self, spec: GeneratorSpec, data: Dataset) -> Recommender:
+        key = fit_key(spec, data) if self._fit_cache is not None else ""
+        if self._fit_cache is not None and key in self._fit_cache:
+            return self._fit_cache[key]
         model = create_model(spec.name, **spec.params)
         model.fit(data)
         if model.item_vocab != data.item_vocab:
             raise LmrecError(f"generator {spec.name!r} changed the item vocabulary while fitting")
+        if self._fit_cache is not None:
+            self._fit_cache[key] = model
         return model
 
     def _set_side(self, side: Side) -> None:
@@ -308,44 +338,68 @@ class Hybrid(Recommender):
 
     # ------------------------------------------------------------------ scoring
     def _batch_queries(self, batch: QueryBatch) -> list[CandidateQuery]:
+        """The generators' view of each query, from the resolved batch: unknown history items the
+        lenient policy dropped stay dropped, so no generator sees an id the hybrid left out."""
+        assert self.item_vocab is not None
         out = []
         for i, q in enumerate(batch.queries):
-            seq = batch.sequences[i]
+            seq = np.asarray(batch.sequences[i], np.int64)
             u = int(batch.user_idx[i])
+            given = None if q.weights is None else np.asarray(q.weights, np.float32)
+            n_stored = self.history_length(u) if u >= 0 else 0
+            extra_idx = seq[n_stored:]
+            # the query's own weights apply when none of its items was dropped
+            ew = given if given is not None and len(given) == len(extra_idx) else None
+            if ew is None:
+                ew = np.ones(len(extra_idx), np.float32)
+            weights = ew
             if u >= 0:
                 lo, hi = self._hist_offsets[u], self._hist_offsets[u + 1]
-                w = self._hist_weights[lo:hi]
-                n_extra = len(seq) - (hi - lo)
-                ew = (
-                    np.asarray(q.weights, np.float32)
-                    if q.weights is not None
-                    else np.ones(n_extra, np.float32)
-                )
-                weights = np.concatenate([w, ew[:n_extra]]) if n_extra > 0 else w
-            else:
-                weights = (
-                    np.asarray(q.weights, np.float32)[: len(seq)]
-                    if q.weights is not None and len(q.weights) == len(seq)
-                    else np.ones(len(seq), np.float32)
-                )
+                weights = np.concatenate([self._hist_weights[lo:hi], ew])
+            has_extra = u >= 0 and len(extra_idx) > 0
             out.append(
                 CandidateQuery(
                     user_id=q.user_id if u >= 0 else None,
-                    extra=list(q.history) if q.history is not None and u >= 0 else None,
-                    extra_weights=q.weights if u >= 0 else None,
+                    extra=list(self.item_vocab.external(extra_idx)) if has_extra else None,
+                    extra_weights=ew.tolist() if has_extra else None,
                     text=q.text or None,
-                    seq=np.asarray(seq, np.int64),
+                    seq=seq,
                     weights=weights.astype(np.float32),
+                    plain=u >= 0 and not has_extra and not q.text,
+                    row=-1 if q.text else i,
                 )
             )
         return out
+
+    def warm(self, max_users: int = 100_000) -> None:
+        """Compute every known user's query vector in each embedding generator now, in batches,
+        so that requests read them (serving calls this at load; skipped above ``max_users``)."""
+        self._check_fitted()
+        n_users = self.n_history_users
+        if self._scorer is None or n_users > max_users:
+            return
+        assert self.user_vocab is not None
+        users = np.flatnonzero(np.diff(self._hist_offsets) > 0)
+        ext = self.user_vocab.external(users)
+
+        def encode(pos: np.ndarray) -> QueryBatch:
+            return self.encode_queries([Query(user_id=ext[int(j)]) for j in pos])
+
+        self._scorer.warm(len(users), encode)
 
     def _score(self, batch: QueryBatch) -> np.ndarray:
         assert self._side is not None
         queries = self._batch_queries(batch)
         n_q, n_items = len(queries), batch.n_items
+        scorer = self._scorer
+
+        def score_fn(gi: int, gen: Recommender, rows: list[int], gq: list[Query]) -> np.ndarray:
+            if scorer is None:
+                return gen.score(gq)
+            return scorer.score(gi, gen, rows, gq, queries, batch)
+
         qpos, cand, x, rrf = candidates(
-            self.config, self.generators_, self._side, queries, len(self.feature_names_)
+            self.config, self.generators_, self._side, queries, len(self.feature_names_), score_fn
         )
         # the ranker learned from users with a history; queries without one (text only, empty
         # history) are outside what it saw, so they keep the generators' fused ranking
@@ -375,6 +429,9 @@ class Hybrid(Recommender):
         super().add_interactions(user_id, item_ids, weights)
         for gen in self.generators_:
             gen.add_interactions(user_id, item_ids, weights)
+        assert self.user_vocab is not None
+        if self._scorer is not None:
+            self._scorer.forget(int(self.user_vocab.index(user_id)))
 
     # ------------------------------------------------------------------ persistence
     def _get_state(self) -> dict[str, np.ndarray]:
@@ -428,3 +485,5 @@ class Hybrid(Recommender):
             if gen.item_vocab != self.item_vocab:
                 raise LmrecError(f"{folder}: generator {label!r} does not match the hybrid's item vocabulary")
             self.generators_.append(gen)
+        self._scorer = GeneratorScorer(self.generators_, self.user_vocab, self.item_vocab)
+        self.warm()

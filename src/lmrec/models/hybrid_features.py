@@ -9,7 +9,7 @@ for what each group means.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -68,6 +68,21 @@ class CandidateQuery:
     #: full history in internal indices, time ordered, and its weights
     seq: np.ndarray
     weights: np.ndarray
+    #: a known user and nothing else (no extra history, no text): its query vectors may be cached
+    plain: bool = False
+    #: its row in the hybrid's own encoded batch, which generators may score directly (-1: they
+    #: get their own query; see :mod:`lmrec.models.hybrid_serving`)
+    row: int = -1
+
+
+#: how :func:`candidates` gets a generator's dense scores: ``(generator position, generator, query
+#: positions routed to it, their queries) -> (len(rows), n_items)``; the default calls ``score``
+ScoreFn = Callable[[int, Recommender, list[int], list[Query]], np.ndarray]
+
+
+def score_queries(gi: int, gen: Recommender, rows: list[int], queries: list[Query]) -> np.ndarray:
+    """The default :data:`ScoreFn`: the generator's public ``score``."""
+    return gen.score(queries)
 
 
 def _split_values(value: Any) -> list[str]:
@@ -173,6 +188,36 @@ def item_text_vectors(config: HybridConfig, data: Dataset, encoded: dict[str, np
     return l2_normalize(raw - raw.mean(axis=0, keepdims=True)).astype(np.float32)
 
 
+def _row_entries(m: sp.csr_matrix, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The stored column indices of ``rows`` of ``m``, flattened, with each one's position in ``rows``."""
+    starts = m.indptr[rows]
+    lens = m.indptr[rows + 1] - starts
+    seg = np.repeat(np.arange(len(rows)), lens)
+    offs = np.arange(int(lens.sum())) - np.repeat(np.cumsum(lens) - lens, lens)
+    return seg, m.indices[np.repeat(starts, lens) + offs]
+
+
+def _category_overlap(m: sp.csr_matrix, hist: np.ndarray, cand: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each candidate: the mean share of the history carrying each of its categories (its
+    categories' profile weight) and the share of history items it has a category in common with;
+    NaN for candidates without a category. Dense in the history's own categories (a few dozen),
+    so no sparse matrix is built per query."""
+    h_seg, h_cat = _row_entries(m, hist)
+    c_seg, c_cat = _row_entries(m, cand)
+    cats = np.unique(h_cat)
+    hist_has = np.zeros((len(hist), len(cats)), np.float32)
+    hist_has[h_seg, np.searchsorted(cats, h_cat)] = 1.0
+    pos = np.searchsorted(cats, c_cat).clip(max=max(len(cats) - 1, 0))
+    hit = cats[pos] == c_cat if len(cats) else np.zeros(len(c_cat), dtype=bool)
+    cand_has = np.zeros((len(cand), len(cats)), np.float32)
+    cand_has[c_seg[hit], pos[hit]] = 1.0
+    n_cats = np.diff(m.indptr)[cand].astype(np.float32)
+    has = n_cats > 0
+    prof = cand_has @ hist_has.mean(axis=0) / np.maximum(n_cats, 1)
+    share = (cand_has @ hist_has.T > 0).mean(axis=1) if len(hist) else np.zeros(len(cand))
+    return np.where(has, prof, np.nan), np.where(has, share, np.nan)
+
+
 # ---------------------------------------------------------------------------------- candidates
 def feature_names(config: HybridConfig, labels: Sequence[str], side: Side) -> list[str]:
     """The ranker's feature columns, in the order :func:`candidates` builds them."""
@@ -208,12 +253,17 @@ def generator_query(gen: Recommender, q: CandidateQuery) -> Query | None:
 
 
 def candidates(
-    config: HybridConfig, gens: list[Recommender], side: Side, queries: list[CandidateQuery], n_features: int
+    config: HybridConfig,
+    gens: list[Recommender],
+    side: Side,
+    queries: list[CandidateQuery],
+    n_features: int,
+    score_fn: ScoreFn = score_queries,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Candidates of every query, sorted by query then item: (query position, item, features,
     reciprocal-rank-fusion score)."""
     parts = [
-        _candidates_chunk(config, gens, side, queries[s : s + CHUNK], s)
+        _candidates_chunk(config, gens, side, queries[s : s + CHUNK], s, score_fn)
         for s in range(0, len(queries), CHUNK)
     ]
     if not parts:
@@ -223,7 +273,12 @@ def candidates(
 
 
 def _candidates_chunk(
-    config: HybridConfig, gens: list[Recommender], side: Side, queries: list[CandidateQuery], offset: int
+    config: HybridConfig,
+    gens: list[Recommender],
+    side: Side,
+    queries: list[CandidateQuery],
+    offset: int,
+    score_fn: ScoreFn,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     c = config
     n_q = len(queries)
@@ -234,7 +289,7 @@ def _candidates_chunk(
     # maps a query position to its row in the generator's scores (-1: not routed to it)
     per_gen: list[tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]] = []
     keys: list[np.ndarray] = []
-    for spec, gen in zip(c.generators, gens, strict=True):
+    for gi, (spec, gen) in enumerate(zip(c.generators, gens, strict=True)):
         rows, gq = [], []
         for i, q in enumerate(queries):
             g = generator_query(gen, q)
@@ -246,13 +301,12 @@ def _candidates_chunk(
         if not rows:
             per_gen.append((where, None, np.zeros(0, np.int64), np.zeros(0, np.int64)))
             continue
-        scores = np.asarray(gen.score(gq), dtype=np.float32)
+        scores = np.asarray(score_fn(gi, gen, [r + offset for r in rows], gq), dtype=np.float32)
         scores = np.where(np.isfinite(scores), scores, np.nan).astype(np.float32)
+        masked = np.nan_to_num(scores, nan=-np.inf)  # a copy; the query's history is excluded
         sel = where[seen_rows] >= 0
-        seen = sp.csr_matrix(
-            (np.ones(int(sel.sum()), np.float32), (where[seen_rows[sel]], seen_cols[sel])), shape=scores.shape
-        )
-        idx, _ = rank_scores(np.nan_to_num(scores, nan=-np.inf), min(spec.n_candidates, n_items), seen=seen)
+        masked[where[seen_rows[sel]], seen_cols[sel]] = -np.inf
+        idx, _ = rank_scores(masked, min(spec.n_candidates, n_items))
         ok = idx >= 0
         top_q = np.repeat(np.asarray(rows, np.int64), idx.shape[1]).reshape(idx.shape)[ok]
         top_rank = np.tile(np.arange(1, idx.shape[1] + 1), (len(rows), 1))[ok]
@@ -306,18 +360,12 @@ def _candidates_chunk(
         for m in side.meta.values():
             prof = np.full(n, np.nan, np.float32)
             share = np.full(n, np.nan, np.float32)
-            n_cats = np.diff(m.indptr).astype(np.float32)
             for i, q in enumerate(queries):
                 lo, hi = bounds[i], bounds[i + 1]
-                if hi == lo or not len(q.seq):
-                    continue
-                h = m[q.seq[-c.metadata_history :]]
-                mc = m[cand[lo:hi]]
-                p = np.asarray(h.mean(axis=0)).ravel()
-                has = n_cats[cand[lo:hi]] > 0
-                prof[lo:hi] = np.where(has, (mc @ p) / np.maximum(n_cats[cand[lo:hi]], 1), np.nan)
-                overlap = (mc @ h.T).toarray() > 0
-                share[lo:hi] = np.where(has, overlap.mean(axis=1), np.nan)
+                if hi > lo and len(q.seq):
+                    prof[lo:hi], share[lo:hi] = _category_overlap(
+                        m, q.seq[-c.metadata_history :], cand[lo:hi]
+                    )
             cols += [prof, share]
     x = np.stack(cols, axis=1).astype(np.float32) if cols else np.zeros((n, 0), np.float32)
     return qpos + offset, cand, x, rrf

@@ -1,6 +1,7 @@
 """The :class:`~lmrec.models.hybrid.Hybrid`'s LightGBM LambdaRank ranker (its private helper module):
-its settings, training with early stopping on a seeded slice of users, and the text dump it is
-saved as (no pickle)."""
+its settings, its targets (each user's latest interactions, :func:`holdout_last`, how many:
+:func:`auto_targets`), training with early stopping on a seeded slice of users, and the text dump it
+is saved as (no pickle)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
+
+from lmrec.data.dataset import Dataset
 
 log = logging.getLogger("lmrec.models.hybrid")
 
@@ -137,3 +141,32 @@ def load_booster(path: Path) -> Any:
     import lightgbm as lgb
 
     return lgb.Booster(model_str=path.read_text(encoding="utf-8"))
+
+
+# ---------------------------------------------------------------------------------- targets
+def holdout_last(data: Dataset, n: int = 1) -> tuple[Dataset, pl.DataFrame]:
+    """``data`` without each user's last ``n`` interactions, and those interactions. Every user keeps
+    at least one interaction (a user with ``m <= n`` gives ``m - 1``; one with a single interaction
+    gives none).
+
+    The same rule as :func:`lmrec.data.split.leave_last_out` with ``n_valid=0``: by timestamp, ties
+    broken by file order.
+    """
+    df = data.time_ordered().with_columns(
+        pl.int_range(pl.len(), 0, -1).over("user_idx").alias("_from_end"),
+        pl.len().over("user_idx").alias("_n"),
+    )
+    last = pl.col("_from_end") <= pl.min_horizontal(pl.lit(n), pl.col("_n") - 1)
+    held = df.filter(last).sort("_row").drop("_row", "_from_end", "_n")
+    rest = df.filter(~last).sort("_row").drop("_row", "_from_end", "_n")
+    return data.with_interactions(rest), held
+
+
+def auto_targets(data: Dataset, max_share: float, max_n: int = 3) -> int:
+    """The largest ``n <= max_n`` whose :func:`holdout_last` holds out at most ``max_share`` of
+    ``data``'s interactions; 1 when even one per user holds out more."""
+    lengths = data.interactions["user_idx"].value_counts()["count"].to_numpy().astype(np.int64)
+    for n in range(max_n, 1, -1):
+        if np.minimum(n, lengths - 1).clip(0).sum() <= max_share * max(data.n_interactions, 1):
+            return n
+    return 1
