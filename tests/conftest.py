@@ -30,6 +30,13 @@ def data_home() -> Path:
     return home
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_user_data_home(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Datasets added by tests (``lmrec datasets add`` without ``--data-dir``) go to a temporary
+    user data home, never to the real ``~/.local/share/lmrec/datasets``."""
+    os.environ["LMREC_USER_DATA_HOME"] = str(tmp_path_factory.mktemp("user-data-home"))
+
+
 @pytest.fixture()
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)

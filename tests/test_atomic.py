@@ -183,3 +183,39 @@ def test_atomic_write_refuses_to_replace_a_folder(tmp_path: Path) -> None:
         atomic_write_text(tmp_path / "report.json", "{}")
     assert (tmp_path / "report.json").is_dir()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_every_artifact_file_gets_one_mode(tmp_path: Path, checkerboard: Dataset, umask: int) -> None:
+    """Files from mkstemp (0600) and files from open() (0644) used to sit side by side."""
+    from lmrec.experiment import save_catalog
+
+    old = os.umask(umask)
+    try:
+        assert _atomic.file_mode() == 0o666 & ~umask and _atomic.dir_mode() == 0o777 & ~umask
+        folder = Popularity().fit(checkerboard).save(tmp_path / "pop")
+        save_catalog(checkerboard, folder)  # atomic_write: a mkstemp file moved into place
+        atomic_write_text(tmp_path / "report" / "notes.md", "x")
+        with atomic_directory(tmp_path / "nested") as staging:
+            (staging / "sub").mkdir()
+            (staging / "sub" / "a.txt").write_text("a")
+    finally:
+        os.umask(old)
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    folders = [
+        folder,
+        tmp_path / "nested",
+        *(p for p in tmp_path.rglob("*") if p.is_dir() and p != tmp_path / "report"),
+    ]
+    assert {p.name for p in files} >= {
+        "model.json",
+        "state.safetensors",
+        "vocab.json",
+        "catalog.parquet",
+        "notes.md",
+        "a.txt",
+    }
+    modes = {p.relative_to(tmp_path).as_posix(): oct(p.stat().st_mode & 0o777) for p in files}
+    assert set(modes.values()) == {oct(0o666 & ~umask)}, modes
+    dir_modes = {p.relative_to(tmp_path).as_posix(): oct(p.stat().st_mode & 0o777) for p in folders}
+    assert set(dir_modes.values()) == {oct(0o777 & ~umask)}, dir_modes

@@ -1,6 +1,8 @@
 """Atomic file and directory writes: readers see the old artifact or the complete new one, never half.
 
-Every artifact lmrec writes (models, reports, caches, catalogues, downloads) goes through here.
+Every artifact lmrec writes (models, reports, caches, catalogues, downloads) goes through here,
+and every file and folder it leaves has one mode: :func:`file_mode` / :func:`dir_mode` (what
+``open()``/``mkdir`` give under the umask), never the 0600/0700 of temporary files.
 
 Replacing a directory deletes what it held, so :func:`replace_dir` (and :func:`atomic_directory`)
 only replace a folder that is empty or is itself an lmrec artifact: one that holds the
@@ -34,6 +36,47 @@ ARTIFACT_MARKER = ".lmrec-artifact"
 ARTIFACT_MANIFESTS = ("model.json", "tagger.json")
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where the platform allows (Linux)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: the classic swap (not thread-safe, but brief)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode of every file lmrec writes: what ``open()`` gives under the umask (0644 usually).
+
+    Temporary files come from :func:`tempfile.mkstemp` with 0600, other files from ``open()`` with
+    0644; without this an artifact folder held both, and a file moved into place kept 0600.
+    """
+    return 0o666 & ~_umask()
+
+
+def dir_mode() -> int:
+    """The mode of every folder lmrec writes (0755 usually; :func:`tempfile.mkdtemp` gives 0700)."""
+    return 0o777 & ~_umask()
+
+
+def normalise_modes(root: Path) -> None:
+    """One file mode and one folder mode throughout ``root`` (links are left alone)."""
+    fmode, dmode = file_mode(), dir_mode()
+    os.chmod(root, dmode)
+    for folder, dirs, files in os.walk(root):
+        for name in dirs:
+            if not os.path.islink(os.path.join(folder, name)):
+                os.chmod(os.path.join(folder, name), dmode)
+        for name in files:
+            if not os.path.islink(os.path.join(folder, name)):
+                os.chmod(os.path.join(folder, name), fmode)
+
+
 def _refuse(message: str) -> LmrecError:
     return LmrecError(" ".join(message.split()))  # one line, whatever the path holds
 
@@ -52,6 +95,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) 
     tmp = Path(name)
     try:
         write(tmp)
+        os.chmod(tmp, file_mode())  # mkstemp made it 0600; every artifact file gets one mode
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -187,6 +231,7 @@ def atomic_directory(target: str | os.PathLike[str], tag: str = "tmp") -> Iterat
                 '{"written_by": "lmrec", "note": "lmrec may replace this folder when saving again"}\n',
                 encoding="utf-8",
             )
+        normalise_modes(staging)
         replace_dir(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

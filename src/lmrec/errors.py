@@ -49,3 +49,20 @@ class UnsupportedQueryError(LmrecError, ValueError):
 
 class NotFittedError(LmrecError, RuntimeError):
     """``recommend``/``score``/``save`` called before ``fit``."""
+
+
+class FilterValueError(LmrecError, ValueError):
+    """A filter value whose type does not match the catalogue column it filters (``where``)."""
+
+    def __init__(self, field: str, expected: str, value: Any) -> None:
+        super().__init__(f"filter field {field!r} holds {expected} values; got {value!r}")
+        self.field = field
+        self.expected = expected
+        self.value = value
+
+
+class UnknownIdWarning(UserWarning):
+    """Unknown ids were left out of a query, or a query was served by the popularity fallback.
+
+    Raised as an error instead (:class:`UnknownIdError`) in strict mode (``strict=True``).
+    """

@@ -22,6 +22,7 @@ protocol is train-only whatever the config says.
 
 from __future__ import annotations
 
+import inspect
 import os
 import time
 import tomllib
@@ -31,16 +32,16 @@ from typing import Any, Literal
 
 import polars as pl
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from lmrec._atomic import atomic_write
 from lmrec.data.dataset import Dataset
-from lmrec.data.split import Split, split
+from lmrec.data.split import PROTOCOLS, Split, split, split_function
 from lmrec.errors import LmrecError
 from lmrec.evaluation.evaluate import EvalResult, evaluate
 from lmrec.evaluation.report import write_report
 from lmrec.models.base import Recommender
-from lmrec.models.registry import get_model_class
+from lmrec.models.registry import check_params, describe_validation_error, get_model_class
 
 
 class _Strict(BaseModel):
@@ -57,6 +58,26 @@ class SplitSpec(_Strict):
     protocol: str = "leave_last_out"
     params: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("protocol", mode="before")
+    @classmethod
+    def _known_protocol(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = v.strip().replace("-", "_")  # "leave-last-out" as the CLI spells it
+        if v not in PROTOCOLS:
+            raise ValueError(f"unknown split protocol {v!r}; choose one of {', '.join(PROTOCOLS)}")
+        return v
+
+    def check(self) -> None:
+        """The parameters name arguments of the protocol (values are checked when splitting)."""
+        func = split_function(self.protocol)
+        try:
+            inspect.signature(func).bind(None, **self.params)
+        except TypeError as exc:
+            allowed = [p for p in inspect.signature(func).parameters if p != "data"]
+            raise LmrecError(
+                f"split.params: {exc} for protocol {self.protocol!r} (parameters: {', '.join(allowed)})"
+            ) from None
+
 
 class ModelSpec(_Strict):
     name: str
@@ -72,18 +93,31 @@ class ModelSpec(_Strict):
     def build(self) -> Recommender:
         return get_model_class(self.name)(**self.params)
 
+    def check(self, where: str = "models") -> None:
+        """The name is registered and ``params`` are valid for it (one-line :class:`LmrecError`)."""
+        check_params(self.name, self.params, where=f"{where}.params")
+
     @property
     def title(self) -> str:
         return self.label or self.name
 
 
 class EvaluationSpec(_Strict):
-    ks: list[int] = Field(default_factory=lambda: [5, 10, 20])
-    phase: str = "test"
-    cold_user_threshold: int = 5
+    #: cut-offs; the report plots metric@K over all of them
+    ks: list[int] = Field(default_factory=lambda: [1, 5, 10, 20, 50], min_length=1)
+    phase: Literal["test", "valid"] = "test"
+    cold_user_threshold: int = Field(default=5, ge=0)
     #: "refit": fit on train + valid, test with train + valid history (params chosen on valid);
     #: "train-only": fit on train only (see the module docstring)
     protocol: Literal["refit", "train-only"] = "refit"
+
+    @field_validator("ks")
+    @classmethod
+    def _positive_ks(cls, v: list[int]) -> list[int]:
+        bad = [k for k in v if k < 1]
+        if bad:
+            raise ValueError(f"every k must be a positive integer, got {', '.join(map(str, bad))}")
+        return v
 
 
 class ExperimentConfig(_Strict):
@@ -103,10 +137,24 @@ class ExperimentConfig(_Strict):
             raise LmrecError(f"config file {path} not found") from None
         except tomllib.TOMLDecodeError as exc:
             raise LmrecError(f"config file {path}: invalid TOML ({exc})") from None
+        return cls.parse(raw, source=f"config file {path}")
+
+    @classmethod
+    def parse(cls, raw: Any, *, source: str = "config") -> ExperimentConfig:
+        """Validate a raw (TOML/JSON) mapping; a bad value is one line naming the key and the reason."""
         try:
             return cls.model_validate(raw)
-        except Exception as exc:
-            raise LmrecError(f"config file {path}: {exc}") from None
+        except ValidationError as exc:
+            raise LmrecError(f"{source}: {describe_validation_error(exc)}") from None
+
+    def check(self) -> ExperimentConfig:
+        """Everything that can be checked without data, before any loading or fitting: every
+        model name is registered and its parameters are valid, the split parameters exist. Raises a
+        one-line :class:`LmrecError` naming the key; returns ``self``."""
+        for i, spec in enumerate(self.models):
+            spec.check(where=f"models.{i} ({spec.title})")
+        self.split.check()
+        return self
 
     def to_toml(self) -> str:
         return tomli_w.dumps(self.model_dump(mode="json", exclude_none=True))
@@ -172,7 +220,12 @@ def run_experiment(
     data: Dataset | None = None,
     on_model: Callable[[ModelSpec, EvalResult], None] | None = None,
 ) -> list[EvalResult]:
-    """Fit and evaluate every configured model under the configured protocol; write a report."""
+    """Fit and evaluate every configured model under the configured protocol; write a report.
+
+    The config is checked first (:meth:`ExperimentConfig.check`), so a bad parameter of the last
+    model fails before the first one is fitted.
+    """
+    cfg.check()
     data = data if data is not None else load_data(cfg.dataset)
     sp = make_split(data, cfg.split)
     results = []
@@ -202,5 +255,17 @@ def save_catalog(data: Dataset, model_dir: str | os.PathLike[str]) -> Path:
 
 
 def load_catalog(model_dir: str | os.PathLike[str]) -> pl.DataFrame | None:
+    """The item table stored by :func:`save_catalog`; None when there is none. A damaged file is a
+    one-line :class:`LmrecError` naming it."""
     path = Path(model_dir) / "catalog.parquet"
-    return pl.read_parquet(path) if path.exists() else None
+    if not path.exists():
+        return None
+    from lmrec.data.loaders._read import read_parquet
+
+    try:
+        table = read_parquet(path)
+    except LmrecError as exc:
+        raise LmrecError(f"{path}: damaged item catalogue ({str(exc).split('] ', 1)[-1]})") from None
+    if "item_id" not in table.columns:
+        raise LmrecError(f"{path}: damaged item catalogue, no 'item_id' column")
+    return table

@@ -27,7 +27,7 @@ import polars as pl
 import pytest
 
 from lmrec.data.dataset import Dataset
-from lmrec.errors import NotFittedError, UnknownIdError, UnsupportedQueryError
+from lmrec.errors import NotFittedError, UnknownIdError, UnknownIdWarning, UnsupportedQueryError
 from lmrec.models.base import Query, Recommender
 
 __all__ = ["RecommenderContract", "make_checkerboard"]
@@ -39,6 +39,7 @@ RECOMMEND_SCHEMA = {
     "item_id": pl.Int64,
     "score": pl.Float32,
     "rank": pl.Int64,
+    "fallback": pl.Utf8,
 }
 
 
@@ -210,14 +211,27 @@ class RecommenderContract:
     def test_unknown_user_raises(self, fitted: Recommender) -> None:
         ghost = 987_654_321
         with pytest.raises(UnknownIdError, match=str(ghost)) as info:
-            fitted.recommend([0, ghost], k=3)
+            fitted.recommend([0, ghost], k=3, strict=True)
         assert info.value.ids == [ghost]
+
+    def test_unknown_user_falls_back_to_popularity(self, fitted: Recommender) -> None:
+        ghost = 987_654_321
+        with pytest.warns(UnknownIdWarning, match=str(ghost)):
+            recs = fitted.recommend([0, ghost], k=3)
+        mine = recs.filter(pl.col("query") == 1)
+        assert mine["fallback"].to_list() == ["popularity"] * 3
+        assert recs.filter(pl.col("query") == 0)["fallback"].null_count() == 3
+        top = np.argsort(-fitted.popularity(), kind="stable")[:3]
+        assert fitted.item_vocab is not None
+        assert mine["item_id"].to_list() == fitted.item_vocab.external(top)
 
     def test_unknown_history_item_raises(self, fitted: Recommender) -> None:
         if not self._supports_history(fitted):
             pytest.skip("model serves no history queries")
         with pytest.raises(UnknownIdError, match="424242"):
-            fitted.recommend(Query(history=[0, 424242]), k=3)
+            fitted.recommend(Query(history=[0, 424242]), k=3, strict=True)
+        with pytest.warns(UnknownIdWarning, match="424242"):
+            assert fitted.recommend(Query(history=[0, 424242]), k=3).height == 3
 
     # ------------------------------------------------------------------ (f) k
     @pytest.mark.parametrize("k", [0, -1])

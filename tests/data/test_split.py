@@ -114,3 +114,78 @@ def test_holdout_last_and_split_validation() -> None:
     assert none is None
     by_ids = ValidationData.from_frame(held.select("user_id", "item_id"), data)
     assert (by_ids.targets != vd.targets).nnz == 0
+
+
+# ---------------------------------------------------------------------------- targets already in the history
+_PROTOCOLS = {
+    "leave_last_out": {},
+    "temporal": {"test_fraction": 0.2, "valid_fraction": 0.1},
+    "random": {"test_fraction": 0.2, "valid_fraction": 0.1, "seed": 3},
+    "cold_item": {"item_fraction": 0.1, "valid_fraction": 0.1, "seed": 3},
+    "cold_user": {"user_fraction": 0.1, "seed": 3},
+}
+
+
+def _pairs(frame: pl.DataFrame | None) -> set[tuple[int, int]]:
+    if frame is None:
+        return set()
+    return set(zip(frame["user_idx"].to_list(), frame["item_idx"].to_list(), strict=True))
+
+
+@pytest.mark.parametrize("protocol", list(_PROTOCOLS))
+def test_splits_keep_user_item_pairs_disjoint(ml100k, protocol, caplog):
+    """ml-100k has no repeated (user, item) pair, so no split may put one pair on two sides."""
+    assert ml100k.repeated_pairs() == 0
+    s = split(ml100k, protocol, **_PROTOCOLS[protocol])
+    sides = {
+        "train": _pairs(s.train.interactions),
+        "valid": _pairs(s.valid),
+        "test": _pairs(s.test),
+        "revealed": _pairs(s.test_history),
+    }
+    names = list(sides)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            assert not sides[a] & sides[b], f"{protocol}: {a} and {b} share pairs"
+    total = sum(len(v) for v in sides.values())
+    assert total == ml100k.n_interactions  # nothing lost, nothing doubled
+    assert "targets_in_history" not in s.protocol and "already in" not in caplog.text
+
+
+def _repeats() -> Dataset:
+    # user 1 plays item 10 first and last: leave-last-out's test target is in the training history;
+    # user 2 has no repeat
+    df = pl.DataFrame(
+        {
+            "user_id": [1, 1, 1, 1, 2, 2, 2],
+            "item_id": [10, 11, 12, 10, 20, 21, 22],
+            "timestamp": [1, 2, 3, 4, 1, 2, 3],
+        }
+    )
+    return Dataset.from_frames(df)
+
+
+def test_split_warns_or_refuses_when_a_target_is_in_the_history(caplog):
+    data = _repeats()
+    with caplog.at_level("WARNING", logger="lmrec.data"):
+        s = leave_last_out(data)
+    assert s.protocol["targets_in_history"] == {"test": 1}
+    assert "1 test target(s) are already in their user's history" in caplog.text
+    with pytest.raises(DataError, match=r"1 test target\(s\) are already in.*duplicates='last'"):
+        leave_last_out(data, seen_targets="error")
+    with pytest.raises(DataError, match="seen_targets='maybe'"):
+        leave_last_out(data, seen_targets="maybe")
+    # one row per pair: nothing to warn about
+    clean = Dataset.from_frames(
+        data.interactions.select("user_id", "item_id", "timestamp"), duplicates="last"
+    )
+    assert "targets_in_history" not in leave_last_out(clean).protocol
+    # the validation phase is checked against training, the test phase against train + valid
+    df = pl.DataFrame({"user_id": [1] * 4, "item_id": [10, 11, 10, 12], "timestamp": [1, 2, 3, 4]})
+    s = leave_last_out(Dataset.from_frames(df))
+    assert s.protocol["targets_in_history"] == {"valid": 1}
+
+
+def test_split_parameters_are_checked_by_name(ml100k):
+    with pytest.raises(DataError, match="unexpected keyword argument 'n_tset'"):
+        split(ml100k, "leave_last_out", n_tset=2)

@@ -15,7 +15,7 @@ from lmrec.evaluation import metrics as M
 
 
 def naive(ranked: list[int], relevant: set[int], k: int) -> dict[str, float]:
-    top = ranked[:k]
+    top = [i for i in ranked[:k] if i >= 0]  # -1 pads a short list: no item there
     hits = [1 if i in relevant else 0 for i in top]
     n_rel = len(relevant)
     dcg = sum(h / math.log2(r + 2) for r, h in enumerate(hits))
@@ -52,7 +52,9 @@ def ranking_case(draw):
     lists, rels = [], []
     for _ in range(n_users):
         perm = draw(st.permutations(list(range(n_items))))
-        lists.append(list(perm)[:k])
+        # a short list (fewer candidates than k: everything else seen or excluded) ends in -1 entries
+        length = draw(st.integers(0, k))
+        lists.append(list(perm)[:length] + [-1] * (k - length))
         rels.append(
             set(draw(st.lists(st.integers(0, n_items - 1), min_size=1, max_size=n_items, unique=True)))
         )
@@ -67,12 +69,22 @@ def test_ranking_metrics_match_naive(case):
     rows = [u for u, r in enumerate(rels) for _ in r]
     cols = [i for r in rels for i in sorted(r)]
     targets = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(rels), n_items))
+    pop = np.arange(n_items, dtype=np.float64)
     for kk in sorted({1, k}):
         fast = M.ranking_metrics(top, targets, [kk])
         for u, (ranked, rel) in enumerate(zip(lists, rels, strict=True)):
             ref = naive(ranked, rel, kk)
             for name, value in ref.items():
                 assert math.isclose(fast[f"{name}@{kk}"][u], value, abs_tol=1e-9), (name, kk, u)
+        # beyond accuracy: only real items count, an empty list has no novelty (NaN, no warning)
+        shown = [[i for i in ranked[:kk] if i >= 0] for ranked in lists]
+        assert M.coverage(top, n_items, kk) == len({i for s in shown for i in s}) / n_items
+        novelty = M.novelty(top, pop, 10, kk)
+        for u, items in enumerate(shown):
+            want = np.mean([-math.log2((pop[i] + 1) / 11) for i in items]) if items else math.nan
+            assert math.isclose(novelty[u], want, abs_tol=1e-9) or (
+                math.isnan(want) and math.isnan(novelty[u])
+            )
 
 
 @settings(max_examples=100, deadline=None)

@@ -11,7 +11,13 @@ import polars as pl
 import pytest
 
 from lmrec.data.dataset import Dataset
-from lmrec.errors import LmrecError, NotFittedError, UnknownIdError, UnsupportedQueryError
+from lmrec.errors import (
+    LmrecError,
+    NotFittedError,
+    UnknownIdError,
+    UnknownIdWarning,
+    UnsupportedQueryError,
+)
 from lmrec.models import base as base_module
 from lmrec.models import registry
 from lmrec.models.base import Query, QueryBatch, Recommender, as_queries
@@ -113,38 +119,117 @@ def test_unsupported_query_kinds(data: Dataset, model: FixedScores) -> None:
 
 def test_user_in_vocabulary_without_training_events(model: FixedScores) -> None:
     # a user known to the vocabulary but with no training history is served from the query history,
-    # and is unknown (to the model) without one
+    # and gets the popularity fallback without one (an error in strict mode)
     assert model.user_vocab is not None
     model.user_vocab = model.user_vocab.extend([99])
     model._hist_offsets = np.append(model._hist_offsets, model._hist_offsets[-1])
     recs = model.recommend(Query(user_id=99, history=[10]), k=2)
     assert recs["item_id"].to_list() == [11, 12] and recs["user_id"].to_list() == [99, 99]
+    with pytest.warns(UnknownIdWarning, match="99"):
+        fell = model.recommend(99, k=2)
+    assert fell["fallback"].to_list() == ["popularity"] * 2
     with pytest.raises(UnknownIdError, match="99"):
-        model.recommend(99)
+        model.recommend(99, strict=True)
 
 
 # ---------------------------------------------------------------------------- unknown ids
-def test_unknown_users_are_all_named(model: FixedScores) -> None:
+#: popularity of the fixture's items 10..16 (training events per item): 10 twice, 11..14 once
+POPULAR = [10, 11, 12, 13, 14]
+
+
+def test_unknown_users_fall_back_to_popularity_flagged(model: FixedScores) -> None:
+    with pytest.warns(UnknownIdWarning, match=r"user_id of query 1: 404.*user_id of query 3: 405") as w:
+        recs = model.recommend([1, 404, 2, 405], k=3)
+    assert len(w) == 1, "one warning per call, naming every unknown id"
+    by_query = recs.partition_by("query", as_dict=True)
+    # known users: the model's scores, no fallback; unknown ones: the most popular items, flagged
+    assert by_query[(0,)]["item_id"].to_list() == [13, 14, 15]
+    assert by_query[(0,)]["fallback"].to_list() == [None] * 3
+    for q, user in ((1, 404), (3, 405)):
+        part = by_query[(q,)]
+        assert part["item_id"].to_list() == POPULAR[:3], "popularity, not the model's scores"
+        assert part["fallback"].to_list() == ["popularity"] * 3
+        assert part["user_id"].to_list() == [user] * 3
+        assert part["score"].to_list() == [2.0, 1.0, 1.0]
+    assert recs.schema["fallback"] == pl.Utf8
+    with pytest.warns(UnknownIdWarning, match="'nobody'"):
+        assert model.recommend("nobody", k=2)["item_id"].to_list() == [10, 11]
+
+
+def test_popularity_fallback_honours_exclusions_and_online_events(model: FixedScores) -> None:
+    with pytest.warns(UnknownIdWarning):
+        recs = model.recommend(404, k=3, exclude=[10], items=[10, 11, 14, 15])
+    assert recs["item_id"].to_list() == [11, 14, 15]
+    model.add_interactions(2, [15, 15, 15])  # online events change what is popular
+    with pytest.warns(UnknownIdWarning):
+        assert model.recommend(404, k=1)["item_id"].to_list() == [15]
+
+
+def test_strict_mode_names_every_unknown_user(model: FixedScores) -> None:
     with pytest.raises(UnknownIdError) as info:
-        model.recommend([1, 404, 2, 405])
+        model.recommend([1, 404, 2, 405], strict=True)
     assert info.value.ids == [404, 405]
     assert "unknown user_id: 404, 405" in str(info.value)
     with pytest.raises(UnknownIdError, match="'nobody'"):
-        model.recommend("nobody")
+        model.recommend("nobody", strict=True)
 
 
-def test_unknown_items_are_named(model: FixedScores) -> None:
+def test_strict_mode_names_unknown_items(model: FixedScores) -> None:
     with pytest.raises(UnknownIdError, match=r"history of query 1: 77"):
-        model.recommend([Query(history=[10]), Query(history=[77, 10])])
-    with pytest.raises(UnknownIdError, match="88"):
-        model.recommend(1, items=[10, 88])
-    with pytest.raises(UnknownIdError, match="99"):
-        model.recommend(1, exclude=[99])
+        model.recommend([Query(history=[10]), Query(history=[77, 10])], strict=True)
+    with pytest.raises(UnknownIdError, match="items: 88"):
+        model.recommend(1, items=[10, 88], strict=True)
+    with pytest.raises(UnknownIdError, match="exclude: 99"):
+        model.recommend(1, exclude=[99], strict=True)
 
 
-def test_unknown_history_items_can_be_dropped(model: FixedScores) -> None:
-    batch = model.encode_queries([Query(history=[77, 10])], on_unknown_items="drop")
-    assert batch.history.nnz == 1
+def test_unknown_items_are_dropped_with_a_warning(model: FixedScores) -> None:
+    with pytest.warns(UnknownIdWarning, match=r"history of query 1 left out: 77") as w:
+        recs = model.recommend([Query(history=[10]), Query(history=[77, 10])], k=2)
+    assert len(w) == 1
+    # query 1 is served from what is left of its history (10): the same list as query 0
+    assert recs["item_id"].to_list() == [11, 12, 11, 12]
+    assert recs["fallback"].to_list() == [None] * 4
+    with pytest.warns(UnknownIdWarning, match=r"items left out: 88"):
+        assert model.recommend(1, k=3, items=[15, 88])["item_id"].to_list() == [15]
+    with pytest.warns(UnknownIdWarning, match=r"exclude left out: 99"):
+        assert model.recommend(1, k=2, exclude=[99, 13])["item_id"].to_list() == [14, 15]
+
+
+def test_a_history_of_unknown_items_falls_back_to_popularity(model: FixedScores) -> None:
+    with pytest.warns(UnknownIdWarning, match="77, 78"):
+        recs = model.recommend(Query(history=[77, 78]), k=2)
+    assert recs["item_id"].to_list() == [10, 11] and recs["fallback"].to_list() == ["popularity"] * 2
+    # an explicitly empty history is not an unknown id: the model scores it, no fallback, no warning
+    empty = model.recommend(Query(history=[]), k=2)
+    assert empty["item_id"].to_list() == [10, 11] and empty["fallback"].to_list() == [None, None]
+    assert model.last_batch.fallback == [None]
+    # known user plus unknown history items: the user's history serves, the items are reported
+    with pytest.warns(UnknownIdWarning, match="77"):
+        mixed = model.recommend(Query(user_id=1, history=[77]), k=2)
+    assert mixed["item_id"].to_list() == [13, 14] and mixed["fallback"].to_list() == [None, None]
+
+
+def test_lenient_encoding_drops_unknown_items_with_their_weights(model: FixedScores) -> None:
+    batch = model.encode_queries([Query(history=[77, 10, 11], weights=[9.0, 2.0, 3.0])], strict=False)
+    assert batch.history.nnz == 2 and batch.history.toarray()[0, :2].tolist() == [2.0, 3.0]
+    assert [(u.query, u.field, u.ids) for u in batch.unknown] == [(0, "history", [77])]
+    with pytest.raises(UnknownIdError, match="77"):
+        model.encode_queries([Query(history=[77, 10])])  # strict by default at this level
+
+
+def test_fallback_rows_never_reach_the_model(model: FixedScores) -> None:
+    batch = model.encode_queries([Query(user_id=404), Query(user_id=1)], strict=False)
+    assert batch.fallback == ["popularity", None] and batch.fallback_mask.tolist() == [True, False]
+    scores = model.score_batch(batch)
+    assert len(model.last_batch) == 1 and model.last_batch.user_idx.tolist() == [0]
+    np.testing.assert_array_equal(scores[0], model.popularity())
+    np.testing.assert_array_equal(scores[1], model.scores_)
+    idx, _ = model.rank(batch, 2)
+    assert idx.tolist() == [[0, 1], [3, 4]]
+    # the score API has no answer to flag a fallback in: unknown users are an error there
+    with pytest.raises(UnknownIdError, match="404"):
+        model.score([404])
 
 
 def test_string_user_ids_from_a_cli_are_coerced(model: FixedScores) -> None:
@@ -176,16 +261,17 @@ def test_exclusions_and_restrictions(model: FixedScores) -> None:
     assert unmasked["item_id"].to_list() == [10, 15, 16]
     # everything excluded: no rows, schema intact
     empty = model.recommend(1, k=3, items=[10, 11])
-    assert empty.height == 0 and empty.columns == ["query", "user_id", "item_id", "score", "rank"]
+    assert empty.height == 0
+    assert empty.columns == ["query", "user_id", "item_id", "score", "rank", "fallback"]
 
 
 def test_output_frame(data: Dataset, model: FixedScores) -> None:
     recs = model.recommend([2, Query(history=[10])], k=2)
     assert recs.to_dicts() == [
-        {"query": 0, "user_id": 2, "item_id": 11, "score": 6.0, "rank": 1},
-        {"query": 0, "user_id": 2, "item_id": 12, "score": 5.0, "rank": 2},
-        {"query": 1, "user_id": None, "item_id": 11, "score": 6.0, "rank": 1},
-        {"query": 1, "user_id": None, "item_id": 12, "score": 5.0, "rank": 2},
+        {"query": 0, "user_id": 2, "item_id": 11, "score": 6.0, "rank": 1, "fallback": None},
+        {"query": 0, "user_id": 2, "item_id": 12, "score": 5.0, "rank": 2, "fallback": None},
+        {"query": 1, "user_id": None, "item_id": 11, "score": 6.0, "rank": 1, "fallback": None},
+        {"query": 1, "user_id": None, "item_id": 12, "score": 5.0, "rank": 2, "fallback": None},
     ]
     assert recs.schema["score"] == pl.Float32
     # batching does not change anything but is transparent in the query numbers
@@ -299,7 +385,7 @@ def test_save_layout_has_no_pickle(model: FixedScores, registered: None, tmp_pat
     path = model.save(tmp_path / "m")
     assert sorted(p.name for p in path.iterdir()) == ["model.json", "state.safetensors", "vocab.json"]
     meta = json.loads((path / "model.json").read_text())
-    assert meta["model"] == "fixed_scores_test" and meta["format_version"] == 1
+    assert meta["model"] == "fixed_scores_test" and meta["format_version"] == base_module.FORMAT_VERSION
     loaded = Recommender.load(path)
     assert isinstance(loaded, FixedScores)
     assert loaded.recommend([1, 2, 3], k=3).equals(model.recommend([1, 2, 3], k=3))

@@ -1,8 +1,12 @@
 """Every registered model must be covered by a :class:`lmrec.testing.RecommenderContract` subclass.
 
 The check is automatic (RecTools style): add a model to the registry and this test fails until a
-contract test for it exists somewhere under ``tests/``. Models whose module does not exist yet (other
-parts of the roadmap) or whose optional dependency is missing are skipped with the reason.
+contract test for it exists somewhere under ``tests/``. A registered model whose module does not
+exist or fails to import fails here; only a model whose optional extra (a third-party package) is
+not installed is skipped, with the reason.
+
+Every registered model's saved artifact is also damaged in each way a disk, an editor or another
+lmrec version can damage it; loading must fail with one line naming the damaged file.
 """
 
 from __future__ import annotations
@@ -10,11 +14,18 @@ from __future__ import annotations
 import ast
 import importlib
 import importlib.util
+import json
+import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
+from safetensors.numpy import load_file, save_file
 
 from lmrec.errors import LmrecError
+from lmrec.experiment import load_catalog, save_catalog
 from lmrec.models import registry
 from lmrec.models.base import ModelConfig, Recommender
 from lmrec.testing import RecommenderContract
@@ -120,18 +131,25 @@ def covered() -> dict[str, list[str]]:
 
 
 def _require_module(name: str) -> str:
-    module = registry.registered_models()[name].split(":")[0]
+    """A registered model's module must exist: a registration without code is a failure."""
+    target = registry.registered_models()[name]
+    module = target.split(":")[0]
     if importlib.util.find_spec(module) is None:
-        pytest.skip(f"model {name!r}: module {module} does not exist yet")
+        pytest.fail(f"registered model {name!r} ({target}): module {module} does not exist")
     return module
 
 
 def _model_class(name: str) -> type[Recommender]:
+    """The model's class; only a missing third-party package of its optional extra skips (and says
+    so). A module that fails to import for any other reason fails the test, never skips it."""
     _require_module(name)
     try:
         return registry.get_model_class(name)
-    except LmrecError as exc:  # an optional dependency is missing
-        pytest.skip(str(exc))
+    except LmrecError as exc:
+        missing = getattr(exc.__cause__, "name", None) or ""
+        if name in registry._EXTRAS and missing and missing.split(".")[0] != "lmrec":
+            pytest.skip(f"optional extra not installed: {exc}")
+        pytest.fail(f"registered model {name!r} cannot be imported: {exc}")
 
 
 @pytest.mark.parametrize("name", sorted(registry.registered_models()))
@@ -157,3 +175,106 @@ def test_contract_detection_sees_this_package(covered: dict[str, list[str]]) -> 
     # guards the discovery itself: the CF models of this package are certainly covered
     for name in ("popularity", "item_knn", "user_knn", "ease", "als", "bpr"):
         assert covered.get(name), name
+
+
+# ------------------------------------------------------------------------------ damaged artifacts
+def _edit_json(file: Path, edit: Callable[[dict[str, Any]], object]) -> None:
+    obj = json.loads(file.read_text())
+    edit(obj)
+    file.write_text(json.dumps(obj))
+
+
+def _truncate(file: Path) -> None:
+    file.write_bytes(file.read_bytes()[: file.stat().st_size // 2])
+
+
+def _reshape_a_tensor(file: Path) -> None:
+    """One tensor (a model tensor when there is one) one row longer, the rest untouched."""
+    tensors = load_file(str(file))
+    name = next((k for k in sorted(tensors) if k.startswith("model.") and tensors[k].ndim), "history.weights")
+    arr = tensors[name]
+    tensors[name] = np.zeros((arr.shape[0] + 1, *arr.shape[1:]), dtype=arr.dtype)
+    save_file(tensors, str(file))
+
+
+def _duplicate_item(vocab: dict[str, Any]) -> None:
+    vocab["item"]["ids"][1] = vocab["item"]["ids"][0]
+
+
+#: damage -> (file it is done to, what is done); loading must name that file
+DAMAGES: dict[str, tuple[str, Callable[[Path], None]]] = {
+    "model.json: format_version 99": (
+        "model.json",
+        lambda f: _edit_json(f, lambda m: m.update(format_version=99)),
+    ),
+    "model.json: format_version missing": (
+        "model.json",
+        lambda f: _edit_json(f, lambda m: m.pop("format_version")),
+    ),
+    "model.json: model key missing": ("model.json", lambda f: _edit_json(f, lambda m: m.pop("model"))),
+    "model.json: config key missing": ("model.json", lambda f: _edit_json(f, lambda m: m.pop("config"))),
+    "model.json: tensor manifest missing": (
+        "model.json",
+        lambda f: _edit_json(f, lambda m: m.pop("tensors")),
+    ),
+    "model.json: config value invalid": (
+        "model.json",
+        lambda f: _edit_json(f, lambda m: m["config"].update(no_such_parameter=1)),
+    ),
+    "model.json: truncated": ("model.json", _truncate),
+    "vocab.json: truncated": ("vocab.json", _truncate),
+    "vocab.json: item key missing": ("vocab.json", lambda f: _edit_json(f, lambda v: v.pop("item"))),
+    "vocab.json: duplicate item id": ("vocab.json", lambda f: _edit_json(f, _duplicate_item)),
+    "vocab.json: an item removed": ("vocab.json", lambda f: _edit_json(f, lambda v: v["item"]["ids"].pop())),
+    "state.safetensors: truncated": ("state.safetensors", _truncate),
+    "state.safetensors: tensor of the wrong shape": ("state.safetensors", _reshape_a_tensor),
+    "catalog.parquet: truncated": ("catalog.parquet", _truncate),
+}
+
+
+def _contract_class(name: str, covered: dict[str, list[str]]) -> type[RecommenderContract]:
+    module, _, cls_name = covered[name][0].rpartition(".")
+    return getattr(importlib.import_module(module), cls_name)  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="module")
+def saved_models(
+    covered: dict[str, list[str]], tmp_path_factory: pytest.TempPathFactory
+) -> Callable[[str], Path]:
+    """Registry name -> a folder holding that model, fitted on its contract data, saved with its
+    item catalogue (fitted once per module and copied for every damage)."""
+    cache: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in cache:
+            _model_class(name)
+            if not covered.get(name):
+                pytest.fail(f"registered model {name!r} has no contract test to build it from")
+            contract = _contract_class(name, covered)
+            data = contract.contract_data()
+            folder = contract.model_factory().fit(data).save(tmp_path_factory.mktemp(name) / "model")
+            save_catalog(data, folder)
+            cache[name] = folder
+        return cache[name]
+
+    return get
+
+
+@pytest.mark.parametrize("damage", list(DAMAGES))
+@pytest.mark.parametrize("name", sorted(registry.registered_models()))
+def test_damaged_artifact_is_one_line_naming_the_file(
+    name: str, damage: str, saved_models: Callable[[str], Path], tmp_path: Path
+) -> None:
+    folder = tmp_path / "model"
+    shutil.copytree(saved_models(name), folder)
+    assert Recommender.load(folder).name == name and load_catalog(folder) is not None  # intact first
+    file, harm = DAMAGES[damage]
+    harm(folder / file)
+    with pytest.raises(LmrecError) as info:
+        if file == "catalog.parquet":
+            load_catalog(folder)
+        else:
+            Recommender.load(folder)
+    message = str(info.value)
+    assert "\n" not in message, message
+    assert str(folder / file) in message, f"{damage}: the message does not name {file}: {message}"

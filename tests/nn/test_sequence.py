@@ -149,7 +149,8 @@ def test_bucket_sampler_batches_a_shard_as_lightning_builds_it_under_ddp() -> No
     seqs = [np.arange(n) for n in np.random.default_rng(1).integers(1, 50, size=101)]
     dataset = SequenceDataset(seqs)
     shards = [
-        torch.utils.data.DistributedSampler(dataset, num_replicas=2, rank=r, shuffle=True, seed=0) for r in (0, 1)
+        torch.utils.data.DistributedSampler(dataset, num_replicas=2, rank=r, shuffle=True, seed=0)
+        for r in (0, 1)
     ]
     got = [list(BucketBatchSampler(s, batch_size=8, drop_last=False)) for s in shards]
     assert len(got[0]) == len(got[1]) == len(BucketBatchSampler(shards[0], 8)) == 7
@@ -158,7 +159,9 @@ def test_bucket_sampler_batches_a_shard_as_lightning_builds_it_under_ddp() -> No
     # still length-bucketed within the shard: far less padding than the shard's own order
     shard = list(shards[0])
     padded = sum(len(b) * max(len(seqs[i]) for i in b) for b in got[0])
-    unsorted = sum(len(b) * max(len(seqs[i]) for i in b) for b in (shard[j : j + 8] for j in range(0, len(shard), 8)))
+    unsorted = sum(
+        len(b) * max(len(seqs[i]) for i in b) for b in (shard[j : j + 8] for j in range(0, len(shard), 8))
+    )
     assert padded < 0.8 * unsorted
     with pytest.raises(ValueError, match="lengths"):
         BucketBatchSampler(range(3), 2)

@@ -121,11 +121,13 @@ class ASGIClient:
 class Served:
     """A state + in-process client over one artifact and a private event log."""
 
-    def __init__(self, artifact: Path, db: Path, **config: Any) -> None:
+    def __init__(self, artifact: Path, db: Path, *, warm: bool = True, **config: Any) -> None:
         config.setdefault("api_key", API_KEY)
         self.artifact = artifact
         self.db = db
         self.state = ServingState.from_artifact(artifact, db=db, config=ServingConfig(**config))
+        if warm:  # what the lifespan does at start (an in-process ASGI client runs no lifespan)
+            self.state.warm()
         self.client = ASGIClient(create_app(self.state))
 
     def close(self) -> None:
@@ -138,8 +140,8 @@ def serve(tmp_path: Path) -> Iterator[Any]:
     """``serve(artifact, **config)`` -> :class:`Served`; everything is closed after the test."""
     opened: list[Served] = []
 
-    def _open(artifact: Path, db: Path | None = None, **config: Any) -> Served:
-        s = Served(artifact, db or tmp_path / f"events-{len(opened)}.db", **config)
+    def _open(artifact: Path, db: Path | None = None, *, warm: bool = True, **config: Any) -> Served:
+        s = Served(artifact, db or tmp_path / f"events-{len(opened)}.db", warm=warm, **config)
         opened.append(s)
         return s
 

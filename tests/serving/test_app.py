@@ -85,8 +85,13 @@ def test_text_on_cf_model_is_a_clear_400(serve, ease_artifact: Path) -> None:
 @pytest.mark.parametrize(
     ("body", "status", "needle"),
     [
-        ({"user_id": 99999999}, 404, "unknown user_id 99999999"),
-        ({"history": [1, 424242424]}, 404, "424242424"),
+        ({"user_id": 99999999, "strict": True}, 404, "unknown user_id: 99999999"),
+        ({"history": [1, 424242424], "strict": True}, 404, "424242424"),
+        ({"user_id": 1, "exclude": [77777777], "strict": True}, 404, "exclude: 77777777"),
+        ({"user_id": 1, "filters": {"item_ids": [1, 6666666]}, "strict": True}, 404, "6666666"),
+        ({"user_id": "abc", "strict": True}, 404, "unknown user_id: 'abc'"),
+        ({"history": []}, 422, "history is empty"),
+        ({"user_id": 1, "history": []}, 422, "history is empty"),
         ({"user_id": 1, "k": 0}, 422, "k"),
         ({"user_id": 1, "k": 101}, 422, "less than or equal to 100"),
         ({"user_id": 1.5}, 422, "user_id"),
@@ -94,7 +99,6 @@ def test_text_on_cf_model_is_a_clear_400(serve, ease_artifact: Path) -> None:
         ({"history": list(range(1001))}, 422, "at most 1000"),
         ({"user_id": 1, "hisotry": [1]}, 422, "hisotry"),
         ({}, 422, "give a user_id"),
-        ({"user_id": "abc"}, 400, "must be an integer"),
         ({"user_id": 1, "diversity": 2}, 422, "diversity"),
     ],
 )
@@ -206,7 +210,8 @@ def test_feedback_scores_reflect_new_history(serve, ease_artifact: Path) -> None
 
 def test_new_user_through_feedback(serve, ease_artifact: Path) -> None:
     s = serve(ease_artifact)
-    assert s.client.post("/recommend", json={"user_id": 777777}).status_code == 404
+    assert s.client.post("/recommend", json={"user_id": 777777}).json()["fallback"] == "popularity"
+    assert s.client.post("/recommend", json={"user_id": 777777, "strict": True}).status_code == 404
     for item in (1, 2, 3):
         assert (
             s.client.post("/feedback", json={"user_id": 777777, "item_id": item}, headers=AUTH).status_code
@@ -214,6 +219,7 @@ def test_new_user_through_feedback(serve, ease_artifact: Path) -> None:
         )
     r = s.client.post("/recommend", json={"user_id": 777777, "k": 5})
     assert r.status_code == 200 and not {1, 2, 3} & set(_ids(r))
+    assert r.json()["fallback"] is None and r.json()["warnings"] == []
     as_text = s.client.post(
         "/recommend", json={"user_id": "777777", "k": 5}
     )  # digit strings name the same user
@@ -330,9 +336,10 @@ def test_mmr_diversifies(serve, ease_artifact: Path) -> None:
 def test_health_and_metrics(serve, ease_artifact: Path) -> None:
     s = serve(ease_artifact)
     s.client.post("/recommend", json={"user_id": 1})
-    s.client.post("/recommend", json={"user_id": 99999999})
+    s.client.post("/recommend", json={"user_id": 99999999, "strict": True})
     h = s.client.get("/health").json()
     assert h["status"] == "ok" and h["model"] == "ease" and h["n_items"] == s.state.n_items
+    assert h["ready"] is True and h["warm_s"] is not None
     r = s.client.get("/metrics")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     text = r.text

@@ -88,13 +88,30 @@ def test_candidates_resolve_the_query_and_size_the_pool(model: EASE) -> None:
     [
         ({"user_id": 0, "k": 0}, ServingError, "k must be between"),
         ({"user_id": 0, "text": "odd"}, ServingError, "cannot serve text"),
-        ({"user_id": 424242}, NotFound, "unknown user_id"),
-        ({"history": [424242]}, NotFound, "424242"),
+        ({"user_id": 424242, "strict": True}, NotFound, "unknown user_id"),
+        ({"history": [424242], "strict": True}, NotFound, "424242"),
+        ({"history": []}, ServingError, "history is empty"),
     ],
 )
 def test_candidates_reject_what_cannot_be_served(model: EASE, kw: dict, error: type, needle: str) -> None:
     with pytest.raises(error, match=needle):
         _ctx(model, **kw)
+
+
+def test_candidates_unknown_ids_are_lenient_by_default(model: EASE, catalogue: Catalogue) -> None:
+    ctx = _ctx(model, user_id=424242, k=3)
+    assert ctx.fallback == "popularity" and ctx.key == 424242
+    assert [(w.field, w.ids) for w in ctx.warnings] == [("user_id", [424242])]
+    top = model_ranking(model, ctx, apply_filters(model, catalogue, ctx)).items.tolist()
+    assert top == np.argsort(-model.popularity(), kind="stable")[:3].tolist()
+    mixed = _ctx(model, history=[0, 424242], k=3)
+    assert mixed.fallback is None and mixed.history.tolist() == [0]
+    assert [(w.field, w.ids) for w in mixed.warnings] == [("history", [424242])]
+    assert _ctx(model, history=[424242], k=3).fallback == "popularity"
+    # the server's setting decides when the request does not
+    with pytest.raises(NotFound, match="424242"):
+        build_context(model, ServingConfig(strict_ids=True), user_id=424242)
+    assert build_context(model, ServingConfig(strict_ids=True), user_id=424242, strict=False).fallback
 
 
 def test_exploration_needs_a_policy(model: EASE) -> None:
@@ -112,6 +129,9 @@ def test_filters_drop_excluded_blocked_and_seen_items(model: EASE, catalogue: Ca
     ctx = _ctx(model, user_id=0, k=5, exclude=[top[0], 999_999])  # unknown ids are dropped
     ex = apply_filters(model, catalogue, ctx, blocked={top[1]})
     assert set(ex.exclude.tolist()) == {top[0], top[1]} and ex.allowed is None
+    assert [(w.field, w.ids) for w in ex.warnings] == [("exclude", [999_999])]
+    with pytest.raises(NotFound, match="exclude: 999999"):
+        apply_filters(model, catalogue, _ctx(model, user_id=0, exclude=[999_999], strict=True))
     got = model_ranking(model, ctx, ex).items.tolist()
     assert top[0] not in got and top[1] not in got and not set(got) & _seen(model, 0)
     # exclude_seen=False lets history items back in
@@ -127,7 +147,12 @@ def test_filters_allow_list_and_tags(model: EASE, catalogue: Catalogue) -> None:
     assert ex.allowed is not None and ex.allowed.tolist() == [i >= 10 for i in range(N_ITEMS)]
     assert all(i >= 10 for i in model_ranking(model, ctx, ex).items)
     ctx = _ctx(model, user_id=1, k=10, filters={"item_ids": [1, 3, 999]})
-    assert set(model_ranking(model, ctx, apply_filters(model, catalogue, ctx)).items.tolist()) <= {1, 3}
+    ex = apply_filters(model, catalogue, ctx)
+    assert set(model_ranking(model, ctx, ex).items.tolist()) <= {1, 3}
+    assert [(w.field, w.ids) for w in ex.warnings] == [("filters.item_ids", [999])]
+    strict = _ctx(model, user_id=1, filters={"item_ids": [1, 999]}, strict=True)
+    with pytest.raises(NotFound, match="999"):
+        apply_filters(model, catalogue, strict)
     with pytest.raises(ServingError, match="colour"):
         apply_filters(model, catalogue, _ctx(model, user_id=1, filters={"where": {"colour": "red"}}))
 

@@ -8,7 +8,7 @@ from pydantic import ValidationError
 
 from lmrec.data.dataset import Dataset
 from lmrec.data.split import cold_item
-from lmrec.errors import UnknownIdError
+from lmrec.errors import DataError, UnknownIdError
 from lmrec.text.profiles import (
     ProfileConfig,
     aggregate_tags,
@@ -137,3 +137,17 @@ def test_real_movielens_profiles(ml_small: Dataset) -> None:
     assert "pixar" in toy
     assert max(len(t) for t in texts) <= ProfileConfig().max_chars
     assert len(set(texts)) == len(texts)  # distinct items, distinct texts
+
+
+def test_unknown_template_field_names_it_and_the_available_ones(tiny: Dataset) -> None:
+    """``{nonexistent}`` used to render empty, and every profile became "item N"."""
+    with pytest.raises(DataError, match=r"'nonexistent'.*available fields: item_id, title") as info:
+        build_item_texts(tiny, ProfileConfig(template="{title}: {nonexistent}"))
+    assert "\n" not in str(info.value)
+    texts = build_item_texts(tiny, ProfileConfig(template="{title} #{item_id}"))
+    assert texts[0].startswith("Space Battle (1990)") and texts[0].endswith("#1")
+    # a frame of a few new items may lack catalogue columns: checked only on request
+    frame = pl.DataFrame({"item_id": [9], "title": ["New"]})
+    assert item_texts_from_frame(frame, ProfileConfig(template="{title} ({genres})")) == ["New"]
+    with pytest.raises(DataError, match="'genres'"):
+        item_texts_from_frame(frame, ProfileConfig(template="{title} ({genres})"), check_template=True)

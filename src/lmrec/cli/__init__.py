@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from typing import Annotated
 
 import typer
 
@@ -21,7 +22,7 @@ app = typer.Typer(
 )
 
 #: modules under lmrec.cli that define ``register(app)``
-_AREAS = ("datasets", "experiment", "tune", "text", "serve")
+_AREAS = ("datasets", "experiment", "quickstart", "tune", "text", "serve")
 
 
 def _register_all() -> None:
@@ -35,7 +36,37 @@ def _register_all() -> None:
         mod.register(app)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from lmrec import __version__
+
+        typer.echo(f"lmrec {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print the lmrec version and exit.", is_eager=True, callback=_print_version
+        ),
+    ] = False,
+) -> None:
+    # no docstring: the app's help stays the one given to typer.Typer above
+    pass
+
+
 _register_all()
+
+
+def _reflow() -> None:
+    from lmrec.cli._common import reflow_help
+
+    reflow_help(app)
+
+
+_reflow()
 
 
 def main() -> None:

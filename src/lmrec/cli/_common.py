@@ -7,16 +7,21 @@ exits with :data:`EXIT_ERROR`, without a traceback. Anything else is a bug and k
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from lmrec.errors import LmrecError
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 #: exit status for an :class:`LmrecError` (typer uses 2 for bad usage too)
 EXIT_ERROR = 2
@@ -40,9 +45,10 @@ def parse_value(text: str) -> Any:
 
 
 def print_error(exc: BaseException) -> None:
-    """``error: <message>`` on stderr, on one line."""
+    """``error: <message>`` on stderr, on one line (line breaks inside the message are folded)."""
     # escape: DataError messages start with "[file ..., column ...]", which rich would take for markup
-    stderr_console().print(f"[bold red]error:[/] {escape(str(exc))}")
+    message = " ".join(str(exc).split())
+    stderr_console().print(f"[bold red]error:[/] {escape(message)}")
 
 
 @contextmanager
@@ -59,4 +65,46 @@ def errors() -> Iterator[None]:
         raise typer.Exit(code=EXIT_ERROR) from None
 
 
-__all__ = ["EXIT_ERROR", "errors", "parse_value", "print_error", "stderr_console", "stdout_console"]
+def with_errors(command: Callable[P, R]) -> Callable[P, R]:
+    """``command`` run inside :func:`errors` (typer reads the signature through ``__wrapped__``)."""
+
+    @functools.wraps(command)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        with errors():
+            return command(*args, **kwargs)
+
+    return run
+
+
+def reflow_help(app: typer.Typer) -> None:
+    """Give every command of ``app`` (and of its groups) help read from its docstring, reflowed.
+
+    Typer's rich help keeps a docstring's single line breaks, so text wrapped at 100 columns in the
+    source breaks mid-sentence on an 80-column terminal; each paragraph becomes one line here and
+    rich wraps it to the terminal. Square brackets are escaped: ``[evaluation]`` is not markup.
+    """
+    for info in app.registered_commands:
+        if info.help is None and info.callback is not None and info.callback.__doc__:
+            info.help = command_help(info.callback.__doc__)
+    for group in app.registered_groups:
+        if group.typer_instance is not None:
+            reflow_help(group.typer_instance)
+
+
+def command_help(doc: str) -> str:
+    """A docstring as help text: paragraphs on one line each, rich markup escaped."""
+    paragraphs = inspect.cleandoc(doc).split("\n\n")
+    return escape("\n\n".join(" ".join(p.split()) for p in paragraphs))
+
+
+__all__ = [
+    "EXIT_ERROR",
+    "command_help",
+    "errors",
+    "parse_value",
+    "print_error",
+    "reflow_help",
+    "stderr_console",
+    "stdout_console",
+    "with_errors",
+]

@@ -1,4 +1,4 @@
-"""``lmrec datasets``: list, inspect, download and verify the registered datasets.
+"""``lmrec datasets``: list, inspect, download and verify datasets; add your own.
 
 Thin wrappers over :mod:`lmrec.data.loaders` (the CLI holds no logic of its own). ``--data-dir``
 overrides ``$LMREC_DATA_HOME``; errors print one line naming the file and exit with status 2.
@@ -28,6 +28,8 @@ from lmrec.data.loaders import (
     local_status,
     verify_dataset,
 )
+from lmrec.data.loaders.own import add_dataset, remove_dataset
+from lmrec.errors import LmrecError
 
 DataDir = Annotated[
     Path | None,
@@ -56,11 +58,11 @@ def list_command(
         for col in ("name", "description", "size", "local"):
             table.add_column(col, overflow="fold")
         shown = 0
-        for name in list_datasets(family):
+        for name in list_datasets(family, data_dir):
             status = local_status(name, data_dir)
             if local and status == "missing":
                 continue
-            spec = dataset_info(name)
+            spec = dataset_info(name, data_dir)
             table.add_row(
                 escape(name),
                 escape(spec.description),
@@ -106,7 +108,7 @@ def info_command(
 ) -> None:
     """Counts (users, items, interactions, density), side data and checksums of a dataset."""
     with errors():
-        spec = dataset_info(name)
+        spec = dataset_info(name, data_dir)
         out = stdout_console()
         present = is_present(name, data_dir)
         summary: dict[str, Any] = {
@@ -157,7 +159,8 @@ def info_command(
             table.add_row("source", escape(f"{a.url} (checksum {a.checksum or 'not confirmed'})"))
         if spec.local_only:
             table.add_row("source", escape(f"local copy only: {spec.local_only}"))
-        table.add_row("license", escape(spec.license))
+        if spec.license:
+            table.add_row("license", escape(spec.license))
         out.print(table)
 
 
@@ -210,10 +213,94 @@ def verify_command(name: Name, data_dir: DataDir = None) -> None:
         out.print(f"{name}: OK ({n_ok} file(s) match their checksums, {n_unpinned} without a reference)")
 
 
+def _pairs(text: str | None) -> dict[str, str]:
+    """``user_id=customer,item_id=sku`` -> ``{"user_id": "customer", "item_id": "sku"}``."""
+    out: dict[str, str] = {}
+    for part in (text or "").split(","):
+        if not part.strip():
+            continue
+        key, sep, value = (p.strip() for p in part.partition("="))
+        if not sep or not key or not value:
+            raise LmrecError(f"--map expects NAME=COLUMN pairs separated by commas, got {part.strip()!r}")
+        if key in out:
+            raise LmrecError(f"--map names {key!r} twice")
+        out[key] = value
+    return out
+
+
+def add_command(
+    name: Annotated[str, typer.Argument(help="Name for the dataset, e.g. mydata.")],
+    interactions: Annotated[
+        Path,
+        typer.Option(help="Events: user_id, item_id and optionally timestamp, rating, weight."),
+    ],
+    items: Annotated[Path | None, typer.Option(help="Item table: item_id, title, description ...")] = None,
+    users: Annotated[Path | None, typer.Option(help="User table: user_id and any attributes.")] = None,
+    reviews: Annotated[Path | None, typer.Option(help="Reviews: user_id, item_id, text.")] = None,
+    map_: Annotated[
+        str | None,
+        typer.Option(
+            "--map",
+            help="Column names: NAME=COLUMN,... e.g. user_id=customer,item_id=sku,timestamp=ts.",
+        ),
+    ] = None,
+    text_columns: Annotated[
+        str | None,
+        typer.Option(help="Item columns the language models read, e.g. title,description."),
+    ] = None,
+    description: Annotated[str, typer.Option(help="One line shown by `datasets list`.")] = "",
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--data-dir",
+            help="Write here (default: the user data home, $LMREC_USER_DATA_HOME or "
+            "~/.local/share/lmrec/datasets).",
+        ),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace a dataset of that name.")] = False,
+) -> None:
+    """Add your own data as a named dataset (validated, copied, checksummed).
+
+    The files are checked (ids, timestamps, ratings; every error names the file, the column and
+    the row), copied into HOME/NAME/ with a manifest of their MD5s, and from then on NAME works
+    like a built-in name: `datasets info`, `evaluate --dataset NAME`, `train`, `tune`.
+    """
+    with errors():
+        cols = [c.strip() for c in (text_columns or "").split(",") if c.strip()]
+        folder = add_dataset(
+            name,
+            interactions,
+            items=items,
+            users=users,
+            reviews=reviews,
+            columns=_pairs(map_),
+            text_columns=cols,
+            data_dir=data_dir,
+            description=description,
+            overwrite=force,
+        )
+        ds = load_dataset(name, data_dir, download=False)
+        out = stdout_console()
+        out.print(
+            escape(
+                f"{name}: {ds.n_interactions:,} interactions, {ds.n_users:,} users, {ds.n_items:,} items; "
+                f"copied with checksums to {folder}"
+            )
+        )
+        out.print(escape(f"next: lmrec evaluate --dataset {name} --model popularity --model ease"))
+
+
+def remove_command(name: Name, data_dir: DataDir = None) -> None:
+    """Delete a dataset added with `lmrec datasets add` (never a built-in copy)."""
+    with errors():
+        folder = remove_dataset(name, data_dir)
+        stdout_console().print(escape(f"{name}: removed {folder}"))
+
+
 def build_app() -> typer.Typer:
     group = typer.Typer(
         name="datasets",
-        help="List, inspect, download and verify datasets.",
+        help="List, inspect, download, verify and add datasets.",
         no_args_is_help=True,
         add_completion=False,
     )
@@ -222,6 +309,8 @@ def build_app() -> typer.Typer:
         "info": info_command,
         "download": download_command,
         "verify": verify_command,
+        "add": add_command,
+        "remove": remove_command,
     }
     for cmd_name, fn in commands.items():
         group.command(cmd_name)(fn)

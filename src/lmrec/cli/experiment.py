@@ -1,11 +1,8 @@
-"""`lmrec train`, `lmrec evaluate`, `lmrec recommend`, `lmrec quickstart`."""
+"""`lmrec train`, `lmrec evaluate`, `lmrec recommend` (`lmrec quickstart`: :mod:`.quickstart`)."""
 
 from __future__ import annotations
 
 import json
-import os
-import time
-from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,18 +11,57 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from lmrec.cli._common import parse_value
+from lmrec.cli._common import parse_value, with_errors
 from lmrec.errors import LmrecError
 
 console = Console()
 
+SET_HELP = (
+    "Override a config key: ease.l2=300 (a model's parameter, by its label or name), "
+    "models.0.params.l2=300, evaluation.ks=[10,20]. Repeatable."
+)
 DataDir = Annotated[
-    str | None, typer.Option("--data-dir", help="folder holding dataset copies (overrides $LMREC_DATA_HOME)")
+    str | None, typer.Option("--data-dir", help="Folder holding dataset copies (overrides $LMREC_DATA_HOME).")
 ]
+Sets = Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help=SET_HELP)]
+DatasetOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--dataset", "-d", metavar="NAME", help="Dataset name (built-in or `lmrec datasets add`ed)."
+    ),
+]
+#: the top-level tables of an experiment config: a ``--set`` key starting otherwise names a model
+_TABLES = ("dataset", "split", "models", "evaluation")
+
+
+def _model_position(models: list[Any], key: str, item: str) -> int:
+    """Which entry of ``models`` a ``--set models.<key>...`` names: an index, a label or a name."""
+    choices = ", ".join(
+        f"{i} ({m.get('label') or m.get('name')})" if isinstance(m, dict) else str(i)
+        for i, m in enumerate(models)
+    )
+    if key.lstrip("-").isdigit():
+        i = int(key)
+        if not 0 <= i < len(models):
+            raise LmrecError(f"--set {item}: there is no model {i}; models: {choices or 'none'}")
+        return i
+    hits = [i for i, m in enumerate(models) if isinstance(m, dict) and m.get("label") == key]
+    hits = hits or [i for i, m in enumerate(models) if isinstance(m, dict) and m.get("name") == key]
+    if not hits:
+        raise LmrecError(f"--set {item}: no model named {key!r}; models: {choices or 'none'}")
+    if len(hits) > 1:
+        raise LmrecError(
+            f"--set {item}: {len(hits)} models are named {key!r}; give a label or an index: {choices}"
+        )
+    return hits[0]
 
 
 def _apply_sets(cfg: Any, sets: list[str] | None) -> Any:
-    """Apply ``--set models.0.params.k=50`` style overrides to an ExperimentConfig."""
+    """Apply ``--set models.ease.params.l2=300`` style overrides to an ExperimentConfig.
+
+    A model is addressed by its label, its name or its index (``models.0``); one that matches
+    nothing is an error listing the models, and the result is validated like a config file.
+    """
     from lmrec.experiment import ExperimentConfig
 
     if not sets:
@@ -33,28 +69,98 @@ def _apply_sets(cfg: Any, sets: list[str] | None) -> Any:
     raw = cfg.model_dump(mode="json")
     for item in sets:
         key, sep, value = item.partition("=")
-        if not sep:
-            raise LmrecError(f"--set expects key=value, got {item!r}")
+        parts = key.strip().split(".")
+        if not sep or len(parts) < 2 or not all(parts):
+            raise LmrecError(
+                f"--set expects key=value with a dotted key (ease.l2=300, evaluation.ks=[10]), got {item!r}"
+            )
+        if parts[0] not in _TABLES:  # the short form: ease.l2=300 is models.ease.params.l2=300
+            names = {m.get("label") or m.get("name") for m in raw["models"]} | {
+                m.get("name") for m in raw["models"]
+            }
+            if parts[0] not in names:
+                raise LmrecError(
+                    f"--set {item}: {parts[0]!r} is neither a config table ({', '.join(_TABLES)}) nor a "
+                    f"model ({', '.join(sorted(n for n in names if n)) or 'none'})"
+                )
+            parts = ["models", parts[0], "params", *parts[1:]]
         node: Any = raw
-        parts = key.split(".")
-        for p in parts[:-1]:
-            node = node[int(p)] if isinstance(node, list) else node.setdefault(p, {})
+        for depth, p in enumerate(parts[:-1]):
+            if isinstance(node, list):
+                node = node[_model_position(node, p, item)]
+            elif isinstance(node, dict):
+                node = node.setdefault(p, {})
+            else:
+                raise LmrecError(f"--set {item}: {'.'.join(parts[: depth + 1])} is not a table")
         last = parts[-1]
         if isinstance(node, list):
-            node[int(last)] = parse_value(value)
-        else:
+            node[_model_position(node, last, item)] = parse_value(value)
+        elif isinstance(node, dict):
             node[last] = parse_value(value)
-    return ExperimentConfig.model_validate(raw)
+        else:
+            raise LmrecError(f"--set {item}: {'.'.join(parts[:-1])} is not a table")
+    return ExperimentConfig.parse(raw, source="--set")
 
 
-def _load_config(config: Path | None, data_dir: str | None, sets: list[str] | None) -> Any:
-    from lmrec.experiment import ExperimentConfig
+def _shortcuts(
+    cfg: Any, dataset: str | None, models: list[str] | None, protocol: str | None, split: str | None
+) -> Any:
+    """``--dataset``, ``--model`` (repeatable), ``--protocol`` and ``--split`` over a config: a model
+    the config already has keeps its parameters; a changed split drops the old split's parameters."""
+    from lmrec.data.split import PROTOCOLS
+    from lmrec.experiment import ModelSpec, SplitSpec
+
+    update: dict[str, Any] = {}
+    if dataset:
+        update["dataset"] = cfg.dataset.model_copy(update={"name": dataset})
+    if models:
+        known = {m.name: m for m in reversed(cfg.models)}
+        update["models"] = [known.get(n) or ModelSpec(name=n) for n in dict.fromkeys(models)]
+    if protocol is not None:
+        if protocol not in ("refit", "train-only"):
+            raise LmrecError(f"--protocol {protocol!r}: choose refit or train-only")
+        update["evaluation"] = cfg.evaluation.model_copy(update={"protocol": protocol})
+    if split is not None:
+        try:
+            new = SplitSpec(protocol=split)
+        except ValueError:
+            names = ", ".join(p.replace("_", "-") for p in PROTOCOLS)
+            raise LmrecError(f"--split {split!r}: choose one of {names}") from None
+        if new.protocol != cfg.split.protocol:
+            update["split"] = new
+    return cfg.model_copy(update=update) if update else cfg
+
+
+def _load_config(
+    config: Path | None,
+    data_dir: str | None,
+    sets: list[str] | None,
+    *,
+    model: str | None = None,
+    dataset: str | None = None,
+    models: list[str] | None = None,
+    protocol: str | None = None,
+    split: str | None = None,
+) -> Any:
+    """The experiment config of a command, with the shortcuts (:func:`_shortcuts`) and ``--set``
+    applied and checked before any data is loaded or model fitted (:meth:`ExperimentConfig.check`).
+    ``model``: the model ``lmrec train`` fits, added to the models when the config has none of that
+    name (so ``--set`` can address it)."""
+    from lmrec.experiment import ExperimentConfig, ModelSpec
 
     cfg = ExperimentConfig.from_toml(config) if config else ExperimentConfig()
+    cfg = _shortcuts(cfg, dataset, models, protocol, split)
+    if model is not None and not any(m.name == model for m in cfg.models):
+        cfg = cfg.model_copy(update={"models": [*cfg.models, ModelSpec(name=model)]})
     cfg = _apply_sets(cfg, sets)
     if data_dir:
         cfg = cfg.model_copy(update={"dataset": cfg.dataset.model_copy(update={"data_dir": data_dir})})
-    return cfg
+    if model is not None:  # only the trained model is built: only its parameters must be valid
+        i, spec = next((i, m) for i, m in enumerate(cfg.models) if m.name == model)
+        spec.check(where=f"models.{i} ({spec.title})")
+        cfg.split.check()
+        return cfg
+    return cfg.check()
 
 
 def _results_table(results: list[Any], title: str) -> Table:
@@ -80,21 +186,41 @@ def _results_table(results: list[Any], title: str) -> Table:
 
 
 def evaluate_cmd(
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="experiment TOML")] = None,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="report folder")] = None,
-    data_dir: DataDir = None,
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", help="override a config key: a.b.c=value")
+    dataset: DatasetOpt = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option("--model", "-m", metavar="NAME", help="A model to evaluate; repeat for several."),
     ] = None,
+    protocol: Annotated[
+        str | None,
+        typer.Option("--protocol", metavar="refit|train-only", help="Fit on train + valid, or train only."),
+    ] = None,
+    split: Annotated[
+        str | None,
+        typer.Option(
+            "--split",
+            metavar="NAME",
+            help="leave-last-out (default), temporal, random, cold-item or cold-user.",
+        ),
+    ] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Experiment TOML (optional).")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write report.md/.html/.json and plots here.")
+    ] = None,
+    data_dir: DataDir = None,
+    set_: Sets = None,
 ) -> None:
-    """Fit the configured models and evaluate them (full ranking).
+    """Fit models and evaluate them (full ranking, seen items excluded).
 
-    Protocol ([evaluation] protocol): "refit" (default) fits on train + valid with parameters chosen
-    on validation (`lmrec tune`) and tests once; "train-only" fits on the training split only.
+    No config file is needed: lmrec evaluate --dataset ml-100k --model ease --model sasrec. With
+    --config, the options given override the file.
+
+    Protocol: "refit" (default) fits on train + valid with parameters chosen on validation (`lmrec
+    tune`) and tests once; "train-only" fits on the training split only.
     """
     from lmrec.experiment import load_data, run_experiment
 
-    cfg = _load_config(config, data_dir, set_)
+    cfg = _load_config(config, data_dir, set_, dataset=dataset, models=model, protocol=protocol, split=split)
     with console.status(f"loading {cfg.dataset.name}"):
         data = load_data(cfg.dataset)
     console.print(f"{data!r}")
@@ -122,26 +248,27 @@ def evaluate_cmd(
         )
     )
     if out:
-        console.print(f"report written to {out}/report.md, report.json, metrics_at_k.png")
+        console.print(f"report: {out}/report.html (also report.md, report.json and the plots)")
 
 
 def train_cmd(
-    model: Annotated[str, typer.Option("--model", "-m", help="registered model name")] = "ease",
-    out: Annotated[Path, typer.Option("--out", "-o", help="artifact folder")] = Path("artifacts/model"),
+    model: Annotated[str, typer.Option("--model", "-m", metavar="NAME", help="Model name.")] = "ease",
+    dataset: DatasetOpt = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Artifact folder.")] = Path("artifacts/model"),
     config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="experiment TOML (dataset + model params)")
+        Path | None, typer.Option("--config", "-c", help="Experiment TOML (dataset, model parameters).")
     ] = None,
     data_dir: DataDir = None,
     on_split: Annotated[
-        bool, typer.Option("--on-split/--on-all", help="fit on the training split only")
+        bool, typer.Option("--on-split/--on-all", help="Fit on the training split only.")
     ] = False,
-    set_: Annotated[list[str] | None, typer.Option("--set")] = None,
+    set_: Sets = None,
 ) -> None:
     """Fit one model and save it (safetensors + JSON) with its item catalogue."""
-    from lmrec.experiment import ModelSpec, fit_model, load_data, make_split, save_catalog
+    from lmrec.experiment import fit_model, load_data, make_split, save_catalog
 
-    cfg = _load_config(config, data_dir, set_)
-    spec = next((m for m in cfg.models if m.name == model), None) or ModelSpec(name=model)
+    cfg = _load_config(config, data_dir, set_, model=model, dataset=dataset)
+    spec = next(m for m in cfg.models if m.name == model)
     with console.status(f"loading {cfg.dataset.name}"):
         data = load_data(cfg.dataset)
     train = make_split(data, cfg.split).train if on_split else data
@@ -161,8 +288,18 @@ def recommend_cmd(
     text: Annotated[str | None, typer.Option("--text", "-t", help="free-text query")] = None,
     k: Annotated[int, typer.Option("-k", min=1, help="how many items")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON lines")] = False,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="unknown ids are an error (default: popularity fallback)")
+    ] = False,
 ) -> None:
-    """Recommend for a known user, an unseen user's history, free text, or a mix."""
+    """Recommend for a known user, an unseen user's history, free text, or a mix.
+
+    An unknown user gets the most popular items (flagged: ``fallback``) and unknown history items
+    are left out, each with a warning on stderr; ``--strict`` makes them an error."""
+    import warnings
+
+    from lmrec.cli._common import stderr_console
+    from lmrec.errors import UnknownIdWarning
     from lmrec.experiment import load_catalog
     from lmrec.models.base import Query, Recommender
 
@@ -174,7 +311,11 @@ def recommend_cmd(
     if hist is not None and not hist:
         raise LmrecError("--history is empty: give comma-separated item ids, oldest first")
     model = Recommender.load(artifact)
-    recs = model.recommend(Query(user_id=user, history=hist, text=text), k=k)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UnknownIdWarning)
+        recs = model.recommend(Query(user_id=user, history=hist, text=text), k=k, strict=strict)
+    for w in caught:
+        stderr_console().print(f"warning: {w.message}", markup=False)
     catalog = load_catalog(artifact)
     if catalog is not None and "title" in catalog.columns:
         recs = recs.join(
@@ -202,68 +343,7 @@ def recommend_cmd(
     console.print(table)
 
 
-def quickstart_cmd(
-    data_dir: DataDir = None,
-    out: Annotated[Path, typer.Option("--out", "-o")] = Path("runs/quickstart"),
-    config: Annotated[Path | None, typer.Option("--config", "-c")] = None,
-) -> None:
-    """Train and evaluate the baselines on MovieLens-100K and show a few users' recommendations."""
-    from lmrec.experiment import ExperimentConfig, fit_model, load_data, make_split, run_experiment
-
-    if config is None:
-        text = resources.files("lmrec").joinpath("configs/quickstart_ml100k.toml").read_text()
-        cfg = ExperimentConfig.model_validate(__import__("tomllib").loads(text))
-    else:
-        cfg = ExperimentConfig.from_toml(config)
-    if data_dir or os.environ.get("LMREC_DATA_HOME"):
-        cfg = cfg.model_copy(
-            update={
-                "dataset": cfg.dataset.model_copy(
-                    update={"data_dir": data_dir or os.environ["LMREC_DATA_HOME"]}
-                )
-            }
-        )
-    t0 = time.perf_counter()
-    with console.status("loading MovieLens-100K"):
-        data = load_data(cfg.dataset)
-    console.print(f"{data!r}")
-    results = []
-    with Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
-    ) as prog:
-        task = prog.add_task("fitting and evaluating", total=len(cfg.models))
-
-        def done(spec: Any, res: Any) -> None:
-            results.append(res)
-            prog.update(task, advance=1, description=f"{spec.title}: ndcg@10={res.metrics['ndcg@10']:.4f}")
-
-        run_experiment(cfg, out_dir=out, data=data, on_model=done)
-    protocol = results[0].info.get("protocol", "refit") if results else "refit"
-    console.print(
-        _results_table(results, f"MovieLens-100K, leave-last-out, full ranking (test, {protocol} protocol)")
-    )
-    # the demo model is fixed (EASE when configured), never picked by its test score
-    demo_i = next((i for i, s in enumerate(cfg.models) if s.name == "ease"), len(cfg.models) - 1)
-    spec = cfg.models[demo_i]
-    sp = make_split(data, cfg.split)
-    model, _ = fit_model(spec, sp.full)
-    titles = dict(zip(data.item_vocab.ids, data.item_titles(), strict=True))
-    recs = model.recommend([1, 2, 3], k=5)
-    for uid in (1, 2, 3):
-        table = Table(title=f"{spec.title}: user {uid}")
-        table.add_column("rank")
-        table.add_column("title")
-        table.add_column("score", justify="right")
-        for row in recs.filter(recs["user_id"] == uid).iter_rows(named=True):
-            table.add_row(
-                str(row["rank"]), titles.get(row["item_id"], str(row["item_id"])), f"{row['score']:.3f}"
-            )
-        console.print(table)
-    console.print(f"report: {out}/report.md  ({time.perf_counter() - t0:.1f}s in all)")
-
-
 def register(app: typer.Typer) -> None:
-    app.command("evaluate")(evaluate_cmd)
-    app.command("train")(train_cmd)
-    app.command("recommend")(recommend_cmd)
-    app.command("quickstart")(quickstart_cmd)
+    app.command("evaluate")(with_errors(evaluate_cmd))
+    app.command("train")(with_errors(train_cmd))
+    app.command("recommend")(with_errors(recommend_cmd))

@@ -28,49 +28,127 @@ class SyncChoice(StrEnum):
     NORMAL = "NORMAL"
 
 
+# help panels: each is its own table, so a long option name in one does not squeeze the others
+_HTTP = "HTTP and auth"
+_DATA = "Data"
+_RANK = "Ranking"
+_OPS = "Operations"
+
+
 def serve(
     artifact_dir: Annotated[
-        Path, typer.Argument(help="Directory written by Recommender.save().", exists=True, file_okay=False)
+        Path,
+        typer.Argument(help="Folder written by `lmrec train` / model.save().", exists=True, file_okay=False),
     ],
-    host: Annotated[str, typer.Option(help="Interface to bind (127.0.0.1 keeps it local).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    host: Annotated[
+        str, typer.Option(help="Interface to bind (127.0.0.1 keeps it local).", rich_help_panel=_HTTP)
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port, 1-65535.", rich_help_panel=_HTTP)] = 8000,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="LMREC_API_KEY",
+            help="Key for the write endpoints (X-API-Key header).",
+            show_default=False,
+            rich_help_panel=_HTTP,
+        ),
+    ] = None,
+    no_auth: Annotated[
+        bool,
+        typer.Option(
+            "--no-auth",
+            help="Serve the write endpoints without a key (local use only).",
+            rich_help_panel=_HTTP,
+        ),
+    ] = False,
     db: Annotated[
         Path | None,
-        typer.Option(help="SQLite event log (default: <artifact>.events.db beside the artifact)."),
+        typer.Option(
+            help="SQLite event log. Default: <artifact>.events.db beside the artifact.",
+            show_default=False,
+            rich_help_panel=_DATA,
+        ),
     ] = None,
     catalogue: Annotated[
         Path | None,
         typer.Option(
-            help="Item metadata (parquet/csv/jsonl with item_id); default: catalogue.* in the artifact."
+            help="Item titles, tags and fields (parquet, csv or jsonl with item_id). Default: "
+            "the artifact's catalog.parquet (written by `lmrec train`), else catalogue.parquet "
+            "or a .csv/.jsonl of either name.",
+            show_default=False,
+            rich_help_panel=_DATA,
         ),
     ] = None,
-    api_key: Annotated[
-        str | None,
+    index: Annotated[
+        IndexChoice,
         typer.Option(
-            envvar="LMREC_API_KEY", help="Key for write endpoints (X-API-Key header).", show_default=False
+            metavar="<kind>",
+            help="ANN index for embedding models: auto, exact, hnsw or ivf.",
+            rich_help_panel=_RANK,
         ),
-    ] = None,
-    no_auth: Annotated[
-        bool, typer.Option("--no-auth", help="Serve write endpoints without a key (local development only).")
-    ] = False,
-    index: Annotated[IndexChoice, typer.Option(help="ANN index for embedding models.")] = IndexChoice.auto,
-    ann_threshold: Annotated[int, typer.Option(help="Catalogue size from which 'auto' uses HNSW.")] = 100_000,
-    policy: Annotated[PolicyChoice, typer.Option(help="Bandit re-ranking policy.")] = PolicyChoice.linucb,
+    ] = IndexChoice.auto,
+    ann_threshold: Annotated[
+        int, typer.Option(help="Catalogue size from which auto uses HNSW.", rich_help_panel=_RANK)
+    ] = 100_000,
+    policy: Annotated[
+        PolicyChoice,
+        typer.Option(
+            metavar="<name>", help="Bandit re-ranking: none, linucb or thompson.", rich_help_panel=_RANK
+        ),
+    ] = PolicyChoice.linucb,
     explore: Annotated[
-        float, typer.Option(help="Exploration knob: LinUCB alpha / Thompson posterior scale.")
+        float,
+        typer.Option(help="Exploration: LinUCB alpha / Thompson posterior scale.", rich_help_panel=_RANK),
     ] = 0.5,
     epsilon: Annotated[
-        float, typer.Option(help="Uniform mixing within exploration (keeps propensities > 0).")
+        float,
+        typer.Option(help="Uniform mixing when exploring (keeps propensities > 0).", rich_help_panel=_RANK),
     ] = 0.05,
-    explore_by_default: Annotated[bool, typer.Option(help="Explore when a request does not say.")] = False,
-    diversity: Annotated[float, typer.Option(help="Default MMR diversity, 0 (off) to 1.")] = 0.0,
-    candidates: Annotated[int, typer.Option(help="Candidates re-ranked by the bandit / MMR.")] = 50,
+    explore_by_default: Annotated[
+        bool,
+        typer.Option(
+            "--explore-by-default", help="Explore when a request does not say.", rich_help_panel=_RANK
+        ),
+    ] = False,
+    diversity: Annotated[
+        float, typer.Option(help="Default MMR diversity, 0 (off) to 1.", rich_help_panel=_RANK)
+    ] = 0.0,
+    candidates: Annotated[
+        int, typer.Option(help="Candidates re-ranked by the bandit / MMR.", rich_help_panel=_RANK)
+    ] = 50,
+    strict_ids: Annotated[
+        bool,
+        typer.Option(
+            "--strict-ids",
+            help="Unknown ids in /recommend are a 404. Default: an unknown user gets popular items, "
+            "flagged; unknown item ids are left out with a warning.",
+            rich_help_panel=_RANK,
+        ),
+    ] = False,
     sync: Annotated[
-        SyncChoice, typer.Option(help="SQLite synchronous mode: FULL survives power loss.")
+        SyncChoice,
+        typer.Option(
+            metavar="<mode>",
+            help="SQLite synchronous mode, FULL or NORMAL: FULL survives power loss.",
+            rich_help_panel=_OPS,
+        ),
     ] = SyncChoice.FULL,
-    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.", rich_help_panel=_OPS)] = "info",
+    no_access_log: Annotated[
+        bool,
+        typer.Option(
+            "--no-access-log",
+            help="No JSON line per request on stderr (logger lmrec.access).",
+            rich_help_panel=_OPS,
+        ),
+    ] = False,
 ) -> None:
-    """Serve a trained model over HTTP (OpenAPI docs at /docs)."""
+    """Serve a trained model over HTTP: the JSON API, its docs at /docs, a web page at /ui."""
+    from lmrec.errors import LmrecError
+
+    if not 1 <= port <= 65535:  # uvicorn would log the bad port and listen on another
+        raise LmrecError(f"--port must be between 1 and 65535, got {port}")
+
     from lmrec.serving.config import ServingConfig
     from lmrec.serving.server import run
 
@@ -86,8 +164,18 @@ def serve(
         diversity=diversity,
         candidates=candidates,
         synchronous=sync.value,
+        strict_ids=strict_ids,
     )
-    run(artifact_dir, host=host, port=port, db=db, catalogue=catalogue, config=config, log_level=log_level)
+    run(
+        artifact_dir,
+        host=host,
+        port=port,
+        db=db,
+        catalogue=catalogue,
+        config=config,
+        log_level=log_level,
+        access_log=not no_access_log,
+    )
 
 
 def retrain(

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from lmrec.cli._common import parse_value
+from lmrec.cli._common import parse_value, with_errors
 from lmrec.errors import LmrecError
 
 console = Console()
@@ -85,7 +85,9 @@ def _results_table(results: list[Any], title: str) -> Table:
 
 
 def tune_cmd(
-    dataset: Annotated[str, typer.Option("--dataset", "-d", help="catalogue dataset name")] = "ml-100k",
+    dataset: Annotated[
+        str, typer.Option("--dataset", "-d", help="Dataset name (built-in or `lmrec datasets add`ed).")
+    ] = "ml-100k",
     model: Annotated[
         list[str] | None, typer.Option("--model", "-m", help="registered model name (repeat for several)")
     ] = None,
@@ -94,7 +96,9 @@ def tune_cmd(
         float | None,
         typer.Option("--timeout", help="seconds per model (with --trials: whichever ends first)"),
     ] = None,
-    split: Annotated[str, typer.Option("--split", help="split protocol")] = "leave_last_out",
+    split: Annotated[
+        str, typer.Option("--split", help="leave-last-out, temporal, random, cold-item or cold-user.")
+    ] = "leave-last-out",
     split_param: Annotated[
         list[str] | None, typer.Option("--split-param", help="split parameter key=value (repeatable)")
     ] = None,
@@ -116,13 +120,19 @@ def tune_cmd(
 
     Without --trials or --timeout each model gets 20 trials. Test interactions are never scored: run `lmrec evaluate --config OUT` afterwards to refit on train + valid and test once.
     """
+    from lmrec.data.split import PROTOCOLS
+    from lmrec.evaluation.metrics import RANKING_METRICS
     from lmrec.experiment import DatasetSpec, SplitSpec, load_data, make_split
-    from lmrec.models.registry import get_model_class
+    from lmrec.models.registry import check_params, get_model_class
     from lmrec.tuning import tune
 
     models = model or ["ease"]
     for name in models:
         get_model_class(name)  # unknown names and missing extras fail before any data is loaded
+    name_, _, cutoff = metric.partition("@")
+    known = (*RANKING_METRICS, "novelty", "coverage", "ild")
+    if name_ not in known or not cutoff.isdigit() or int(cutoff) < 1:
+        raise LmrecError(f"--metric {metric!r}: use NAME@K with K >= 1 and NAME one of {', '.join(known)}")
     if trials is not None and trials < 1:
         raise LmrecError("--trials must be at least 1")
     if timeout is not None and timeout <= 0:
@@ -131,7 +141,14 @@ def tune_cmd(
     unknown = {k.split(".")[0] for k in fixes} - set(models)
     if unknown:
         raise LmrecError(f"--fix names model(s) not being tuned: {', '.join(sorted(unknown))}")
+    for name in models:  # a bad fixed value fails now, not after the first trials
+        check_params(name, _fixed_for(name, fixes), where=f"--fix {name}")
     split_params = _parse_pairs(split_param, "--split-param")
+    split = split.strip().replace("-", "_")  # leave-last-out as evaluate spells it
+    if split not in PROTOCOLS:
+        names = ", ".join(p.replace("_", "-") for p in PROTOCOLS)
+        raise LmrecError(f"--split {split!r}: choose one of {names}")
+    SplitSpec(protocol=split, params=split_params).check()
     with console.status(f"loading {dataset}"):
         data = load_data(DatasetSpec(name=dataset, data_dir=data_dir))
         sp = make_split(data, SplitSpec(protocol=split, params=split_params))
@@ -176,4 +193,4 @@ def tune_cmd(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("tune")(tune_cmd)
+    app.command("tune")(with_errors(tune_cmd))

@@ -15,15 +15,22 @@ Protocols
 * ``cold_user``: a seeded random set of users removed from training; at test time the first part of
   their history (by time) is revealed as a query history and the rest are targets.
 
+Repeated (user, item) pairs (a song played twice) can put a held-out target in the history its user
+is queried with, where it is masked and can never be hit. Every protocol counts such targets
+(:func:`targets_in_history`, recorded in ``protocol["targets_in_history"]``) and logs a warning, or
+refuses with ``seen_targets="error"``; :func:`lmrec.evaluation.evaluate` leaves them out.
+
 Validation for early stopping (neural models): :func:`split_validation` turns a held-out frame, or a
 ``val_fraction`` of users' last events (:func:`holdout_last`), into :class:`ValidationData`.
 """
 
 from __future__ import annotations
 
+import inspect
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
@@ -33,6 +40,10 @@ from lmrec.data.dataset import Dataset
 from lmrec.errors import DataError
 
 PROTOCOLS = ("leave_last_out", "temporal", "random", "cold_item", "cold_user")
+#: what a split does when a held-out target is already in its user's history at query time
+SeenTargets = Literal["warn", "error"]
+
+log = logging.getLogger("lmrec.data")
 
 
 @dataclass(frozen=True)
@@ -72,11 +83,62 @@ class Split:
         return out
 
 
+def targets_in_history(sp: Split) -> dict[str, int]:
+    """Held-out rows whose (user, item) pair the user already has in the history they are queried
+    with: training for ``valid``; training, validation and revealed history for ``test``.
+
+    Only repeated (user, item) pairs in the data cause this (a song played twice, a product bought
+    again). Such a target is excluded from its user's ranking like every history item, so it can
+    never be hit; :func:`lmrec.evaluation.evaluate` leaves these targets out.
+    """
+    keys = ["user_idx", "item_idx"]
+    known = [sp.train.interactions.select(keys)]
+    out = {}
+    if sp.valid is not None and sp.valid.height:
+        out["valid"] = sp.valid.join(known[0].unique(), on=keys, how="semi").height
+        known.append(sp.valid.select(keys))
+    if sp.test_history is not None and sp.test_history.height:
+        known.append(sp.test_history.select(keys))
+    out["test"] = sp.test.join(pl.concat(known).unique(), on=keys, how="semi").height
+    return {k: v for k, v in out.items() if v}
+
+
+def _checked(sp: Split, seen_targets: SeenTargets) -> Split:
+    """Warn (``seen_targets="warn"``) or refuse (``"error"``) when targets sit in the history."""
+    if seen_targets not in ("warn", "error"):
+        raise DataError(f"seen_targets={seen_targets!r}: use 'warn' or 'error'")
+    found = targets_in_history(sp)
+    if not found:
+        return sp
+    what = " and ".join(f"{n} {phase}" for phase, n in found.items())
+    message = (
+        f"{sp.protocol.get('name', 'split')} split of {sp.train.name}: {what} target(s) are already in "
+        "their user's history at query time (the data repeats (user, item) pairs), so they can never "
+        "be recommended"
+    )
+    if seen_targets == "error":
+        raise DataError(f"{message}; load the data with duplicates='last' to keep one row per pair")
+    log.warning(
+        "%s; evaluation leaves them out. Load the data with duplicates='last' to keep one row per "
+        "pair, or split with seen_targets='error' to refuse",
+        message,
+    )
+    sp.protocol["targets_in_history"] = found
+    return sp
+
+
 def _restore(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.sort("_row").drop("_row")
 
 
-def leave_last_out(data: Dataset, *, n_test: int = 1, n_valid: int = 1, min_train: int = 1) -> Split:
+def leave_last_out(
+    data: Dataset,
+    *,
+    n_test: int = 1,
+    n_valid: int = 1,
+    min_train: int = 1,
+    seen_targets: SeenTargets = "warn",
+) -> Split:
     """Hold out each user's last ``n_test`` interactions (test) and the ``n_valid`` before them.
 
     Users with fewer than ``n_test + n_valid + min_train`` interactions stay entirely in training.
@@ -93,22 +155,30 @@ def leave_last_out(data: Dataset, *, n_test: int = 1, n_valid: int = 1, min_trai
     valid = df.filter(eligible & (pl.col("_from_end") > n_test) & (pl.col("_from_end") <= n_test + n_valid))
     train = df.filter(~eligible | (pl.col("_from_end") > n_test + n_valid))
     drop = ["_from_end", "_n"]
-    return Split(
-        train=data.with_interactions(_restore(train.drop(drop))),
-        test=_restore(test.drop(drop)),
-        valid=_restore(valid.drop(drop)) if n_valid else None,
-        protocol={
-            "name": "leave_last_out",
-            "n_test": n_test,
-            "n_valid": n_valid,
-            "min_train": min_train,
-            "tie_break": "file order",
-        },
+    return _checked(
+        Split(
+            train=data.with_interactions(_restore(train.drop(drop))),
+            test=_restore(test.drop(drop)),
+            valid=_restore(valid.drop(drop)) if n_valid else None,
+            protocol={
+                "name": "leave_last_out",
+                "n_test": n_test,
+                "n_valid": n_valid,
+                "min_train": min_train,
+                "tie_break": "file order",
+            },
+        ),
+        seen_targets,
     )
 
 
 def temporal(
-    data: Dataset, *, test_fraction: float = 0.2, valid_fraction: float = 0.0, cut: float | None = None
+    data: Dataset,
+    *,
+    test_fraction: float = 0.2,
+    valid_fraction: float = 0.0,
+    cut: float | None = None,
+    seen_targets: SeenTargets = "warn",
 ) -> Split:
     """One global time cut: the latest ``test_fraction`` of interactions (or those after ``cut``) are test."""
     ts = data.interactions["timestamp"].cast(pl.Float64)
@@ -126,22 +196,30 @@ def temporal(
     test = df.filter(t > cut)
     valid = df.filter((t > vcut) & (t <= cut)) if valid_fraction else None
     train = df.filter(t <= vcut)
-    return Split(
-        train=data.with_interactions(train.drop("_row")),
-        test=test.drop("_row"),
-        valid=valid.drop("_row") if valid is not None else None,
-        protocol={
-            "name": "temporal",
-            "cut": cut,
-            "valid_cut": vcut,
-            "test_fraction": test_fraction,
-            "valid_fraction": valid_fraction,
-        },
+    return _checked(
+        Split(
+            train=data.with_interactions(train.drop("_row")),
+            test=test.drop("_row"),
+            valid=valid.drop("_row") if valid is not None else None,
+            protocol={
+                "name": "temporal",
+                "cut": cut,
+                "valid_cut": vcut,
+                "test_fraction": test_fraction,
+                "valid_fraction": valid_fraction,
+            },
+        ),
+        seen_targets,
     )
 
 
 def random_split(
-    data: Dataset, *, test_fraction: float = 0.2, valid_fraction: float = 0.0, seed: int = 42
+    data: Dataset,
+    *,
+    test_fraction: float = 0.2,
+    valid_fraction: float = 0.0,
+    seed: int = 42,
+    seen_targets: SeenTargets = "warn",
 ) -> Split:
     """Per user, a seeded random ``test_fraction`` (and ``valid_fraction``) of interactions held out."""
     if not 0 < test_fraction < 1 or not 0 <= valid_fraction < 1 - test_fraction:
@@ -161,21 +239,29 @@ def random_split(
     )
     train = df.filter(~eligible | (pl.col("_q") <= 1 - test_fraction - valid_fraction))
     drop = ["_row", "_r", "_q", "_n"]
-    return Split(
-        train=data.with_interactions(train.sort("_row").drop(drop)),
-        test=test.sort("_row").drop(drop),
-        valid=valid.sort("_row").drop(drop) if valid_fraction else None,
-        protocol={
-            "name": "random",
-            "test_fraction": test_fraction,
-            "valid_fraction": valid_fraction,
-            "seed": seed,
-        },
+    return _checked(
+        Split(
+            train=data.with_interactions(train.sort("_row").drop(drop)),
+            test=test.sort("_row").drop(drop),
+            valid=valid.sort("_row").drop(drop) if valid_fraction else None,
+            protocol={
+                "name": "random",
+                "test_fraction": test_fraction,
+                "valid_fraction": valid_fraction,
+                "seed": seed,
+            },
+        ),
+        seen_targets,
     )
 
 
 def cold_item(
-    data: Dataset, *, item_fraction: float = 0.1, valid_fraction: float = 0.0, seed: int = 42
+    data: Dataset,
+    *,
+    item_fraction: float = 0.1,
+    valid_fraction: float = 0.0,
+    seed: int = 42,
+    seen_targets: SeenTargets = "warn",
 ) -> Split:
     """Hold out every interaction of a seeded random ``item_fraction`` of the interacted items.
 
@@ -191,22 +277,30 @@ def cold_item(
     df = data.interactions
     is_test = pl.col("item_idx").is_in(test_items.tolist())
     is_valid = pl.col("item_idx").is_in(valid_items.tolist())
-    return Split(
-        train=data.with_interactions(df.filter(~is_test & ~is_valid)),
-        test=df.filter(is_test),
-        valid=df.filter(is_valid) if n_valid else None,
-        protocol={
-            "name": "cold_item",
-            "item_fraction": item_fraction,
-            "valid_fraction": valid_fraction,
-            "seed": seed,
-            "n_cold_items": int(n_test),
-        },
+    return _checked(
+        Split(
+            train=data.with_interactions(df.filter(~is_test & ~is_valid)),
+            test=df.filter(is_test),
+            valid=df.filter(is_valid) if n_valid else None,
+            protocol={
+                "name": "cold_item",
+                "item_fraction": item_fraction,
+                "valid_fraction": valid_fraction,
+                "seed": seed,
+                "n_cold_items": int(n_test),
+            },
+        ),
+        seen_targets,
     )
 
 
 def cold_user(
-    data: Dataset, *, user_fraction: float = 0.1, history_fraction: float = 0.5, seed: int = 42
+    data: Dataset,
+    *,
+    user_fraction: float = 0.1,
+    history_fraction: float = 0.5,
+    seed: int = 42,
+    seen_targets: SeenTargets = "warn",
 ) -> Split:
     """Remove a seeded random ``user_fraction`` of users from training.
 
@@ -224,22 +318,25 @@ def cold_user(
     n_hist = pl.max_horizontal(pl.lit(1), (pl.col("_n") * history_fraction).floor().cast(pl.Int64))
     hist = cold.filter(pl.col("_pos") < n_hist).drop(["_pos", "_n"])
     test = cold.filter(pl.col("_pos") >= n_hist).drop(["_pos", "_n"])
-    return Split(
-        train=data.with_interactions(_restore(df.filter(~is_cold))),
-        test=_restore(test),
-        test_history=_restore(hist),
-        protocol={
-            "name": "cold_user",
-            "user_fraction": user_fraction,
-            "history_fraction": history_fraction,
-            "seed": seed,
-            "n_cold_users": len(chosen),
-        },
+    return _checked(
+        Split(
+            train=data.with_interactions(_restore(df.filter(~is_cold))),
+            test=_restore(test),
+            test_history=_restore(hist),
+            protocol={
+                "name": "cold_user",
+                "user_fraction": user_fraction,
+                "history_fraction": history_fraction,
+                "seed": seed,
+                "n_cold_users": len(chosen),
+            },
+        ),
+        seen_targets,
     )
 
 
-def split(data: Dataset, protocol: str = "leave_last_out", **params: Any) -> Split:
-    """Dispatch by protocol name (used by the CLI and configs)."""
+def split_function(protocol: str) -> Callable[..., Split]:
+    """The function behind a protocol name (:data:`PROTOCOLS`)."""
     funcs: dict[str, Callable[..., Split]] = {
         "leave_last_out": leave_last_out,
         "temporal": temporal,
@@ -249,7 +346,17 @@ def split(data: Dataset, protocol: str = "leave_last_out", **params: Any) -> Spl
     }
     if protocol not in funcs:
         raise DataError(f"unknown split protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
-    return funcs[protocol](data, **params)
+    return funcs[protocol]
+
+
+def split(data: Dataset, protocol: str = "leave_last_out", **params: Any) -> Split:
+    """Dispatch by protocol name (used by the CLI and configs)."""
+    func = split_function(protocol)
+    try:
+        inspect.signature(func).bind(data, **params)
+    except TypeError as exc:
+        raise DataError(f"split protocol {protocol!r}: {exc}") from None
+    return func(data, **params)
 
 
 # ---------------------------------------------------------------------------------------- validation data

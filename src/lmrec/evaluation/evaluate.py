@@ -9,12 +9,16 @@ Protocol (recorded in every result):
   history; targets are their test interactions. The model is **not** refitted on validation data
   unless the caller does so (the result records ``fit_on``).
 * Every item in a query's history is removed from its ranking; all other catalogue items compete
-  (full ranking). Lists come from the model's ``rank`` (:mod:`lmrec.ranking`, the path
+  (full ranking). A target that is already in the query's history (the data repeats a (user, item)
+  pair, and the split warned) could never be hit, so it is left out of the targets; a user left
+  without targets is not evaluated. ``info["targets_in_history"]`` counts both; when no target is
+  left at all, :class:`~lmrec.errors.LmrecError` says so instead of reporting zeros and NaN. Lists come from the model's ``rank`` (:mod:`lmrec.ranking`, the path
   ``recommend`` takes); ties are broken by internal item index (ascending external id).
 """
 
 from __future__ import annotations
 
+import logging
 import platform
 import time
 from collections.abc import Sequence
@@ -27,10 +31,13 @@ import scipy.sparse as sp
 
 import lmrec.evaluation.metrics as M
 from lmrec.data.split import Split
+from lmrec.errors import LmrecError
 from lmrec.models.base import Query, Recommender
 from lmrec.ranking import mask_scores, rank_scores
 
 DEFAULT_KS = (5, 10, 20)
+
+log = logging.getLogger("lmrec.evaluation")
 
 
 @dataclass
@@ -147,8 +154,10 @@ def evaluate(
     kmax = max(ks)
     user_ext = train.user_vocab.external(users)
     item_ext = train.item_vocab.ids
-    tops = []
-    aucs = []
+    tops: list[np.ndarray] = []
+    tgts: list[sp.csr_matrix] = []
+    aucs: list[np.ndarray] = []
+    n_seen = 0
     for start in range(0, len(users), batch_size):
         b_users = users[start : start + batch_size]
         queries = []
@@ -159,15 +168,46 @@ def evaluate(
             else:  # user unknown to the model: served from whatever history is revealed
                 queries.append(Query(history=hist))
         batch = model.encode_queries(queries)
+        # a target already in the query's history is masked like every history item and could
+        # never be hit: it is left out (repeated (user, item) pairs; the split warned about them)
+        b_tgt = tgt[b_users]
+        seen = b_tgt.multiply(batch.history.astype(bool)).tocsr()
+        if seen.nnz:
+            n_seen += seen.nnz
+            b_tgt = (b_tgt - seen).tocsr()
+            b_tgt.eliminate_zeros()
+        tgts.append(b_tgt)
         # full ranking: every item scored exactly, once, for both the top-k and the AUC (a model's
         # ANN ranker serves requests; it has no place in an honest evaluation)
         scores = mask_scores(model.score_batch(batch), batch.history)
         if auc:
-            aucs.append(M.auc_per_user(scores, tgt[b_users]))
+            aucs.append(M.auc_per_user(scores, b_tgt))
         idx, _ = rank_scores(scores, kmax)
         tops.append(idx)
     top = np.concatenate(tops) if tops else np.zeros((0, kmax), np.int64)
-    targets = tgt[users]
+    targets = sp.vstack(tgts).tocsr() if tgts else tgt[users]
+    evaluable = np.diff(targets.indptr) > 0
+    if not evaluable.any():
+        raise LmrecError(
+            f"every {phase} target of {train.name} is already in its user's history at query time "
+            "(the data repeats (user, item) pairs), so nothing can be evaluated; load the data "
+            "with duplicates='last' to keep one row per pair"
+        )
+    n_skipped = int((~evaluable).sum())
+    if n_seen:
+        log.warning(
+            "%s: %d %s target(s) already in their user's history left out; %d user(s) had no other "
+            "target and are not evaluated",
+            name or model.name,
+            n_seen,
+            phase,
+            n_skipped,
+        )
+    if n_skipped:
+        user_ext = [e for e, keep in zip(user_ext, evaluable, strict=True) if keep]
+        users, top, targets = users[evaluable], top[evaluable], targets[evaluable]
+    if auc:
+        aucs = [np.concatenate(aucs)[evaluable]]
 
     per_user = M.ranking_metrics(top, targets, ks, metrics)
     if auc:
@@ -224,6 +264,8 @@ def evaluate(
         "ranking": "full catalogue, seen items excluded, ties by ascending item id",
         "n_items": n_items,
         "n_cold_items": len(cold_items),
+        # targets already in the query's history (repeated pairs) are left out, never counted as misses
+        "targets_in_history": {"left_out": n_seen, "users_without_targets": n_skipped},
         "ks": list(ks),
         "model": model.name,
         "config": model.config.model_dump(mode="json"),

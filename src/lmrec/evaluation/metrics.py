@@ -129,8 +129,10 @@ def novelty(top: np.ndarray, item_popularity: np.ndarray, n_users: int, k: int) 
     p = (item_popularity + 1.0) / (n_users + 1.0)
     info = -np.log2(p)
     items = top[:, :k]
-    vals = np.where(items >= 0, info[np.maximum(items, 0)], np.nan)
-    return np.nanmean(vals, axis=1) if vals.size else np.zeros(len(top))
+    valid = items >= 0  # -1 pads a short list; an empty list has no novelty (NaN, no warning)
+    total = np.where(valid, info[np.maximum(items, 0)], 0.0).sum(axis=1)
+    n = valid.sum(axis=1)
+    return np.divide(total, n, out=np.full(len(top), np.nan), where=n > 0)
 
 
 def intra_list_diversity(top: np.ndarray, features: np.ndarray, k: int) -> np.ndarray:

@@ -1,8 +1,10 @@
-"""Evaluation reports: JSON (everything), Markdown (the table people read) and a PNG of metric@K.
+"""Evaluation reports: JSON (everything), Markdown (the tables people read), the same as one
+self-contained HTML file, and PNG plots: metric@K with confidence bands, and metrics per segment.
 
-Both carry 95% bootstrap confidence intervals for the headline metrics (NDCG and Recall at K = 10,
+All carry 95% bootstrap confidence intervals for the headline metrics (NDCG and Recall at K = 10,
 or the K evaluated) and a paired test of each model against the strongest other model, computed
-from the per-user values (see :mod:`lmrec.evaluation.significance`).
+from the per-user values (see :mod:`lmrec.evaluation.significance`); the plots' bands come from
+the same bootstrap (:mod:`lmrec.evaluation.plots`).
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lmrec._atomic import atomic_write, atomic_write_bytes
+from lmrec._atomic import atomic_write_bytes
 from lmrec.evaluation.evaluate import EvalResult
+from lmrec.evaluation.plots import plot_metrics_at_k, plot_segments
+from lmrec.evaluation.report_html import markdown_to_html
 from lmrec.evaluation.significance import TTEST, WILCOXON, compare_results
 
 
@@ -101,38 +105,6 @@ def significance_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def plot_metrics_at_k(
-    results: Sequence[EvalResult], path: Path, metrics: Sequence[str] = ("recall", "ndcg")
-) -> Path:
-    """Line plot of metric@K against K, one line per model, one panel per metric."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4), squeeze=False)
-    for ax, metric in zip(axes[0], metrics, strict=True):
-        for r in results:
-            ks = sorted(int(key.split("@")[1]) for key in r.metrics if key.startswith(f"{metric}@"))
-            if ks:
-                ax.plot(ks, [r.metrics[f"{metric}@{k}"] for k in ks], marker="o", label=r.model)
-        ax.set_xlabel("K")
-        ax.set_ylabel(f"{metric}@K")
-        ax.set_title(f"{metric}@K")
-        ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
-    info = results[0].info if results else {}
-    fig.suptitle(
-        f"{info.get('dataset', '')} — {info.get('split', {}).get('name', '')}, phase {info.get('phase', '')}"
-    )
-    fig.tight_layout()
-    try:
-        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    finally:
-        plt.close(fig)
-    return path
-
-
 def write_report(
     results: Sequence[EvalResult],
     out_dir: str | os.PathLike[str],
@@ -142,9 +114,11 @@ def write_report(
     alpha: float = 0.05,
     seed: int = 0,
 ) -> dict[str, Path]:
-    """Write ``report.json``, ``report.md`` and ``metrics_at_k.png`` into ``out_dir``.
+    """Write ``report.json``, ``report.md``, ``report.html``, ``metrics_at_k.png`` and (when there
+    are segments) ``segments.png`` into ``out_dir``; returns their paths by kind.
 
-    ``n_boot``/``alpha``/``seed`` set the bootstrap behind the confidence intervals and paired tests.
+    ``n_boot``/``alpha``/``seed`` set the bootstrap behind the confidence intervals, the paired
+    tests and the plots' bands.
     """
     out = Path(out_dir)
     rows = compare_results(results, n_boot=n_boot, alpha=alpha, seed=seed)
@@ -191,13 +165,26 @@ def write_report(
             sig,
             "",
         ]
+    png = plot_metrics_at_k(results, out / "metrics_at_k.png", n_boot=n_boot, alpha=alpha, seed=seed)
+    md += [
+        f"![Recall@K and NDCG@K with {1 - alpha:.0%} bootstrap bands]({png.name})",
+        "",
+    ]
     seg = segment_table(results)
+    seg_png = plot_segments(results, out / "segments.png") if seg else None
     if seg:
         md += ["## Segments (NDCG@10)", "", seg, ""]
+        if seg_png is not None:
+            md += [f"![NDCG@10 by segment]({seg_png.name})", ""]
     md += ["## Configs", ""]
     for r in results:
         md.append(f"- {r.model}: `{json.dumps(r.info.get('config', {}))}`")
-    md += ["", "![metric@K](metrics_at_k.png)", ""]
-    atomic_write_bytes(out / "report.md", "\n".join(md).encode())
-    png = plot_metrics_at_k(results, out / "metrics_at_k.png")
-    return {"json": out / "report.json", "markdown": out / "report.md", "plot": png}
+    md.append("")
+    text = "\n".join(md)
+    atomic_write_bytes(out / "report.md", text.encode())
+    atomic_write_bytes(out / "report.html", markdown_to_html(text, out, title=title).encode())
+    paths = {"json": out / "report.json", "markdown": out / "report.md", "html": out / "report.html"}
+    paths["plot"] = png
+    if seg_png is not None:
+        paths["segments"] = seg_png
+    return paths

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -32,11 +33,21 @@ from lmrec._atomic import atomic_directory
 from lmrec._version import __version__
 from lmrec.data.dataset import Dataset
 from lmrec.data.vocabulary import Vocabulary
-from lmrec.errors import NotFittedError, UnknownIdError, UnsupportedQueryError
-from lmrec.models.query import Query, QueryBatch, QueryLike, as_queries, id_dtype, results_frame
+from lmrec.errors import NotFittedError, UnknownIdError, UnknownIdWarning
+from lmrec.models.query import (
+    Query,
+    QueryBatch,
+    QueryLike,
+    UnknownIds,
+    as_queries,
+    id_dtype,
+    resolve_queries,
+    results_frame,
+)
 from lmrec.ranking import ExactRanker, Ranker, rank_scores
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: model.json records every tensor's shape; load reads 1 (unchecked) and 2
+READABLE_FORMATS = (1, 2)
 
 
 class ModelConfig(BaseModel):
@@ -140,37 +151,65 @@ class Recommender(ABC):
         items: Iterable[Any] | None = None,
         exclude: Iterable[Any] | None = None,
         batch_size: int = 1024,
+        strict: bool = False,
     ) -> pl.DataFrame:
-        """Top-``k`` items per query as ``query, user_id, item_id, score, rank`` (rank from 1).
+        """Top-``k`` items per query as ``query, user_id, item_id, score, rank, fallback`` (rank from 1).
 
         ``items`` restricts the candidates (external ids); ``exclude`` removes items for every query;
         ``exclude_seen`` removes each query's history. Fewer than ``k`` rows come back when fewer
         candidates remain.
+
+        Unknown ids (:mod:`lmrec.models.query`): by default unknown history, ``items`` and
+        ``exclude`` ids are left out and a query with nothing known (an unknown user, say) gets the
+        most popular items with ``fallback == "popularity"``, each reported in one
+        :class:`~lmrec.errors.UnknownIdWarning`; ``strict=True`` raises
+        :class:`~lmrec.errors.UnknownIdError` for any of them instead.
         """
         _check_k(k)
         qs = as_queries(queries)
         self._check_fitted()
         assert self.item_vocab is not None
+        notes: list[UnknownIds] = []
         allowed = None
         if items is not None:
             allowed = np.zeros(self.n_items, dtype=bool)
-            allowed[self.item_vocab.indices(list(items))] = True
-        banned = self.item_vocab.indices(list(exclude)) if exclude is not None else None
+            allowed[self._item_indices(items, "items", strict, notes)] = True
+        banned = self._item_indices(exclude, "exclude", strict, notes) if exclude is not None else None
         frames = []
         for start in range(0, len(qs), batch_size):
             chunk = qs[start : start + batch_size]
-            batch = self.encode_queries(chunk)
+            batch = self.encode_queries(chunk, strict=strict)
+            notes += [UnknownIds(n.query + start, n.field, n.ids) for n in batch.unknown]
             idx, val = self.rank(batch, int(k), exclude_seen=exclude_seen, exclude=banned, allowed=allowed)
-            frames.append(results_frame(chunk, idx, val, start, self.user_vocab, self.item_vocab))
+            frames.append(
+                results_frame(chunk, idx, val, start, self.user_vocab, self.item_vocab, batch.fallback)
+            )
+        if notes:
+            warnings.warn(UnknownIdWarning("; ".join(n.message() for n in notes)), stacklevel=2)
         if not frames:
             z = np.zeros((0, 0), np.int64)
             return results_frame([], z, z.astype(np.float32), 0, self.user_vocab, self.item_vocab)
         return pl.concat(frames)
 
+    def _item_indices(
+        self, ids: Iterable[Any], field: str, strict: bool, notes: list[UnknownIds]
+    ) -> np.ndarray:
+        """Indices of the known ``ids``; unknown ones raise (``strict``) or are noted and left out."""
+        assert self.item_vocab is not None
+        ids = list(ids)
+        idx = self.item_vocab.indices(ids, missing="mark")
+        if (idx < 0).any():
+            bad = [i for i, j in zip(ids, idx, strict=True) if j < 0]
+            if strict:
+                raise UnknownIdError(f"item_id in {field}", bad)
+            notes.append(UnknownIds(-1, field, bad))
+        return idx[idx >= 0]
+
     def score(
         self, queries: QueryLike | Iterable[QueryLike], items: Iterable[Any] | None = None
     ) -> np.ndarray:
-        """Raw scores (n_queries, n_items or len(items)); nothing masked."""
+        """Raw scores (n_queries, n_items or len(items)); nothing masked. Unknown ids raise
+        :class:`~lmrec.errors.UnknownIdError` (there is no answer to flag a fallback in)."""
         qs = as_queries(queries)
         self._check_fitted()
         assert self.item_vocab is not None
@@ -184,7 +223,14 @@ class Recommender(ABC):
         """Dense (n_queries, n_items) float32 scores of an encoded batch: a fresh, writable array,
         nothing masked (evaluation's AUC and :meth:`rank` start from it)."""
         self._check_fitted()
-        return np.array(self._score(batch), dtype=np.float32, copy=True)
+        fb = batch.fallback_mask
+        if not fb.any():
+            return np.array(self._score(batch), dtype=np.float32, copy=True)
+        out = np.empty((len(batch), self.n_items), dtype=np.float32)
+        out[fb] = self.popularity()
+        if not fb.all():
+            out[~fb] = self._score(batch.take(np.flatnonzero(~fb)))
+        return out
 
     def rank(
         self,
@@ -204,6 +250,17 @@ class Recommender(ABC):
         """
         _check_k(k)
         seen = batch.history if exclude_seen else None
+        fb = batch.fallback_mask
+        if fb.any() and not fb.all():  # the model ranks its queries, popularity the fallback ones
+            out_i = np.full((len(batch), int(k)), -1, np.int64)
+            out_v = np.full((len(batch), int(k)), -np.inf, np.float32)
+            for rows in (np.flatnonzero(fb), np.flatnonzero(~fb)):
+                out_i[rows], out_v[rows] = self.rank(
+                    batch.take(rows), k, exclude_seen=exclude_seen, exclude=exclude, allowed=allowed
+                )
+            return out_i, out_v
+        if fb.any():
+            return rank_scores(self.score_batch(batch), int(k), seen=seen, exclude=exclude, allowed=allowed)
         by_vectors = self._vector_ranking(batch)
         if by_vectors is None:
             return rank_scores(self.score_batch(batch), int(k), seen=seen, exclude=exclude, allowed=allowed)
@@ -216,80 +273,35 @@ class Recommender(ABC):
         return None
 
     # ------------------------------------------------------------------ query encoding
-    def encode_queries(self, queries: Sequence[Query], *, on_unknown_items: str = "raise") -> QueryBatch:
-        """Resolve external ids, merge histories and check the model supports each query kind."""
+    def encode_queries(self, queries: Sequence[Query], *, strict: bool = True) -> QueryBatch:
+        """Resolve external ids, merge histories and check the model supports each query kind.
+
+        ``strict=False`` is the lenient policy of :meth:`recommend` (unknown history items dropped,
+        queries with nothing known flagged for the popularity fallback); see
+        :func:`lmrec.models.query.resolve_queries`.
+        """
         self._check_fitted()
         assert self.user_vocab is not None and self.item_vocab is not None
-        n = len(queries)
-        user_idx = np.full(n, -1, dtype=np.int64)
-        seqs: list[np.ndarray] = []
-        rows: list[np.ndarray] = []
-        wts: list[np.ndarray] = []
-        texts: list[str | None] = []
-        unknown_users: list[Any] = []
-        no_history: list[Any] = []
-        for qi, q in enumerate(queries):
-            kinds = q.kinds()
-            need = kinds - set(self.supports)
-            if "user" in need and q.history is not None:
-                need.discard("user")  # history alone is enough for a history model
-            if need:
-                raise UnsupportedQueryError(
-                    f"{type(self).__name__} cannot serve {'/'.join(sorted(need))} queries "
-                    f"(supports: {', '.join(sorted(self.supports))}); query {qi}: {q!r}"
-                )
-            seq = np.zeros(0, dtype=np.int64)
-            w = np.zeros(0, dtype=np.float32)
-            if q.user_id is not None:
-                u = self.user_vocab.get(q.user_id)
-                if u < 0 or self.history_length(u) == 0:
-                    if q.history is None and not q.text:
-                        (unknown_users if u < 0 else no_history).append(q.user_id)
-                else:
-                    user_idx[qi] = u
-                    lo, hi = self._hist_offsets[u], self._hist_offsets[u + 1]
-                    seq = self._hist_items[lo:hi]
-                    w = self._hist_weights[lo:hi]
-            if q.history is not None:
-                hist = list(q.history)
-                if on_unknown_items == "drop":
-                    extra = self.item_vocab.indices(hist, missing="drop")
-                    ew = np.ones(len(extra), np.float32)
-                else:
-                    try:
-                        extra = self.item_vocab.indices(hist)
-                    except UnknownIdError as exc:
-                        raise UnknownIdError(f"item_id in the history of query {qi}", exc.ids) from None
-                    ew = (
-                        np.asarray(q.weights, dtype=np.float32)
-                        if q.weights is not None
-                        else np.ones(len(extra), np.float32)
-                    )
-                    if len(ew) != len(extra):
-                        raise ValueError(f"query {qi}: {len(ew)} weights for {len(extra)} history items")
-                seq = np.concatenate([seq, extra])
-                w = np.concatenate([w, ew])
-            seqs.append(seq)
-            rows.append(np.full(len(seq), qi, dtype=np.int64))
-            wts.append(w)
-            texts.append(q.text or None)
-        if unknown_users:
-            raise UnknownIdError("user_id", unknown_users)
-        if no_history:
-            raise UnknownIdError("user_id without training interactions (pass a history or text)", no_history)
-        r = np.concatenate(rows) if rows else np.zeros(0, np.int64)
-        c = np.concatenate(seqs) if seqs else np.zeros(0, np.int64)
-        d = np.concatenate(wts) if wts else np.zeros(0, np.float32)
-        hist = sp.csr_matrix((d, (r, c)), shape=(n, self.n_items), dtype=np.float32)
-        hist.sum_duplicates()
-        return QueryBatch(
-            user_idx=user_idx,
-            history=hist,
-            sequences=seqs,
-            texts=texts,
-            n_items=self.n_items,
-            queries=list(queries),
+        return resolve_queries(
+            queries,
+            model=type(self).__name__,
+            supports=self.supports,
+            user_vocab=self.user_vocab,
+            item_vocab=self.item_vocab,
+            histories=(self._hist_items, self._hist_weights, self._hist_offsets),
+            strict=strict,
         )
+
+    def popularity(self) -> np.ndarray:
+        """Interactions per item in the stored histories (training and online), float32: the
+        scores of the popularity fallback."""
+        self._check_fitted()
+        cached = getattr(self, "_popularity_cache", None)
+        if cached is not None and cached[0] is self._hist_items and len(cached[1]) == self.n_items:
+            return cached[1]
+        counts = np.bincount(self._hist_items, minlength=self.n_items)[: self.n_items].astype(np.float32)
+        self._popularity_cache = (self._hist_items, counts)
+        return counts
 
     # ------------------------------------------------------------------ histories
     def _set_histories(self, data: Dataset) -> None:
@@ -378,18 +390,6 @@ class Recommender(ABC):
         assert self.user_vocab is not None and self.item_vocab is not None
         target = Path(path)
         with atomic_directory(target) as tmp:
-            meta = {
-                "format_version": FORMAT_VERSION,
-                "lmrec_version": __version__,
-                "model": self.name,
-                "class": f"{type(self).__module__}.{type(self).__qualname__}",
-                "config": self.config.model_dump(mode="json"),
-                "extra": self._get_extra(),
-            }
-            (tmp / "model.json").write_text(json.dumps(meta, indent=2))
-            (tmp / "vocab.json").write_text(
-                json.dumps({"user": self.user_vocab.to_json(), "item": self.item_vocab.to_json()})
-            )
             tensors = {f"model.{k}": np.ascontiguousarray(v) for k, v in self._get_state().items()}
             tensors.update(
                 {
@@ -397,6 +397,22 @@ class Recommender(ABC):
                     "history.weights": self._hist_weights,
                     "history.offsets": self._hist_offsets,
                 }
+            )
+            meta = {
+                "format_version": FORMAT_VERSION,
+                "lmrec_version": __version__,
+                "model": self.name,
+                "class": f"{type(self).__module__}.{type(self).__qualname__}",
+                "config": self.config.model_dump(mode="json"),
+                "extra": self._get_extra(),
+                # what load checks state.safetensors and vocab.json against
+                "n_users": len(self.user_vocab),
+                "n_items": len(self.item_vocab),
+                "tensors": {k: {"dtype": str(v.dtype), "shape": list(v.shape)} for k, v in tensors.items()},
+            }
+            (tmp / "model.json").write_text(json.dumps(meta, indent=2))
+            (tmp / "vocab.json").write_text(
+                json.dumps({"user": self.user_vocab.to_json(), "item": self.item_vocab.to_json()})
             )
             save_file(tensors, str(tmp / "state.safetensors"))
             self._save_files(tmp)
@@ -412,11 +428,10 @@ class Recommender(ABC):
         return load_model(path, expected=cls)
 
     def _restore(
-        self, vocab: Mapping[str, Any], tensors: dict[str, np.ndarray], extra: Mapping[str, Any]
+        self, vocabs: tuple[Vocabulary, Vocabulary], tensors: dict[str, np.ndarray], extra: Any
     ) -> None:
-        """Put back what :meth:`save` wrote (``vocab.json``, ``state.safetensors``, ``extra``)."""
-        self.user_vocab = Vocabulary.from_json(vocab["user"])
-        self.item_vocab = Vocabulary.from_json(vocab["item"])
+        """Put back what :meth:`save` wrote, once :func:`~lmrec.models.registry.load_model` checked it."""
+        self.user_vocab, self.item_vocab = vocabs
         self._hist_items = tensors.pop("history.items")
         self._hist_weights = tensors.pop("history.weights")
         self._hist_offsets = tensors.pop("history.offsets")

@@ -274,7 +274,9 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
         if lengths is None:
             dataset = getattr(sampler, "dataset", None) or getattr(sampler, "data_source", None)
             if dataset is None:
-                raise ValueError("BucketBatchSampler needs lengths, or a sampler with a .dataset of sequences")
+                raise ValueError(
+                    "BucketBatchSampler needs lengths, or a sampler with a .dataset of sequences"
+                )
             lengths = [len(dataset[i]) for i in range(len(dataset))]
         self.sampler = sampler
         self.lengths = np.asarray(lengths, dtype=np.float64)

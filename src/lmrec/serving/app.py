@@ -5,18 +5,32 @@
 ``GET /items/{id}/similar`` open  items like this one
 ``POST /feedback``      key    one event; on disk before the 200, applied at once
 ``POST /items``         key    a new item, encoded and recommendable at once (text models)
-``GET /health``         open   liveness plus model/index/log facts
+``GET /health``         open   readiness (503 until warm) plus model/index/log facts
 ``GET /metrics``        open   Prometheus text format
+``GET /docs``           open   Swagger UI, from local files (works offline)
+``GET /ui``             open   a web page over these endpoints (:mod:`lmrec.serving.ui`)
 ======================  =====  ===========================================================
 
 Write endpoints need the ``X-API-Key`` header; the server will not start without a key unless
 told ``allow_no_api_key`` (``lmrec serve --no-auth``), because an open write endpoint lets anyone
 rewrite users' histories. Keys are compared in constant time.
 
-Errors are JSON ``{"detail": ...}``: 422 for a body or parameter that fails the schema (with a
-readable ``message`` beside FastAPI's list of field errors), 400 for a request the schema allows but
-the model cannot serve (text on a CF model, a filter on a missing catalogue field), 401 for a bad
-key, 404 for unknown ids, 409 for conflicts.
+Errors are JSON ``{"detail": ...}``, every one of them: 422 for a body or parameter that fails the
+schema (with a readable ``message`` beside FastAPI's list of field errors; also a ``where`` value of
+the wrong type for its catalogue column, and an empty ``history``), 400 for a request the schema
+allows but the model cannot serve (text on a CF model, a filter on a missing catalogue field), 401
+for a bad key, 404 for unknown ids in strict mode, 409 for conflicts, 413 for a body over 2 MiB, 500
+(``{"detail": "internal server error", "request_id": ...}``) for a bug.
+
+Unknown ids (:mod:`lmrec.models.query`, the same policy as Python and the CLI): by default an
+unknown user gets the most popular items with ``"fallback": "popularity"``, and unknown ``history``,
+``exclude`` and ``filters.item_ids`` ids are left out and listed in ``warnings``; ``"strict": true``
+(or ``ServingConfig.strict_ids``) makes each a 404 naming the ids.
+
+Start-up: the lifespan warms the model and its text encoder in the background
+(:meth:`ServingState.warm`); ``/health`` answers 503 ``{"status": "warming"}`` until then. Every
+request gets an id (``X-Request-ID``) and one JSON line in the ``lmrec.access`` log
+(:mod:`lmrec.serving.http`).
 
 Threading: the write handlers (``/feedback``, ``/items``) are plain ``def`` functions, which FastAPI
 runs in its thread pool, so their ``fsync`` never blocks the event loop. The read handlers are
@@ -26,14 +40,14 @@ loop saves the thread hand-offs (about a millisecond per request on a busy 2-cor
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import gc
 import json
 import logging
 import os
 import secrets
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -45,7 +59,8 @@ from starlette.concurrency import run_in_threadpool
 
 from lmrec.errors import LmrecError
 from lmrec.serving.config import ServingConfig, configure_process
-from lmrec.serving.errors import ServingError
+from lmrec.serving.errors import InvalidField, ServingError
+from lmrec.serving.http import LmrecFastAPI, MetricsMiddleware, mount_docs, request_id_of
 from lmrec.serving.metrics import CONTENT_TYPE
 from lmrec.serving.schemas import (
     ERROR_RESPONSES,
@@ -62,6 +77,7 @@ from lmrec.serving.schemas import (
     SimilarResponse,
 )
 from lmrec.serving.state import ServingState
+from lmrec.serving.ui import mount_ui
 
 log = logging.getLogger("lmrec.serving")
 
@@ -70,47 +86,6 @@ MAX_BODY_BYTES = 2 * 1024 * 1024
 _api_key_scheme = APIKeyHeader(
     name=API_KEY_HEADER, auto_error=False, description="Required on write endpoints."
 )
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-ASGIApp = Callable[
-    [Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]
-]
-
-
-class _MetricsMiddleware:
-    """Counts and times every request by route *template* (pure ASGI: no per-request task)."""
-
-    def __init__(self, app: ASGIApp, state: ServingState) -> None:
-        self.app = app
-        self.state = state
-
-    async def __call__(
-        self,
-        scope: Scope,
-        receive: Callable[[], Awaitable[Message]],
-        send: Callable[[Message], Awaitable[None]],
-    ) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status = {"code": 500}
-
-        async def send_wrapper(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status["code"] = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            route = scope.get("route")
-            path = getattr(route, "path", None) or "unmatched"
-            method = scope.get("method", "")
-            m = self.state.metrics
-            m.requests.labels(route=path, method=method, status=str(status["code"])).inc()
-            m.latency.labels(route=path, method=method).observe(time.perf_counter() - start)
 
 
 def _summarise(errors: list[Any]) -> str:
@@ -146,11 +121,17 @@ def create_app(state: ServingState, *, owns_state: bool = False) -> FastAPI:
             # out of the collector's reach, so full collections stop walking them (tail latency)
             gc.collect()
             gc.freeze()
+        # warm in the background: the port opens at once (liveness), /health says when it is ready
+        warming = asyncio.create_task(run_in_threadpool(state.warm)) if cfg.warm else None
+        if warming is not None:
+            warming.add_done_callback(_report_warm_failure)
         yield
+        if warming is not None and not warming.done():
+            await asyncio.wait([warming])
         if owns_state:
             state.close()
 
-    app = FastAPI(
+    app = LmrecFastAPI(
         # a generous bound on any valid body (1,000 history ids, 10,000 allow-listed ids); bigger
         # bodies get a 413 before they are read into memory
         max_body_size=MAX_BODY_BYTES,
@@ -158,8 +139,12 @@ def create_app(state: ServingState, *, owns_state: bool = False) -> FastAPI:
         version=_version(),
         summary="Recommendations from a trained lmrec model, with online feedback.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.lmrec = state
+    mount_docs(app)
+    mount_ui(app, state)
 
     async def require_key(key: str | None = Security(_api_key_scheme)) -> None:
         if not cfg.api_key:
@@ -169,8 +154,17 @@ def create_app(state: ServingState, *, owns_state: bool = False) -> FastAPI:
 
     @app.exception_handler(ServingError)
     async def _serving_error(request: Request, exc: ServingError) -> JSONResponse:
+        if isinstance(exc, InvalidField):  # shaped like a schema error: the field, then the message
+            error = {"loc": list(exc.loc), "msg": str(exc), "type": exc.kind}
+            return JSONResponse({"detail": [error], "message": _summarise([error])}, status_code=422)
         headers = {"WWW-Authenticate": "ApiKey"} if exc.status == 401 else None
         return JSONResponse({"detail": str(exc)}, status_code=exc.status, headers=headers)
+
+    @app.exception_handler(Exception)
+    async def _server_error(request: Request, exc: Exception) -> JSONResponse:
+        log.error("request %s failed", request_id_of(request.scope), exc_info=exc)
+        body = {"detail": "internal server error", "request_id": request_id_of(request.scope)}
+        return JSONResponse(body, status_code=500)
 
     @app.exception_handler(LmrecError)
     async def _lmrec_error(request: Request, exc: LmrecError) -> JSONResponse:
@@ -190,7 +184,7 @@ def create_app(state: ServingState, *, owns_state: bool = False) -> FastAPI:
         responses=ERROR_RESPONSES,
         summary="Recommend items for a user id, a history, free text, or a mix.",
     )
-    async def recommend(req: RecommendRequest) -> RecommendResponse:
+    async def recommend(req: RecommendRequest, request: Request) -> RecommendResponse:
         # text queries run a text encoder (tens of ms): off the event loop; the rest is quick numpy
         call = functools.partial(
             state.recommend,
@@ -205,6 +199,8 @@ def create_app(state: ServingState, *, owns_state: bool = False) -> FastAPI:
             policy=req.policy,
             diversity=req.diversity,
             with_explanations=req.explain,
+            strict=req.strict,
+            request_id=request_id_of(request.scope),
         )
         return await run_in_threadpool(call) if req.text else call()
 
@@ -261,9 +257,15 @@ def create_app(state: ServingState, *, owns_state: bool = False) -> FastAPI:
         )
         return NewItemResponse(item_id=state.item_id(index), index=index, recommendable=True)
 
-    @app.get("/health", response_model=HealthResponse, summary="Liveness and model/index/log facts.")
-    async def health() -> HealthResponse:
-        return state.health()
+    @app.get(
+        "/health",
+        response_model=HealthResponse,
+        summary="Readiness (a 503 until the model and text encoder are warm) and model/index/log facts.",
+        responses={503: {"model": HealthResponse, "description": "Still warming up."}},
+    )
+    async def health() -> Response:
+        report = state.health()
+        return JSONResponse(report.model_dump(mode="json"), status_code=200 if report.ready else 503)
 
     @app.get(
         "/metrics",
@@ -274,8 +276,13 @@ def create_app(state: ServingState, *, owns_state: bool = False) -> FastAPI:
     async def metrics() -> Response:
         return Response(state.metrics.render(), media_type=CONTENT_TYPE)
 
-    app.add_middleware(_MetricsMiddleware, state=state)  # type: ignore[arg-type]
+    app.add_middleware(MetricsMiddleware, state=state)  # type: ignore[arg-type]
     return app
+
+
+def _report_warm_failure(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("warm-up failed; /health stays 503", exc_info=task.exception())
 
 
 def _version() -> str:

@@ -24,8 +24,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from lmrec.data.loaders._read import read_parquet
 from lmrec.data.vocabulary import Vocabulary
-from lmrec.errors import DataError
+from lmrec.errors import DataError, FilterValueError
 from lmrec.rerank.explain import keywords_of, tag_idf
 
 TAG_COLUMNS = ("genres", "tags", "categories", "keywords", "tag")
@@ -41,6 +42,42 @@ CATALOGUE_FILES = (
     "catalogue.jsonl",
 )
 _NO_TAG = {"", "(no genres listed)", "none", "null", "nan", "n/a"}
+
+
+def value_kind(value: Any) -> str | None:
+    """The filter kind of a catalogue cell or a ``where`` value: boolean, integer, number, string
+    (None for a null, "other" for anything else)."""
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        return "boolean"
+    if isinstance(value, (int, np.integer)):
+        return "integer"
+    if isinstance(value, (float, np.floating)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "other"
+
+
+def _merge_kinds(a: str | None, b: str | None) -> str | None:
+    if a is None or a == b:
+        return b
+    if b is None:
+        return a
+    if {a, b} == {"integer", "number"}:
+        return "number"
+    return "other"
+
+
+def _matches(kind: str | None, value: Any) -> bool:
+    """Whether a ``where`` value can equal a cell of a column of ``kind`` (None, other: any)."""
+    got = value_kind(value)
+    if kind in (None, "other") or got == kind:
+        return True
+    if kind == "number" and got == "integer":
+        return True
+    return kind == "integer" and got == "number" and float(value).is_integer()
 
 
 def split_tags(value: Any) -> list[str]:
@@ -82,7 +119,7 @@ def read_catalogue(path: str | os.PathLike[str]) -> pl.DataFrame:
     suffix = p.suffix.lower()
     try:
         if suffix == ".parquet":
-            return pl.read_parquet(p)
+            return read_parquet(p)  # pyarrow: polars can abort the process on a damaged file
         if suffix in (".csv", ".tsv"):
             return pl.read_csv(p, separator="\t" if suffix == ".tsv" else ",", infer_schema_length=10_000)
         if suffix in (".jsonl", ".ndjson"):
@@ -91,8 +128,10 @@ def read_catalogue(path: str | os.PathLike[str]) -> pl.DataFrame:
             return pl.DataFrame(json.loads(p.read_text()))
     except FileNotFoundError:
         raise DataError(f"catalogue file {p} does not exist", source=str(p)) from None
-    except Exception as exc:
-        raise DataError(f"cannot read catalogue ({exc})", source=str(p)) from exc
+    except DataError:
+        raise
+    except (Exception, pl.exceptions.PanicException) as exc:  # a damaged parquet can panic polars
+        raise DataError(f"cannot read catalogue ({' '.join(str(exc).split())})", source=str(p)) from None
     raise DataError("catalogue must be .parquet, .csv, .tsv, .jsonl or .json", source=str(p))
 
 
@@ -115,6 +154,8 @@ class Catalogue:
         self.tags: list[frozenset[str]] = [frozenset()] * n
         self.terms: list[frozenset[str]] = [frozenset()] * n
         self._fields: dict[str, list[Any]] = {}
+        #: each field's value kind (:func:`value_kind`, merged over its non-null cells)
+        self._kinds: dict[str, str | None] = {}
         self.source = source
         self._n = n
         if frame is not None and frame.height:
@@ -172,7 +213,9 @@ class Catalogue:
         for c in field_cols:
             if c not in self._fields:
                 self._fields[c] = [None] * self._n
-            self._fields[c][i] = row.get(c)
+            value = row.get(c)
+            self._fields[c][i] = value
+            self._kinds[c] = _merge_kinds(self._kinds.get(c), value_kind(value))
 
     def _reindex(self) -> None:
         inv: dict[str, list[int]] = {}
@@ -193,6 +236,11 @@ class Catalogue:
     @property
     def field_names(self) -> list[str]:
         return sorted(self._fields)
+
+    def field_kind(self, name: str) -> str | None:
+        """The kind of a field's values: boolean, integer, number, string; None (no values yet) or
+        "other" (mixed) when any value may be asked for."""
+        return self._kinds.get(name)
 
     def title(self, i: int) -> str | None:
         return self.titles[i] if 0 <= i < self._n else None
@@ -229,7 +277,9 @@ class Catalogue:
         """Boolean mask of items passing every filter, or None when no filter is given.
 
         Raises :class:`ValueError` naming the field when ``where`` uses a column the catalogue
-        lacks, and when tag filters are used on a catalogue without tags.
+        lacks, and when tag filters are used on a catalogue without tags;
+        :class:`~lmrec.errors.FilterValueError` (a ``ValueError``) when a ``where`` value's type
+        does not match its column (``{"year": "abc"}`` on a column of integers).
         """
         if not (tags_any or tags_all or tags_none or where):
             return None
@@ -259,6 +309,10 @@ class Catalogue:
                 raise ValueError(f"unknown filter field {col!r} (catalogue fields: {known})")
             values = self._fields[col]
             wanted = set(want) if isinstance(want, list) else {want}
+            kind = self._kinds.get(col)
+            for w in wanted:
+                if not _matches(kind, w):
+                    raise FilterValueError(col, str(kind), w)
             out &= np.fromiter((v in wanted for v in values), dtype=bool, count=n)
         return out
 

@@ -53,6 +53,11 @@ class ServingConfig(BaseModel):
     blas_threads: int | None = Field(default=1, ge=1)
     synchronous: Literal["FULL", "NORMAL", "EXTRA"] = "FULL"
     seed: int = 0
+    #: unknown ids in a recommend request are a 404 (True) or are left out, an unknown user served
+    #: the most popular items, reported in the answer (False); a request's ``strict`` overrides it
+    strict_ids: bool = False
+    #: warm the model (and its text encoder) up at start; ``/health`` is a 503 until it is done
+    warm: bool = True
 
 
 def configure_process(config: ServingConfig) -> None:

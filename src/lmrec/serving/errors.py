@@ -24,4 +24,16 @@ class Conflict(ServingError):
     status = 409
 
 
-__all__ = ["Conflict", "NotFound", "ServingError"]
+class InvalidField(ServingError):
+    """A request field whose value the schema allows but the data does not (a ``where`` value of
+    the wrong type for its catalogue column): a 422 shaped like a schema error, naming the field."""
+
+    status = 422
+
+    def __init__(self, message: str, loc: tuple[str | int, ...], kind: str = "value_error") -> None:
+        super().__init__(message)
+        self.loc = loc
+        self.kind = kind
+
+
+__all__ = ["Conflict", "InvalidField", "NotFound", "ServingError"]

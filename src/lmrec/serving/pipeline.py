@@ -21,7 +21,8 @@ values travel between the stages:
    also drops the query's history when ``exclude_seen``;
 4. **rerankers**: :class:`MMRReranker` (diversity) then :class:`BanditReranker` (exploration; logs
    each slot's propensity);
-5. **explanations** (:func:`explanations`): the response items, with ``because`` evidence.
+5. **explanations** (:func:`~lmrec.serving.explanations.explanations`): the response items, with
+   ``because`` evidence.
 
 :meth:`RecommendPipeline.recommend` then logs the impression and remembers the list, so that
 feedback on it can be credited (:mod:`lmrec.serving.feedback`).
@@ -39,13 +40,15 @@ from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 import numpy as np
 
 from lmrec.bandits import LinearBandit, make_features, scale_scores
-from lmrec.errors import UnknownIdError, UnsupportedQueryError
+from lmrec.errors import FilterValueError, UnknownIdError, UnsupportedQueryError
 from lmrec.events import Impression
 from lmrec.models.base import Query, QueryBatch, Recommender
-from lmrec.rerank import cosine_matrix, explain, mmr
+from lmrec.models.query import UnknownIds
+from lmrec.rerank import cosine_matrix, mmr
 from lmrec.serving.catalogue import Catalogue
-from lmrec.serving.errors import NotFound, ServingError
-from lmrec.serving.schemas import Because, BecauseItem, RecommendedItem, RecommendResponse
+from lmrec.serving.errors import InvalidField, NotFound, ServingError
+from lmrec.serving.explanations import explanations
+from lmrec.serving.schemas import IdWarning, RecommendResponse
 
 if TYPE_CHECKING:
     from lmrec.serving.config import ServingConfig
@@ -73,6 +76,12 @@ class RequestContext:
     diversity: float = 0.0
     explain: bool = True
     text: str | None = None
+    #: unknown ids are a 404 (True) or left out and reported (False)
+    strict: bool = False
+    #: None, or "popularity" when nothing in the query was known
+    fallback: str | None = None
+    #: ids of the query left out (lenient mode)
+    warnings: tuple[IdWarning, ...] = ()
 
     @property
     def history(self) -> np.ndarray:
@@ -86,6 +95,8 @@ class Exclusions:
 
     exclude: np.ndarray
     allowed: np.ndarray | None = None
+    #: unknown ``exclude`` / ``filters.item_ids`` ids left out (lenient mode)
+    warnings: tuple[IdWarning, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -133,6 +144,7 @@ class RecommendOptions(TypedDict, total=False):
     explore: bool | None
     policy: str | None
     diversity: float | None
+    strict: bool | None
 
 
 def _top(pool: np.ndarray, scores: np.ndarray, k: int, policy: str) -> Ranked:
@@ -148,7 +160,6 @@ def build_context(
     *,
     user_id: Any = None,
     user_key: Callable[[Any], Any] | None = None,
-    known_user: Callable[[Any], bool] | None = None,
     history: Sequence[Any] | None = None,
     text: str | None = None,
     k: int = 10,
@@ -159,21 +170,27 @@ def build_context(
     policy: str | None = None,
     diversity: float | None = None,
     explain: bool = True,
+    strict: bool | None = None,
 ) -> RequestContext:
     """Validate a request against the server's limits and resolve its query.
 
-    ``user_key`` turns the client's ``user_id`` into the vocabulary's type (default: as given);
-    ``known_user`` says whether a key has a history (default: whether the vocabulary has it). Errors
-    are :class:`ServingError` (400) or :class:`NotFound` (404).
+    ``user_key`` turns the client's ``user_id`` into the vocabulary's type (default: as given; an id
+    it refuses is an unknown user). Unknown ids follow the model's policy
+    (:mod:`lmrec.models.query`): ``strict`` (default ``config.strict_ids``) makes them a
+    :class:`NotFound` (404); otherwise they are left out, reported in ``warnings``, and a query with
+    nothing known gets the popularity ``fallback``. Other errors are :class:`ServingError` (400).
     """
     if not 1 <= k <= config.max_k:
         raise ServingError(f"k must be between 1 and {config.max_k}, got {k}")
     if history is not None and len(history) > config.max_history:
         raise ServingError(f"history has {len(history)} items; the limit is {config.max_history}")
+    if history is not None and not len(history):
+        raise ServingError("history is empty: give item ids, oldest first, or leave history out")
     if text and "text" not in model.supports:
         raise ServingError(
             f"model {model.name} cannot serve text queries (supports: {', '.join(sorted(model.supports))})"
         )
+    strict = config.strict_ids if strict is None else strict
     explore = config.explore_by_default if explore is None else explore
     policy = policy or (config.policy if config.policy != "none" else None)
     if explore and policy is None:
@@ -181,25 +198,22 @@ def build_context(
             "exploration was asked for but the server runs without a bandit policy (--policy none)"
         )
     diversity = config.diversity if diversity is None else diversity
-    key = None if user_id is None else (user_key(user_id) if user_key is not None else user_id)
-    if key is None:
-        known = False
-    elif known_user is not None:
-        known = known_user(key)
-    else:
-        assert model.user_vocab is not None
-        known = key in model.user_vocab
-    if key is not None and not known and not history and not text:
-        raise NotFound(
-            f"unknown user_id {user_id!r}: no history yet; send history or text, or feedback first"
-        )
+    key = None
+    if user_id is not None:
+        try:
+            key = user_key(user_id) if user_key is not None else user_id
+        except ServingError:  # cannot be in the vocabulary (text for integer ids): an unknown user
+            key = None
     query = Query(
-        user_id=key if known else None, history=list(history) if history else None, text=text or None
+        user_id=None if user_id is None else (user_id if key is None else key),
+        history=list(history) if history else None,
+        text=text or None,
     )
     try:
-        batch = model.encode_queries([query])
+        batch = model.encode_queries([query], strict=strict)
     except UnknownIdError as exc:
-        raise NotFound(str(exc)) from None
+        hint = ": no history yet; send history or text, or feedback first" if exc.kind == "user_id" else ""
+        raise NotFound(f"{exc}{hint}") from None
     except UnsupportedQueryError as exc:
         raise ServingError(str(exc)) from None
     return RequestContext(
@@ -216,32 +230,67 @@ def build_context(
         diversity=float(diversity),
         explain=explain,
         text=text,
+        strict=strict,
+        fallback=batch.fallback[0] if batch.fallback else None,
+        warnings=tuple(_id_warning(u) for u in batch.unknown),
     )
+
+
+def _id_warning(unknown: UnknownIds, field: str | None = None) -> IdWarning:
+    """The response's report of ids left out (the first 100 of them)."""
+    msg = unknown.message().replace(" of query 0", "")
+    return IdWarning(field=field or unknown.field, ids=list(unknown.ids[:100]), message=msg)
+
+
+def _known_items(
+    model: Recommender, ids: Sequence[Any], field: str, strict: bool, warnings: list[IdWarning]
+) -> np.ndarray:
+    """Indices of the known ``ids``; the unknown ones are a 404 (``strict``) or left out and
+    reported in ``warnings``."""
+    assert model.item_vocab is not None
+    idx = model.item_vocab.indices(list(ids), missing="mark")
+    if (idx < 0).any():
+        bad = [i for i, j in zip(ids, idx, strict=True) if j < 0]
+        if strict:
+            raise NotFound(str(UnknownIdError(f"item_id in {field}", bad)))
+        warnings.append(_id_warning(UnknownIds(-1, field, bad)))
+    return idx[idx >= 0]
 
 
 # ---------------------------------------------------------------------- 2. filters
 def apply_filters(
     model: Recommender, catalogue: Catalogue, ctx: RequestContext, blocked: set[int] | None = None
 ) -> Exclusions:
-    """Excluded item indices (the request's ``exclude`` list, unknown ids dropped, and the user's
-    ``blocked`` items) and the allow mask of the request's filters (None: every item)."""
-    assert model.item_vocab is not None
+    """Excluded item indices (the request's ``exclude`` list and the user's ``blocked`` items) and
+    the allow mask of the request's filters (None: every item). Unknown ids in ``exclude`` and
+    ``filters.item_ids`` follow ``ctx.strict``: a 404, or left out and reported."""
     banned = [np.zeros(0, np.int64)]
+    warnings: list[IdWarning] = []
     if ctx.exclude:
-        banned.append(model.item_vocab.indices(list(ctx.exclude), missing="drop"))
+        banned.append(_known_items(model, ctx.exclude, "exclude", ctx.strict, warnings))
     if blocked:
         banned.append(np.fromiter(blocked, dtype=np.int64))
-    return Exclusions(np.unique(np.concatenate(banned)), filter_mask(model, catalogue, ctx.filters))
+    allowed = filter_mask(model, catalogue, ctx.filters, strict=ctx.strict, warnings=warnings)
+    return Exclusions(np.unique(np.concatenate(banned)), allowed, tuple(warnings))
 
 
-def filter_mask(model: Recommender, catalogue: Catalogue, spec: dict[str, Any]) -> np.ndarray | None:
-    """Boolean mask over the model's items that pass an allow-list and catalogue filters."""
+def filter_mask(
+    model: Recommender,
+    catalogue: Catalogue,
+    spec: dict[str, Any],
+    *,
+    strict: bool = False,
+    warnings: list[IdWarning] | None = None,
+) -> np.ndarray | None:
+    """Boolean mask over the model's items that pass an allow-list and catalogue filters. Unknown
+    allow-listed ids are a 404 (``strict``) or left out and reported in ``warnings``; a ``where``
+    value of the wrong type is an :class:`InvalidField` (422) naming the field."""
     n = model.n_items
     allowed = None
     if spec.get("item_ids") is not None:
-        assert model.item_vocab is not None
         allowed = np.zeros(n, dtype=bool)
-        allowed[model.item_vocab.indices(spec["item_ids"], missing="drop")] = True
+        found = [] if warnings is None else warnings
+        allowed[_known_items(model, spec["item_ids"], "filters.item_ids", strict, found)] = True
     try:
         tag_mask = catalogue.mask(
             tags_any=spec.get("tags_any"),
@@ -249,6 +298,8 @@ def filter_mask(model: Recommender, catalogue: Catalogue, spec: dict[str, Any]) 
             tags_none=spec.get("tags_none"),
             where=spec.get("where"),
         )
+    except FilterValueError as exc:
+        raise InvalidField(str(exc), loc=("body", "filters", "where", exc.field)) from None
     except ValueError as exc:
         raise ServingError(str(exc)) from None
     if tag_mask is not None:
@@ -318,58 +369,6 @@ class BanditReranker:
         )
 
 
-# ---------------------------------------------------------------------- 5. explanations
-def explanations(
-    ranked: Ranked,
-    ctx: RequestContext,
-    features: np.ndarray,
-    catalogue: Catalogue,
-    item_ids: Callable[[np.ndarray], list[Any]],
-) -> list[RecommendedItem]:
-    """The response items: id, base score, rank, propensity, title and (``ctx.explain``) the history
-    items and keywords behind each."""
-    chosen = ranked.items
-    ids = item_ids(chosen)
-    because = (
-        explain(
-            chosen,
-            ctx.history,
-            features,
-            tags=catalogue.tags,
-            tag_idf=catalogue.idf,
-            item_terms=catalogue.terms,
-            query_text=ctx.text,
-        )
-        if ctx.explain
-        else None
-    )
-    items = []
-    for slot, (pos, item_idx, item_id) in enumerate(zip(ranked.order, chosen, ids, strict=True)):
-        evidence = None
-        if because is not None:
-            b = because[slot]
-            evidence = Because(
-                items=[
-                    BecauseItem(
-                        item_id=item_ids(np.array([h]))[0], similarity=round(s, 4), title=catalogue.title(h)
-                    )
-                    for h, s in b.items
-                ],
-                keywords=b.keywords,
-            )
-        items.append(
-            RecommendedItem(
-                item_id=item_id,
-                score=float(ranked.scores[pos]),
-                rank=slot + 1,
-                propensity=float(ranked.propensities[slot]),
-                title=catalogue.title(int(item_idx)),
-                because=evidence,
-            )
-        )
-    return items
-
-
 # ---------------------------------------------------------------------- wiring
 class RecommendPipeline:
     """The stages over a serving state's model, catalogue, item features and bandits."""
@@ -378,24 +377,26 @@ class RecommendPipeline:
         self.state = state
 
     def recommend(
-        self, *, with_explanations: bool = True, **request: Unpack[RecommendOptions]
+        self,
+        *,
+        with_explanations: bool = True,
+        request_id: str | None = None,
+        **request: Unpack[RecommendOptions],
     ) -> RecommendResponse:
-        """One request through the stages; ``request`` as :func:`build_context` takes it."""
+        """One request through the stages; ``request`` as :func:`build_context` takes it.
+        ``request_id`` names the list (default: a fresh one)."""
         st = self.state
         # the model's history arrays change under feedback: resolve and rank under the lock
         with st.lock:
             ctx = build_context(
-                st.model,
-                st.config,
-                user_key=st.user_key,
-                known_user=st.known_user,
-                explain=with_explanations,
-                **request,
+                st.model, st.config, user_key=st.user_key, explain=with_explanations, **request
             )
             ex = apply_filters(st.model, st.catalogue, ctx, st.blocked.get(ctx.key))
             ranked = model_ranking(st.model, ctx, ex)
+        if ex.warnings:
+            ctx = replace(ctx, warnings=ctx.warnings + ex.warnings)
         ranked = self.rerank(ranked, ctx)
-        return self.respond(ranked, ctx)
+        return self.respond(ranked, ctx, request_id)
 
     def rerank(self, ranked: Ranked, ctx: RequestContext) -> Ranked:
         """MMR (when ``ctx.diversity``), then the bandit (when ``ctx.policy``)."""
@@ -407,10 +408,12 @@ class RecommendPipeline:
             )
         return ranked
 
-    def respond(self, ranked: Ranked, ctx: RequestContext) -> RecommendResponse:
+    def respond(
+        self, ranked: Ranked, ctx: RequestContext, request_id: str | None = None
+    ) -> RecommendResponse:
         """Explanations, then the impression logged and the list remembered for feedback credit."""
         st = self.state
-        request_id = uuid.uuid4().hex
+        request_id = request_id or uuid.uuid4().hex
         items = explanations(ranked, ctx, st.features, st.catalogue, st.item_ids)
         cands, scaled = ranked.logged_candidates()
         if ctx.key is not None:
@@ -435,6 +438,8 @@ class RecommendPipeline:
             model=st.model.name,
             policy=ranked.policy,
             explored=ranked.policy in st.bandits,
+            fallback="popularity" if ctx.fallback else None,
+            warnings=list(ctx.warnings),
             items=items,
         )
 

@@ -85,7 +85,9 @@ class RecommendRequest(_Body):
     history: list[Id] | None = Field(
         default=None,
         max_length=MAX_HISTORY,
-        description="Item ids, oldest first; added to a known user's history.",
+        json_schema_extra={"minItems": 1},
+        description="Item ids, oldest first; added to a known user's history. Not empty: leave it out "
+        "instead (an empty history is a 422, as `lmrec recommend --history ''` is a usage error).",
     )
     text: Annotated[StrictStr, Field(min_length=1, max_length=MAX_TEXT)] | None = Field(
         default=None, description="Free text (models that support text queries)."
@@ -108,11 +110,18 @@ class RecommendRequest(_Body):
         description="MMR diversity, 0 (off) to 1 (diversity only).",
     )
     explain: StrictBool = Field(default=True, description="Return `because` evidence per item.")
+    strict: StrictBool | None = Field(
+        default=None,
+        description="Unknown ids are a 404 (true) or are left out, with an unknown user served the "
+        "most popular items, each reported in `warnings` (false). Default: the server's setting.",
+    )
 
     @model_validator(mode="after")
     def _needs_something(self) -> RecommendRequest:
         if self.text is not None and not self.text.strip():
             raise ValueError("text is blank: give words to search for, or leave text out")
+        if self.history is not None and not self.history:
+            raise ValueError("history is empty: give item ids, oldest first, or leave history out")
         if self.user_id is None and not self.history and not self.text:
             raise ValueError("give a user_id, a non-empty history or a text")
         return self
@@ -142,12 +151,26 @@ class RecommendedItem(BaseModel):
     because: Because | None = None
 
 
+class IdWarning(BaseModel):
+    """Ids of the request the server did not know and left out (lenient mode)."""
+
+    field: str = Field(description="user_id, history, exclude or filters.item_ids.")
+    ids: list[Id] = Field(description="The unknown ids (the first 100).")
+    message: str
+
+
 class RecommendResponse(BaseModel):
     request_id: str = Field(description="Send it back with feedback to credit this list.")
     user_id: Id | None = None
     model: str
     policy: str = Field(description="model, mmr, linucb or thompson: what ordered this list.")
     explored: bool
+    fallback: Literal["popularity"] | None = Field(
+        default=None,
+        description="Set when nothing in the query was known (an unknown user, a history of unknown "
+        "items): the list is the most popular items.",
+    )
+    warnings: list[IdWarning] = Field(default_factory=list, description="Unknown ids left out.")
     items: list[RecommendedItem]
 
 
@@ -227,7 +250,11 @@ class IndexInfo(BaseModel):
 
 
 class HealthResponse(BaseModel):
-    status: Literal["ok"]
+    status: Literal["ok", "warming"] = Field(
+        description="ok: ready to serve (model and text encoder warm); warming: not yet (a 503)."
+    )
+    ready: bool
+    warm_s: float | None = Field(default=None, description="Seconds the start-up warm-up took.")
     model: str
     n_users: int
     n_items: int
@@ -244,7 +271,8 @@ class ErrorResponse(BaseModel):
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "The request is valid JSON but cannot be served as asked."},
-    404: {"model": ErrorResponse, "description": "An unknown user or item id."},
+    404: {"model": ErrorResponse, "description": "An unknown user or item id (strict mode)."},
+    413: {"model": ErrorResponse, "description": "The request body is larger than 2 MiB."},
 }
 WRITE_RESPONSES: dict[int | str, dict[str, Any]] = {
     **ERROR_RESPONSES,

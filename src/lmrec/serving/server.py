@@ -50,12 +50,21 @@ def run(
     log_level: str = "info",
     access_log: bool = False,
 ) -> None:
-    """Load the artifact and serve it with uvicorn (one process: online state lives in memory)."""
+    """Load the artifact and serve it with uvicorn (one process: online state lives in memory).
+
+    ``access_log``: one JSON line per request on stderr (:mod:`lmrec.serving.http`; uvicorn's own
+    access log stays off)."""
     import uvicorn
 
     from lmrec.serving.app import create_app
     from lmrec.serving.config import configure_process
+    from lmrec.serving.http import configure_access_log
     from lmrec.serving.state import ServingState
+
+    if not 1 <= int(port) <= 65535:
+        raise LmrecError(f"port must be between 1 and 65535, got {port}")
+    if access_log:
+        configure_access_log()
 
     configure_process(config or ServingConfig())
     state = ServingState.from_artifact(artifact_dir, db=db, config=config, catalogue=catalogue)
@@ -64,7 +73,7 @@ def run(
     except BaseException:
         state.close()
         raise
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=access_log, workers=1)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False, workers=1)
 
 
 def events_frame(store: EventStore, *, after: int = 0, upto: int | None = None) -> pl.DataFrame:

@@ -96,6 +96,9 @@ class ServingState:
         #: lists recently shown to each user, to credit feedback to the policy that served it
         self.recent = RecentLists()
         self.events_replayed = 0
+        #: set by :meth:`warm`: the model and its text encoder have served a query
+        self.ready = False
+        self.warm_s: float | None = None
         self.bandits: dict[str, LinearBandit] = {}
         self.metrics = ServerMetrics()
         self.pipeline = RecommendPipeline(self)
@@ -235,10 +238,41 @@ class ServingState:
 
     # ------------------------------------------------------------------ recommend, similar
     def recommend(
-        self, *, with_explanations: bool = True, **request: Unpack[RecommendOptions]
+        self,
+        *,
+        with_explanations: bool = True,
+        request_id: str | None = None,
+        **request: Unpack[RecommendOptions],
     ) -> RecommendResponse:
         """A list for a user id, a history, free text or a mix (:mod:`lmrec.serving.pipeline`)."""
-        return self.pipeline.recommend(with_explanations=with_explanations, **request)
+        return self.pipeline.recommend(with_explanations=with_explanations, request_id=request_id, **request)
+
+    # ------------------------------------------------------------------ warm-up
+    def warm(self) -> float:
+        """Run one query of each kind the model serves (a history or a known user, and free text:
+        this loads and runs a text encoder) so the first request pays no start-up cost; then
+        :attr:`ready`. Returns the seconds it took; idempotent."""
+        if self.ready:
+            return self.warm_s or 0.0
+        t0 = time.perf_counter()
+        model = self.model
+        queries = []
+        if "history" in model.supports and model.n_items:
+            queries.append(Query(history=[self.item_id(0)]))
+        elif "user" in model.supports and model.n_history_users:
+            first = int(np.argmax(np.diff(model._hist_offsets) > 0))
+            assert model.user_vocab is not None
+            queries.append(Query(user_id=model.user_vocab.external([first])[0]))
+        if "text" in model.supports:
+            queries.append(Query(text="warm up"))
+        for q in queries:
+            with self.lock:
+                batch = model.encode_queries([q], strict=False)
+            model.rank(batch, 1)
+        self.warm_s = round(time.perf_counter() - t0, 3)
+        self.ready = True
+        log.info("warm in %.3f s (%s)", self.warm_s, ", ".join("/".join(sorted(q.kinds())) for q in queries))
+        return self.warm_s
 
     def similar(self, item_id: Any, k: int = 10) -> SimilarResponse:
         """Items like ``item_id``: item-vector cosine for embedding models, else the model's list
@@ -344,7 +378,9 @@ class ServingState:
                 search_param=self.index.search_param,
             )
         return HealthResponse(
-            status="ok",
+            status="ok" if self.ready else "warming",
+            ready=self.ready,
+            warm_s=self.warm_s,
             model=self.model.name,
             n_users=self.model.n_history_users,
             n_items=self.model.n_items,

@@ -221,8 +221,14 @@ def item_texts_from_frame(
     tags: Mapping[Any, Sequence[str]] | pl.DataFrame | None = None,
     reviews: Mapping[Any, Sequence[str]] | pl.DataFrame | None = None,
     keywords: Mapping[Any, Sequence[str]] | None = None,
+    check_template: bool = False,
 ) -> list[str]:
     """One profile text per row of ``items`` (which needs an ``item_id`` column).
+
+    ``check_template``: a template field that is neither a column of ``items`` nor a given side
+    table (nor ``item_id``) raises :class:`DataError` naming it and the available fields, instead
+    of rendering empty (:func:`build_item_texts`, the whole catalogue, always checks; a frame of a
+    few new items may lack columns the catalogue has).
 
     ``tags``/``reviews`` are raw tables (aggregated here) or already aggregated ``item_id -> list``
     maps; ``keywords`` maps item ids to keyphrases. A side table that is given replaces the
@@ -245,6 +251,15 @@ def item_texts_from_frame(
     if keywords is not None:
         derived["keywords"] = dict(keywords)
     wanted = config.template_fields()
+    if check_template and config.template is not None:
+        available = ["item_id", *(c for c in items.columns if c != "item_id"), *derived]
+        unknown = [f for f in dict.fromkeys(wanted) if f not in available]
+        if unknown:
+            raise DataError(
+                f"profile template {config.template!r} names {', '.join(map(repr, unknown))}, which "
+                f"this catalogue does not have; available fields: {', '.join(dict.fromkeys(available))}",
+                column=unknown[0],
+            )
     # A side table, when given, replaces a same-named catalogue column (loaders pre-aggregate a
     # "tags" column from *all* tags): only the table can be filtered to training data.
     columns = {
@@ -261,6 +276,8 @@ def item_texts_from_frame(
                     values[f] = " | ".join(vals) if f == "reviews" else _format_value(f, vals, config)
             elif f in columns:
                 values[f] = _format_value(f, columns[f][row], config)
+            elif f == "item_id":
+                values[f] = str(item)
         out.append(_render(values, config, item))
     return out
 
@@ -292,12 +309,19 @@ def build_item_texts(
     *,
     keywords: Mapping[Any, Sequence[str]] | None = None,
 ) -> list[str]:
-    """One profile per item of ``data.item_vocab`` (in index order, cold catalogue items included)."""
+    """One profile per item of ``data.item_vocab`` (in index order, cold catalogue items included).
+
+    A template field the catalogue does not have (no such column, no such side table) raises
+    :class:`DataError` naming it and the available fields: it would otherwise render empty, and
+    every profile would fall back to ``"item <id>"``.
+    """
     config = config or ProfileConfig()
     table = data.item_table()
     tags = _align_ids(data.tags, table["item_id"].dtype)
     reviews = _align_ids(data.reviews, table["item_id"].dtype)
-    return item_texts_from_frame(table, config, tags=tags, reviews=reviews, keywords=keywords)
+    return item_texts_from_frame(
+        table, config, tags=tags, reviews=reviews, keywords=keywords, check_template=True
+    )
 
 
 def _align_ids(frame: pl.DataFrame | None, dtype: pl.DataType) -> pl.DataFrame | None:

@@ -37,6 +37,27 @@ def open_maybe_gzip(path: Path) -> Iterator[IO[bytes] | gzip.GzipFile]:
             yield fh
 
 
+def read_parquet(source: Path | bytes, label: str | None = None) -> pl.DataFrame:
+    """A parquet file (a path or its bytes) as polars, or :class:`DataError` naming it.
+
+    Read through pyarrow: polars' own reader can panic, or abort the whole process on a huge
+    allocation, when a damaged file's page headers lie (found by fuzzing); pyarrow raises instead.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    where = label or str(source if isinstance(source, Path) else "<parquet bytes>")
+    try:
+        table = pq.read_table(source if isinstance(source, Path) else pa.BufferReader(source))
+        frame = pl.from_arrow(table)
+    except (pa.ArrowException, OSError, ValueError, MemoryError, pl.exceptions.PolarsError) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise DataError(f"cannot read as parquet: {reason[:300]}", source=where) from None
+    if not isinstance(frame, pl.DataFrame):
+        raise DataError("cannot read as parquet: not a table", source=where)
+    return frame
+
+
 def require_file(path: Path, what: str = "") -> Path:
     """``path`` if it is a file, else a :class:`DataError` naming it (and what it should hold)."""
     if not path.is_file():
@@ -126,7 +147,7 @@ def read_delimited(
         raise
     except pl.exceptions.NoDataError as exc:
         raise DataError("file is empty", source=where) from exc
-    except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError) as exc:
+    except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError, pl.exceptions.PanicException) as exc:
         if not isinstance(data, Path):
             data.seek(0)
         raise _diagnose(data, where, separator, names, dtypes, quote_char, context, exc) from exc

@@ -61,7 +61,8 @@ class Archive:
 class DatasetSpec:
     name: str
     #: selects the loader: movielens, amazon-2014, amazon-2018, lastfm, converted-tsv (interactions.tsv +
-    #: items.tsv, see :mod:`.converted`), or a registered custom family
+    #: items.tsv, see :mod:`.converted`), own (``lmrec datasets add``, see :mod:`.own`), or a
+    #: registered custom family
     family: str
     description: str
     size: str
@@ -76,6 +77,9 @@ class DatasetSpec:
     #: set (with no ``archives``) when there is nothing lmrec may download: the copy must be put in
     #: the dataset folder by hand; says where it comes from (a converted form with no official URL)
     local_only: str = ""
+    #: where the copy lives, for datasets found by their manifest (``lmrec datasets add``); empty for
+    #: the catalogue's, which live in ``<data home>/<name>``
+    folder: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

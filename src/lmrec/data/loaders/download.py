@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lmrec._atomic import swap_dir
+from lmrec._atomic import normalise_modes, swap_dir
 from lmrec.data.loaders.catalogue import DatasetSpec
 from lmrec.data.loaders.locate import data_home, is_present, missing_files
 from lmrec.data.loaders.registry import dataset_info
@@ -212,6 +212,7 @@ def install(staged: Path, final: Path, *, replace: bool = False) -> Path:
     never see a mix of old and new files. Without it an existing folder wins (another process may
     have finished the same download first) and the staged copy is discarded by :func:`staging`.
     """
+    normalise_modes(staged)  # mkdtemp made it 0700: a dataset folder gets the usual modes
     if final.exists():
         if not replace:
             return final
@@ -290,9 +291,9 @@ def download_dataset(
     replaces it atomically. Archives without a confirmed checksum are refused unless
     ``allow_unverified=True``. Returns the dataset folder.
     """
-    spec = dataset_info(name)
+    spec = dataset_info(name, data_dir)
     home = data_home(data_dir)
-    final = home / name
+    final = Path(spec.folder) if spec.folder else home / name
     if not force and final.exists():
         if is_present(name, data_dir):
             verify_dataset(name, data_dir, full=False, progress=progress)
@@ -360,6 +361,12 @@ def download_dataset(
 
 def not_downloadable(spec: DatasetSpec, folder: Path) -> DataError:
     missing = next((f.name for f in spec.files if f.required and f.find(folder) is None), "")
+    if spec.folder:  # added with `lmrec datasets add`
+        return DataError(
+            f"{spec.name} was added with `lmrec datasets add` and cannot be downloaded; its file "
+            f"{missing} is missing from {folder}: add it again with --force",
+            source=str(folder / missing) if missing else str(folder),
+        )
     return DataError(
         f"{spec.name} cannot be downloaded: there is no official URL for this converted copy; put its files "
         f"in {folder} (source: {spec.local_only})",

@@ -39,7 +39,7 @@ def load_dataset(
     :func:`verify_dataset`) and never re-downloaded. ``meta`` records the name, the local folder,
     the official URLs and the MD5 of every file read.
     """
-    spec = dataset_info(name)
+    spec = dataset_info(name, data_dir)
     folder = dataset_dir(name, data_dir)
     missing = missing_files(name, data_dir)
     if missing:
@@ -71,7 +71,7 @@ def load_dataset(
         meta["provenance"] = spec.local_only
     if stamp.sources:
         meta["archives"] = stamp.sources
-    return loader_for(name)(folder, spec, meta)
+    return loader_for(name, data_dir)(folder, spec, meta)
 
 
 __all__ = ["load_dataset"]

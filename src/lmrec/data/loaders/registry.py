@@ -2,7 +2,8 @@
 
 The built-in entries (MovieLens, Last.fm, the Amazon review categories, converted local-only
 copies) come from ``catalogue.toml`` (see :mod:`.catalogue`); :func:`register_dataset` adds more
-at run time. The rest of the loaders package works from names through :func:`dataset_info`:
+at run time, and datasets added with ``lmrec datasets add`` are found by their manifest in the data
+home or the user data home (:mod:`.own`), so each lookup takes the ``data_dir`` it searches. The rest of the loaders package works from names through :func:`dataset_info`:
 :mod:`.locate` (where a copy lives), :mod:`.verify` (pinned checksums), :mod:`.download` (fetching
 a missing copy) and :mod:`.load` (``load_dataset``).
 """
@@ -20,6 +21,7 @@ from lmrec.data.loaders.catalogue import DatasetSpec, catalogue
 from lmrec.data.loaders.converted import load_converted
 from lmrec.data.loaders.lastfm import load_lastfm
 from lmrec.data.loaders.movielens import load_movielens
+from lmrec.data.loaders.own import find_own, load_own, own_names
 from lmrec.errors import DataError
 
 #: ``loader(folder, spec, meta) -> Dataset``: reads a verified local copy
@@ -33,26 +35,36 @@ _CUSTOM_LOADERS: dict[str, Loader] = {}
 
 
 # ------------------------------------------------------------------------------------------ lookup
-def list_datasets(family: str | None = None) -> list[str]:
-    """Every registered dataset name (MovieLens and Last.fm first, then the Amazon categories)."""
+def builtin_names() -> set[str]:
+    """Names taken by the catalogue and by :func:`register_dataset` (an added dataset cannot use one)."""
     cat = catalogue()
-    names = [*cat.datasets, *_CUSTOM, *cat.amazon]
+    return {*cat.datasets, *_CUSTOM, *cat.amazon}
+
+
+def list_datasets(family: str | None = None, data_dir: str | Path | None = None) -> list[str]:
+    """Every dataset name: MovieLens and Last.fm first, then registered ones, datasets added with
+    ``lmrec datasets add`` (found in ``data_dir``'s home or the user data home), then Amazon."""
+    cat = catalogue()
+    taken = builtin_names()
+    own = [n for n in own_names(data_dir) if n not in taken]
+    names = [*cat.datasets, *_CUSTOM, *own, *cat.amazon]
     if family is None:
         return names
-    return [
-        n
-        for n in names
-        if dataset_info(n).family == family or dataset_info(n).family.startswith(family + "-")
-    ]
+    families = {n: dataset_info(n, data_dir).family for n in names}
+    return [n for n in names if families[n] == family or families[n].startswith(family + "-")]
 
 
-def dataset_info(name: str) -> DatasetSpec:
-    """The registry entry for ``name``; an unknown name raises :class:`DataError` with suggestions."""
+def dataset_info(name: str, data_dir: str | Path | None = None) -> DatasetSpec:
+    """The registry entry for ``name``; an unknown name raises :class:`DataError` with suggestions.
+
+    ``data_dir``: the data home to search for a dataset added with ``lmrec datasets add`` (the
+    user data home is searched after it).
+    """
     cat = catalogue()
-    spec = _CUSTOM.get(name) or cat.datasets.get(name) or cat.amazon.get(name)
+    spec = _CUSTOM.get(name) or cat.datasets.get(name) or cat.amazon.get(name) or find_own(name, data_dir)
     if spec is not None:
         return spec
-    close = difflib.get_close_matches(name, list_datasets(), n=3, cutoff=0.6)
+    close = difflib.get_close_matches(name, list_datasets(data_dir=data_dir), n=3, cutoff=0.6)
     hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
     raise DataError(f"unknown dataset {name!r}{hint}; `lmrec datasets list` shows them all")
 
@@ -108,18 +120,20 @@ _BUILTIN_LOADERS: dict[str, Loader] = {
     "amazon-2018": _load_amazon,
     "lastfm": _load_lastfm,
     "converted-tsv": _load_converted,
+    "own": load_own,
 }
 
 
-def loader_for(name: str) -> Loader:
+def loader_for(name: str, data_dir: str | Path | None = None) -> Loader:
     """The function that reads ``name``'s local copy: its registered loader, else its family's."""
-    return _CUSTOM_LOADERS.get(name) or _BUILTIN_LOADERS[dataset_info(name).family]
+    return _CUSTOM_LOADERS.get(name) or _BUILTIN_LOADERS[dataset_info(name, data_dir).family]
 
 
 __all__ = [
     "AMAZON_2014_CATEGORIES",
     "AMAZON_2018_CATEGORIES",
     "Loader",
+    "builtin_names",
     "dataset_info",
     "list_datasets",
     "loader_for",

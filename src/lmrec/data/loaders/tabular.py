@@ -19,7 +19,7 @@ from typing import Any, Literal
 import polars as pl
 
 from lmrec.data.dataset import Dataset, DuplicatePolicy
-from lmrec.data.loaders._read import read_delimited, require_file
+from lmrec.data.loaders._read import read_delimited, read_parquet, require_file
 from lmrec.errors import DataError
 
 Format = Literal["csv", "tsv", "parquet", "jsonl", "json"]
@@ -98,7 +98,7 @@ def read_table(
                     quote_char=quote,
                 )
         elif fmt == "parquet":
-            frame = pl.read_parquet(data if isinstance(data, Path) else io.BytesIO(data))
+            frame = read_parquet(data, src)
         elif fmt in ("jsonl", "json"):
             raw = data.read_bytes() if isinstance(data, Path) else data
             if fmt == "json" and raw.lstrip()[:1] == b"[":
@@ -111,7 +111,8 @@ def read_table(
         raise
     except pl.exceptions.NoDataError as exc:
         raise DataError("file is empty", source=src) from exc
-    except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
+    except (pl.exceptions.PolarsError, OSError, ValueError, pl.exceptions.PanicException) as exc:
+        # PanicException is a BaseException: polars can panic on a damaged file
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DataError(f"cannot read as {fmt}: {first}", source=src) from exc
     if columns:

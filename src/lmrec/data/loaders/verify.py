@@ -37,6 +37,7 @@ from typing import Any, Literal
 from lmrec._atomic import atomic_write_text
 from lmrec.data.loaders._read import open_maybe_gzip
 from lmrec.data.loaders.locate import dataset_dir, missing_files
+from lmrec.data.loaders.own import MANIFEST as OWN_MANIFEST
 from lmrec.data.loaders.registry import dataset_info
 from lmrec.errors import ChecksumError, DataError, LmrecError
 
@@ -221,7 +222,7 @@ def local_status(name: str, data_dir: str | Path | None = None) -> str:
     * ``"unpinned"``: checked, but some file has no reference checksum to compare with (its hash is
       recorded in ``meta["checksums"]`` all the same).
     """
-    spec = dataset_info(name)
+    spec = dataset_info(name, data_dir)
     folder = dataset_dir(name, data_dir)
     if missing_files(name, data_dir):
         return "missing"
@@ -284,11 +285,12 @@ class VerifyReport:
                 )
             if c.status == "mismatch":
                 what = "pinned" if c.origin == "pinned" else "recorded when it was downloaded"
-                fix = (
-                    "replace it with the copy PROVENANCE.md describes; it cannot be downloaded"
-                    if _is_local_only(self.name)
-                    else f"replace it with `lmrec datasets download {self.name} --force`"
-                )
+                if (self.folder / OWN_MANIFEST).is_file():
+                    fix = f"add it again: `lmrec datasets add {self.name} ... --force`"
+                elif _is_local_only(self.name):
+                    fix = "replace it with the copy PROVENANCE.md describes; it cannot be downloaded"
+                else:
+                    fix = f"replace it with `lmrec datasets download {self.name} --force`"
                 raise ChecksumError(
                     f"checksum mismatch for {c.name} in {self.name}: expected md5:{c.expected} ({what}), "
                     f"got md5:{c.actual}; the local copy at {self.folder} is damaged or a different version "
@@ -313,7 +315,7 @@ def verify_dataset(
     files the loader reads. A mismatch raises :class:`ChecksumError` naming the file and both
     hashes (unless ``raise_on_error=False``: then the report says so).
     """
-    spec = dataset_info(name)
+    spec = dataset_info(name, data_dir)
     folder = dataset_dir(name, data_dir)
     stamp = load_stamp(folder, name)
     checks: list[FileCheck] = []

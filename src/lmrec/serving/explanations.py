@@ -1,0 +1,70 @@
+"""Stage 5 of the recommend pipeline (:mod:`lmrec.serving.pipeline`): the response items, with
+``because`` evidence (the history items and keywords behind each recommendation)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from lmrec.rerank import explain
+from lmrec.serving.catalogue import Catalogue
+from lmrec.serving.schemas import Because, BecauseItem, RecommendedItem
+
+if TYPE_CHECKING:
+    from lmrec.serving.pipeline import Ranked, RequestContext
+
+
+def explanations(
+    ranked: Ranked,
+    ctx: RequestContext,
+    features: np.ndarray,
+    catalogue: Catalogue,
+    item_ids: Callable[[np.ndarray], list[Any]],
+) -> list[RecommendedItem]:
+    """The response items: id, base score, rank, propensity, title and (``ctx.explain``) the history
+    items and keywords behind each."""
+    chosen = ranked.items
+    ids = item_ids(chosen)
+    because = (
+        explain(
+            chosen,
+            ctx.history,
+            features,
+            tags=catalogue.tags,
+            tag_idf=catalogue.idf,
+            item_terms=catalogue.terms,
+            query_text=ctx.text,
+        )
+        if ctx.explain
+        else None
+    )
+    items = []
+    for slot, (pos, item_idx, item_id) in enumerate(zip(ranked.order, chosen, ids, strict=True)):
+        evidence = None
+        if because is not None:
+            b = because[slot]
+            evidence = Because(
+                items=[
+                    BecauseItem(
+                        item_id=item_ids(np.array([h]))[0], similarity=round(s, 4), title=catalogue.title(h)
+                    )
+                    for h, s in b.items
+                ],
+                keywords=b.keywords,
+            )
+        items.append(
+            RecommendedItem(
+                item_id=item_id,
+                score=float(ranked.scores[pos]),
+                rank=slot + 1,
+                propensity=float(ranked.propensities[slot]),
+                title=catalogue.title(int(item_idx)),
+                because=evidence,
+            )
+        )
+    return items
+
+
+__all__ = ["explanations"]
