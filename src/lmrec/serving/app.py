@@ -58,6 +58,7 @@ from fastapi.security import APIKeyHeader
 from starlette.concurrency import run_in_threadpool
 
 from lmrec.errors import LmrecError
+from lmrec.serving.batching import RecommendBatcher
 from lmrec.serving.config import ServingConfig, configure_process
 from lmrec.serving.errors import InvalidField, ServingError
 from lmrec.serving.http import LmrecFastAPI, MetricsMiddleware, mount_docs, request_id_of
@@ -113,6 +114,7 @@ def create_app(state: ServingState, *, owns_state: bool = False) -> FastAPI:
             "no API key: set LMREC_API_KEY or pass --api-key (write endpoints need one); "
             "--no-auth serves without one, for local development only"
         )
+    batcher = RecommendBatcher(state.pipeline.recommend_many)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -143,6 +145,7 @@ def create_app(state: ServingState, *, owns_state: bool = False) -> FastAPI:
         redoc_url=None,
     )
     app.state.lmrec = state
+    app.state.batcher = batcher
     mount_docs(app)
     mount_ui(app, state)
 
@@ -185,9 +188,9 @@ def create_app(state: ServingState, *, owns_state: bool = False) -> FastAPI:
         summary="Recommend items for a user id, a history, free text, or a mix.",
     )
     async def recommend(req: RecommendRequest, request: Request) -> RecommendResponse:
-        # text queries run a text encoder (tens of ms): off the event loop; the rest is quick numpy
-        call = functools.partial(
-            state.recommend,
+        # text queries run a text encoder (tens of ms): off the event loop; the rest is quick numpy,
+        # ranked together with every other request waiting (:mod:`lmrec.serving.batching`)
+        options = dict(
             user_id=req.user_id,
             history=req.history,
             text=req.text,
@@ -202,7 +205,10 @@ def create_app(state: ServingState, *, owns_state: bool = False) -> FastAPI:
             strict=req.strict,
             request_id=request_id_of(request.scope),
         )
-        return await run_in_threadpool(call) if req.text else call()
+        if req.text:
+            return await run_in_threadpool(functools.partial(state.recommend, **options))
+        result: RecommendResponse = await batcher.submit(options)
+        return result
 
     @app.get(
         "/items/{item_id}/similar",

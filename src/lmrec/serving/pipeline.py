@@ -318,6 +318,11 @@ def model_ranking(model: Recommender, ctx: RequestContext, ex: Exclusions) -> Ra
     ids, scores = model.rank(
         ctx.batch, ctx.pool_size, exclude_seen=ctx.exclude_seen, exclude=ex.exclude, allowed=ex.allowed
     )
+    return ranked_pool(ctx, ids, scores)
+
+
+def ranked_pool(ctx: RequestContext, ids: np.ndarray, scores: np.ndarray) -> Ranked:
+    """A one-query ``rank`` result as the pool of :func:`model_ranking`."""
     ok = np.isfinite(scores[0]) & (ids[0] >= 0)
     return _top(ids[0][ok], scores[0][ok].astype(np.float64), ctx.k, "model")
 
@@ -370,6 +375,9 @@ class BanditReranker:
 
 
 # ---------------------------------------------------------------------- wiring
+_PENDING = RuntimeError("not answered")  # a slot recommend_many fills in
+
+
 class RecommendPipeline:
     """The stages over a serving state's model, catalogue, item features and bandits."""
 
@@ -385,18 +393,50 @@ class RecommendPipeline:
     ) -> RecommendResponse:
         """One request through the stages; ``request`` as :func:`build_context` takes it.
         ``request_id`` names the list (default: a fresh one)."""
+        out = self.recommend_many(
+            [{"with_explanations": with_explanations, "request_id": request_id, **request}]
+        )
+        if isinstance(out[0], BaseException):
+            raise out[0]
+        return out[0]
+
+    def recommend_many(self, requests: list[dict[str, Any]]) -> list[RecommendResponse | Exception]:
+        """Each request's answer or error; the model scores all in one call (:mod:`.batching`)."""
+        from lmrec.serving.batching import rank_many
+
         st = self.state
+        out: list[RecommendResponse | Exception] = []
+        staged: list[tuple[int, RequestContext, Exclusions, str | None]] = []
         # the model's history arrays change under feedback: resolve and rank under the lock
         with st.lock:
-            ctx = build_context(
-                st.model, st.config, user_key=st.user_key, explain=with_explanations, **request
+            for i, req in enumerate(requests):
+                opts = dict(req)
+                explain, rid = opts.pop("with_explanations", True), opts.pop("request_id", None)
+                try:
+                    ctx = build_context(st.model, st.config, user_key=st.user_key, explain=explain, **opts)
+                    ex = apply_filters(st.model, st.catalogue, ctx, st.blocked.get(ctx.key))
+                except Exception as exc:
+                    out.append(exc)
+                    continue
+                out.append(_PENDING)
+                staged.append((i, ctx, ex, rid))
+            lists = rank_many(
+                st.model,
+                [c.batch for _, c, _, _ in staged],
+                [c.pool_size for _, c, _, _ in staged],
+                [c.exclude_seen for _, c, _, _ in staged],
+                [e.exclude for _, _, e, _ in staged],
+                [e.allowed for _, _, e, _ in staged],
             )
-            ex = apply_filters(st.model, st.catalogue, ctx, st.blocked.get(ctx.key))
-            ranked = model_ranking(st.model, ctx, ex)
-        if ex.warnings:
-            ctx = replace(ctx, warnings=ctx.warnings + ex.warnings)
-        ranked = self.rerank(ranked, ctx)
-        return self.respond(ranked, ctx, request_id)
+        for (i, ctx, ex, rid), (ids, scores) in zip(staged, lists, strict=True):
+            try:
+                ranked = ranked_pool(ctx, ids, scores)
+                if ex.warnings:
+                    ctx = replace(ctx, warnings=ctx.warnings + ex.warnings)
+                out[i] = self.respond(self.rerank(ranked, ctx), ctx, rid)
+            except Exception as exc:
+                out[i] = exc
+        return out
 
     def rerank(self, ranked: Ranked, ctx: RequestContext) -> Ranked:
         """MMR (when ``ctx.diversity``), then the bandit (when ``ctx.policy``)."""
