@@ -218,27 +218,13 @@ def evaluate_cmd(
     Protocol: "refit" (default) fits on train + valid with parameters chosen on validation (`lmrec
     tune`) and tests once; "train-only" fits on the training split only.
     """
-    from lmrec.experiment import load_data, run_experiment
+    from lmrec.experiment import load_data
 
     cfg = _load_config(config, data_dir, set_, dataset=dataset, models=model, protocol=protocol, split=split)
     with console.status(f"loading {cfg.dataset.name}"):
         data = load_data(cfg.dataset)
     console.print(f"{data!r}")
-    results = []
-    with Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
-    ) as prog:
-        task = prog.add_task("fitting", total=len(cfg.models))
-
-        def done(spec: Any, res: Any) -> None:
-            results.append(res)
-            prog.update(
-                task,
-                advance=1,
-                description=f"{spec.title}: ndcg@10={res.metrics.get('ndcg@10', float('nan')):.4f}",
-            )
-
-        run_experiment(cfg, out_dir=out, data=data, on_model=done)
+    results = run_with_progress(cfg, data, out)
     protocol = (
         results[0].info.get("protocol", cfg.evaluation.protocol) if results else cfg.evaluation.protocol
     )
@@ -249,6 +235,25 @@ def evaluate_cmd(
     )
     if out:
         console.print(f"report: {out}/report.html (also report.md, report.json and the plots)")
+
+
+def run_with_progress(cfg: Any, data: Any, out: Path | None) -> list[Any]:
+    """``run_experiment`` with a progress line per model (its NDCG@10 as each one finishes)."""
+    from lmrec.experiment import run_experiment
+
+    results: list[Any] = []
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
+    ) as prog:
+        task = prog.add_task("fitting and evaluating", total=len(cfg.models))
+
+        def done(spec: Any, res: Any) -> None:
+            results.append(res)
+            ndcg = res.metrics.get("ndcg@10", float("nan"))
+            prog.update(task, advance=1, description=f"{spec.title}: ndcg@10={ndcg:.4f}")
+
+        run_experiment(cfg, out_dir=out, data=data, on_model=done)
+    return results
 
 
 def train_cmd(

@@ -23,11 +23,10 @@ from typing import Annotated, Any
 import polars as pl
 import typer
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from lmrec.cli._common import with_errors
-from lmrec.cli.experiment import DataDir, _results_table
+from lmrec.cli.experiment import DataDir, _results_table, run_with_progress
 
 console = Console()
 
@@ -126,7 +125,7 @@ def quickstart_cmd(
 ) -> None:
     """Evaluate the baselines and the language-model models on MovieLens-100K, answer a free-text
     query, place a brand-new movie from its text alone, and write an HTML report."""
-    from lmrec.experiment import ExperimentConfig, load_data, make_split, run_experiment
+    from lmrec.experiment import ExperimentConfig, load_data, make_split
 
     # a deprecation inside Lightning, printed mid-table otherwise; nothing the user can act on
     warnings.filterwarnings("ignore", message=r".*LeafSpec.* is deprecated")
@@ -143,17 +142,7 @@ def quickstart_cmd(
     with console.status(f"loading {cfg.dataset.name}"):
         data = load_data(cfg.dataset)
     console.print(f"{data!r}")
-    results = []
-    with Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
-    ) as prog:
-        task = prog.add_task("fitting and evaluating", total=len(cfg.models))
-
-        def done(spec: Any, res: Any) -> None:
-            results.append(res)
-            prog.update(task, advance=1, description=f"{spec.title}: ndcg@10={res.metrics['ndcg@10']:.4f}")
-
-        run_experiment(cfg, out_dir=out, data=data, on_model=done)
+    results = run_with_progress(cfg, data, out)
     protocol = results[0].info.get("protocol", "refit") if results else "refit"
     console.print(
         _results_table(results, f"{data.name}, leave-last-out, full ranking (test, {protocol} protocol)")
