@@ -40,6 +40,11 @@ def explanations(
         if ctx.explain
         else None
     )
+    # every evidence item's external id in one lookup
+    evidence_idx = np.array([h for b in because or [] for h, _ in b.items], np.int64)
+    evidence_ids = (
+        dict(zip(evidence_idx.tolist(), item_ids(evidence_idx), strict=True)) if len(evidence_idx) else {}
+    )
     items = []
     for slot, (pos, item_idx, item_id) in enumerate(zip(ranked.order, chosen, ids, strict=True)):
         evidence = None
@@ -48,7 +53,7 @@ def explanations(
             evidence = Because(
                 items=[
                     BecauseItem(
-                        item_id=item_ids(np.array([h]))[0], similarity=round(s, 4), title=catalogue.title(h)
+                        item_id=evidence_ids[int(h)], similarity=round(s, 4), title=catalogue.title(h)
                     )
                     for h, s in b.items
                 ],
