@@ -326,17 +326,31 @@ def test_fast_path_scores_equal_the_generators_own() -> None:
     np.testing.assert_allclose(fast, slow, rtol=1e-5, atol=1e-6)
 
 
-def test_loading_warms_the_vector_cache(tmp_path: Path) -> None:
+def test_serving_warm_up_fills_the_vector_cache(tmp_path: Path) -> None:
+    """Loading stays cheap (vectors are cached on first use); ``lmrec serve``'s warm-up fills the
+    cache for every known user before the server reports ready."""
+    from lmrec.serving.state import ServingConfig, ServingState
+
     data = _text_data()
     model = Hybrid(
         generators=[{"name": "content", "params": {"encoder": "hashing"}, "n_candidates": 10}],
         text_encoder="hashing",
     ).fit(data)
-    loaded = registry.load_model(model.save(tmp_path / "h"))
-    assert isinstance(loaded, Hybrid) and loaded._scorer is not None
-    assert loaded._scorer._filled[0].all() and len(loaded._scorer._filled[0]) == data.n_users
-    for u in (0, 7, 24):
-        assert loaded.recommend(u, k=5)["item_id"].to_list() == model.recommend(u, k=5)["item_id"].to_list()
+    path = model.save(tmp_path / "h")
+    loaded = registry.load_model(path)
+    assert isinstance(loaded, Hybrid) and loaded._scorer is not None and not loaded._scorer._filled
+    state = ServingState.from_artifact(path, db=tmp_path / "events.db", config=ServingConfig(policy="none"))
+    try:
+        state.warm()
+        served = state.model
+        assert isinstance(served, Hybrid) and served._scorer is not None
+        assert served._scorer._filled[0].all() and len(served._scorer._filled[0]) == data.n_users
+        for u in (0, 7, 24):
+            assert (
+                served.recommend(u, k=5)["item_id"].to_list() == model.recommend(u, k=5)["item_id"].to_list()
+            )
+    finally:
+        state.close()
 
 
 def test_unknown_history_items_never_reach_the_generators() -> None:

@@ -85,6 +85,7 @@ from lmrec.models.hybrid_features import (
     candidates,
     feature_names,
     has_item_text,
+    score_queries,
 )
 from lmrec.models.hybrid_ranker import (
     RankerConfig,
@@ -373,7 +374,8 @@ class Hybrid(Recommender):
 
     def warm(self, max_users: int = 100_000) -> None:
         """Compute every known user's query vector in each embedding generator now, in batches,
-        so that requests read them (serving calls this at load; skipped above ``max_users``)."""
+        so that requests read them (``lmrec serve`` calls this while warming up; skipped above
+        ``max_users``, where vectors are cached on first use only)."""
         self._check_fitted()
         n_users = self.n_history_users
         if self._scorer is None or n_users > max_users:
@@ -393,11 +395,11 @@ class Hybrid(Recommender):
         n_q, n_items = len(queries), batch.n_items
         scorer = self._scorer
 
-        def score_fn(gi: int, gen: Recommender, rows: list[int], gq: list[Query]) -> np.ndarray:
-            if scorer is None:
-                return gen.score(gq)
+        def fast(gi: int, gen: Recommender, rows: list[int], gq: list[Query]) -> np.ndarray:
+            assert scorer is not None
             return scorer.score(gi, gen, rows, gq, queries, batch)
 
+        score_fn = score_queries if scorer is None else fast
         qpos, cand, x, rrf = candidates(
             self.config, self.generators_, self._side, queries, len(self.feature_names_), score_fn
         )
@@ -486,4 +488,3 @@ class Hybrid(Recommender):
                 raise LmrecError(f"{folder}: generator {label!r} does not match the hybrid's item vocabulary")
             self.generators_.append(gen)
         self._scorer = GeneratorScorer(self.generators_, self.user_vocab, self.item_vocab)
-        self.warm()

@@ -63,15 +63,14 @@ class GeneratorScorer:
             if 0 <= user_idx < len(filled):
                 filled[user_idx] = False
 
-    def warm(self, n_users: int, encode: Any) -> None:
-        """Fill every embedding generator's vector cache for users ``0..n_users-1`` in batches;
-        ``encode(user_indices) -> QueryBatch`` builds the hybrid's batch for them."""
+    def warm(self, n: int, encode: Any) -> None:
+        """Fill every embedding generator's vector cache for ``n`` users, in batches:
+        ``encode(positions)`` builds the hybrid's batch for the users at ``positions`` (of 0..n-1)."""
         for gi in range(len(self.gens)):
             if not self._cacheable(gi):
                 continue
-            for lo in range(0, n_users, WARM_BATCH):
-                users = np.arange(lo, min(lo + WARM_BATCH, n_users), dtype=np.int64)
-                self._user_vectors(gi, encode(users))
+            for lo in range(0, n, WARM_BATCH):
+                self._user_vectors(gi, encode(np.arange(lo, min(lo + WARM_BATCH, n), dtype=np.int64)))
 
     def _user_vectors(self, gi: int, batch: QueryBatch) -> np.ndarray:
         gen = self.gens[gi]

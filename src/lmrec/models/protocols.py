@@ -44,4 +44,13 @@ class SupportsItemVectors(Protocol):
         ...
 
 
-__all__ = ["SupportsAddInteractions", "SupportsAddItems", "SupportsItemVectors"]
+@runtime_checkable
+class SupportsWarm(Protocol):
+    """Models with per-user state worth precomputing before serving (the hybrid's query vectors)."""
+
+    def warm(self) -> None:
+        """Precompute it now; requests would otherwise compute it on first use."""
+        ...
+
+
+__all__ = ["SupportsAddInteractions", "SupportsAddItems", "SupportsItemVectors", "SupportsWarm"]

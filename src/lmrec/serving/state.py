@@ -42,7 +42,7 @@ import polars as pl
 from lmrec.bandits import LinearBandit, create_policy
 from lmrec.errors import LmrecError
 from lmrec.models.base import EmbeddingRecommender, Query, Recommender
-from lmrec.models.protocols import SupportsAddItems, SupportsItemVectors
+from lmrec.models.protocols import SupportsAddItems, SupportsItemVectors, SupportsWarm
 from lmrec.ranking import rank_scores
 from lmrec.ranking.index import VectorIndex
 from lmrec.serving.catalogue import Catalogue, catalogue_row, find_catalogue
@@ -250,8 +250,9 @@ class ServingState:
     # ------------------------------------------------------------------ warm-up
     def warm(self) -> float:
         """Run one query of each kind the model serves (a history or a known user, and free text:
-        this loads and runs a text encoder) so the first request pays no start-up cost; then
-        :attr:`ready`. Returns the seconds it took; idempotent."""
+        this loads and runs a text encoder), after the model's own warm-up where it has one
+        (:class:`~lmrec.models.protocols.SupportsWarm`), so the first request pays no start-up
+        cost; then :attr:`ready`. Returns the seconds it took; idempotent."""
         if self.ready:
             return self.warm_s or 0.0
         t0 = time.perf_counter()
@@ -260,11 +261,14 @@ class ServingState:
         if "history" in model.supports and model.n_items:
             queries.append(Query(history=[self.item_id(0)]))
         elif "user" in model.supports and model.n_history_users:
-            first = int(np.argmax(np.diff(model._hist_offsets) > 0))
+            first = next((u for u in range(model.n_history_users) if model.history_length(u)), 0)
             assert model.user_vocab is not None
             queries.append(Query(user_id=model.user_vocab.external([first])[0]))
         if "text" in model.supports:
             queries.append(Query(text="warm up"))
+        if isinstance(model, SupportsWarm):
+            with self.lock:
+                model.warm()
         for q in queries:
             with self.lock:
                 batch = model.encode_queries([q], strict=False)
