@@ -10,7 +10,8 @@ from typing import Any
 import httpx
 import numpy as np
 
-from lmrec.serving.batching import RecommendBatcher, concat_batches
+from lmrec.models.base import QueryBatch
+from lmrec.serving.batching import RecommendBatcher
 from lmrec.serving.errors import ServingError
 
 
@@ -50,14 +51,14 @@ def test_a_bad_request_fails_alone(serve, ease_artifact: Path) -> None:
     assert _items(out[2]) == _items(s.state.recommend(**reqs[2]))
 
 
-def test_concat_batches_keeps_every_query(serve, ease_artifact: Path) -> None:
+def test_concatenated_batches_keep_every_query(serve, ease_artifact: Path) -> None:
     s = serve(ease_artifact)
     from lmrec.models.base import Query
 
     model = s.state.model
     users = model.user_vocab.external(np.arange(3))
     parts = [model.encode_queries([Query(user_id=u)]) for u in users]
-    whole = concat_batches(parts)
+    whole = QueryBatch.concat(parts)
     direct = model.encode_queries([Query(user_id=u) for u in users])
     assert (whole.user_idx == direct.user_idx).all()
     assert (whole.history != direct.history).nnz == 0

@@ -139,6 +139,20 @@ class QueryBatch:
             fallback=[self.fallback[r] for r in pick] if self.fallback else [],
         )
 
+    @staticmethod
+    def concat(batches: Sequence[QueryBatch]) -> QueryBatch:
+        """One batch holding every query of ``batches`` (over the same items), in order: the
+        inverse of :meth:`take` over consecutive rows."""
+        return QueryBatch(
+            user_idx=np.concatenate([b.user_idx for b in batches]),
+            history=sp.vstack([b.history for b in batches], format="csr"),
+            sequences=[s for b in batches for s in b.sequences],
+            texts=[t for b in batches for t in b.texts],
+            n_items=batches[0].n_items,
+            queries=[q for b in batches for q in b.queries],
+            fallback=[f for b in batches for f in (b.fallback or [None] * len(b))],
+        )
+
 
 @dataclass(frozen=True)
 class UnknownIds:

@@ -22,29 +22,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 
 from lmrec.models.base import QueryBatch, Recommender
 from lmrec.ranking import rank_scores
 
-__all__ = ["MAX_BATCH", "RecommendBatcher", "concat_batches", "rank_many"]
+__all__ = ["MAX_BATCH", "RecommendBatcher", "rank_many"]
 
 #: the most requests one model call ranks
 MAX_BATCH = 32
-
-
-def concat_batches(batches: Sequence[QueryBatch]) -> QueryBatch:
-    """One :class:`QueryBatch` holding every query of ``batches``, in order."""
-    first = batches[0]
-    return QueryBatch(
-        user_idx=np.concatenate([b.user_idx for b in batches]),
-        history=sp.vstack([b.history for b in batches], format="csr"),
-        sequences=[s for b in batches for s in b.sequences],
-        texts=[t for b in batches for t in b.texts],
-        n_items=first.n_items,
-        queries=[q for b in batches for q in b.queries],
-        fallback=[f for b in batches for f in (b.fallback or [None] * len(b))],
-    )
 
 
 def rank_many(
@@ -61,7 +46,7 @@ def rank_many(
             model.rank(b, kk, exclude_seen=es, exclude=ex, allowed=al)
             for b, kk, es, ex, al in zip(batches, k, exclude_seen, exclude, allowed, strict=True)
         ]
-    scores = model.score_batch(concat_batches(batches))
+    scores = model.score_batch(QueryBatch.concat(batches))
     out = []
     row = 0
     for b, kk, es, ex, al in zip(batches, k, exclude_seen, exclude, allowed, strict=True):

@@ -375,9 +375,6 @@ class BanditReranker:
 
 
 # ---------------------------------------------------------------------- wiring
-_PENDING = RuntimeError("not answered")  # a slot recommend_many fills in
-
-
 class RecommendPipeline:
     """The stages over a serving state's model, catalogue, item features and bandits."""
 
@@ -405,7 +402,7 @@ class RecommendPipeline:
         from lmrec.serving.batching import rank_many
 
         st = self.state
-        out: list[RecommendResponse | Exception] = []
+        done: dict[int, RecommendResponse | Exception] = {}
         staged: list[tuple[int, RequestContext, Exclusions, str | None]] = []
         # the model's history arrays change under feedback: resolve and rank under the lock
         with st.lock:
@@ -416,9 +413,8 @@ class RecommendPipeline:
                     ctx = build_context(st.model, st.config, user_key=st.user_key, explain=explain, **opts)
                     ex = apply_filters(st.model, st.catalogue, ctx, st.blocked.get(ctx.key))
                 except Exception as exc:
-                    out.append(exc)
+                    done[i] = exc
                     continue
-                out.append(_PENDING)
                 staged.append((i, ctx, ex, rid))
             lists = rank_many(
                 st.model,
@@ -433,10 +429,10 @@ class RecommendPipeline:
                 ranked = ranked_pool(ctx, ids, scores)
                 if ex.warnings:
                     ctx = replace(ctx, warnings=ctx.warnings + ex.warnings)
-                out[i] = self.respond(self.rerank(ranked, ctx), ctx, rid)
+                done[i] = self.respond(self.rerank(ranked, ctx), ctx, rid)
             except Exception as exc:
-                out[i] = exc
-        return out
+                done[i] = exc
+        return [done[i] for i in range(len(requests))]
 
     def rerank(self, ranked: Ranked, ctx: RequestContext) -> Ranked:
         """MMR (when ``ctx.diversity``), then the bandit (when ``ctx.policy``)."""
