@@ -15,12 +15,12 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Any
+
+from hybrid_valid import tuned_specs
 
 from lmrec.data.loaders import load_dataset
 from lmrec.data.split import leave_last_out
 from lmrec.models.registry import create_model
-from lmrec.tuning import refit_params
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,19 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache-dir", default="runs/cache/embeddings")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    summary = json.loads(args.results.read_text())
-    runs = summary["datasets"] if isinstance(summary, dict) else summary
-    run = next(r for r in runs if r["dataset"] == args.dataset)
-    rows: dict[str, Any] = run["models"]
-    gens = rows["hybrid"]["generators"]
-    specs = [
-        {
-            "name": g,
-            "params": refit_params(g, rows[g]["params"], rows[g].get("best_epoch")),
-            "n_candidates": args.candidates,
-        }
-        for g in gens
-    ]
+    _, specs = tuned_specs(args.results, args.dataset, None, args.candidates)
+    gens = [s["name"] for s in specs]
     split = leave_last_out(load_dataset(args.dataset))
     t = time.perf_counter()
     model = create_model("hybrid", generators=specs, seed=args.seed, text_cache_dir=args.cache_dir)

@@ -20,6 +20,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,21 +38,32 @@ from lmrec.tuning import refit_params
 GENERATORS = ("ease", "item_knn", "sasrec", "two_tower", "content")
 
 
-def tuned_specs(path: Path, dataset: str, generators: tuple[str, ...], n: int) -> list[dict[str, Any]]:
-    """Generator specs from a ``benchmarks/hybrid.py`` result: tuned params, best epoch count."""
+def dataset_runs(path: Path) -> list[dict[str, Any]]:
+    """The per-dataset results of a ``benchmarks/hybrid.py`` output (final or partial)."""
     doc = json.loads(path.read_text())
-    for ds in doc.get("datasets", doc if isinstance(doc, list) else []):
-        if ds["dataset"] == dataset:
+    return doc["datasets"] if isinstance(doc, dict) else doc
+
+
+def tuned_specs(
+    path: Path, dataset: str | None, generators: Sequence[str] | None, n: int
+) -> tuple[str, list[dict[str, Any]]]:
+    """The dataset (default: the first in ``path``) and its generator specs from a
+    ``benchmarks/hybrid.py`` result: tuned params and best epoch count, refitted as
+    :func:`lmrec.tuning.refit_params` does; ``generators`` default to the hybrid row's."""
+    for ds in dataset_runs(path):
+        if dataset is None or ds["dataset"] == dataset:
             rows = ds["models"]
-            return [
+            names = generators if generators is not None else rows["hybrid"]["generators"]
+            specs = [
                 {
                     "name": g,
                     "params": refit_params(g, rows[g]["params"], rows[g].get("best_epoch")),
                     "n_candidates": n,
                 }
-                for g in generators
+                for g in names
                 if g in rows
             ]
+            return ds["dataset"], specs
     raise SystemExit(f"{path}: no results for dataset {dataset!r}")
 
 
@@ -73,12 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    doc = json.loads(args.tuned.read_text())
-    name = args.dataset or doc.get("datasets", doc)[0]["dataset"]
+    name, specs = tuned_specs(args.tuned, args.dataset, args.generators, args.candidates)
     data = load_dataset(name, data_dir=args.data_dir) if args.data_dir else load_dataset(name)
     split = leave_last_out(data)
     train = drop_heldout_text(split.train, [split.valid, split.test])
-    specs = tuned_specs(args.tuned, name, tuple(args.generators), args.candidates)
     auto = auto_targets(train, 0.1)
     cache: dict[str, Any] = {}
     rows = []
