@@ -443,6 +443,7 @@ class Hybrid(Recommender):
         n_q = len(queries)
         if not n_q:
             return []
+        assert self._side is not None
         scorer = self._scorer
 
         def fast(gi: int, gen: Recommender, rows: list[int], gq: list[Query]) -> np.ndarray:
