@@ -338,6 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=float, default=3.0, help="seconds of unmeasured load first")
     p.add_argument("--mix", default="user=0.7,history=0.2,explore=0.1", help="request kinds and weights")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ready-timeout", type=float, default=300.0, help="seconds to wait for the warm-up")
     p.add_argument("--client", choices=("raw", "httpx"), default="raw", help="load generator HTTP client")
     p.add_argument("--out", type=Path, help="also write the JSON result here")
     args = p.parse_args(argv)
@@ -355,6 +356,11 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="lmrec-bench-"))
     try:
         srv = ServerProcess(artifact, tmp / "events.db", api_key=API_KEY, log_path=tmp / "server.log")
+        try:  # a hybrid's warm-up precomputes its known users: longer than the tests' default wait
+            srv.wait_ready(timeout=args.ready_timeout)
+        except BaseException:
+            srv.stop()
+            raise
         with srv:
             health = httpx.get(srv.url + "/health", timeout=10).json()
             if n_warm:

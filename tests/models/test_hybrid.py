@@ -353,6 +353,38 @@ def test_serving_warm_up_fills_the_vector_cache(tmp_path: Path) -> None:
         state.close()
 
 
+def test_warmed_result_cache_serves_the_same_scores_and_forgets_on_new_interactions() -> None:
+    """After ``warm`` a plain known-user query reads its kept candidates: the scores are the cold
+    model's, for precomputed users and for users kept on first use, and a user's new
+    interactions drop their entry so the next answer reflects them."""
+    data = _text_data()
+    spec = {
+        "generators": [
+            {"name": "ease", "n_candidates": 10},
+            {"name": "content", "params": {"encoder": "hashing"}, "n_candidates": 10},
+        ],
+        "text_encoder": "hashing",
+    }
+    cold = Hybrid(**spec).fit(data)
+    warm = Hybrid(**spec).fit(data)
+    warm.warm(precompute_users=10)  # users 0-9 now, the rest on first use
+    assert warm._results is not None and len(warm._results) == 10
+    queries = [Query(user_id=u) for u in range(25)] + [Query(user_id=2, history=[3]), Query(history=[1, 2])]
+    for _ in range(2):  # the second pass reads every known user's kept candidates
+        np.testing.assert_array_equal(
+            warm.score_batch(warm.encode_queries(queries)), cold.score_batch(cold.encode_queries(queries))
+        )
+    assert len(warm._results) == 25  # the two queries with a history are never kept
+    q5 = [Query(user_id=5)]
+    before = warm.score_batch(warm.encode_queries(q5))
+    for model in (cold, warm):
+        model.add_interactions(5, [0, 1, 2, 3])
+    assert 5 not in warm._results._rows
+    after = warm.score_batch(warm.encode_queries(q5))
+    np.testing.assert_array_equal(after, cold.score_batch(cold.encode_queries(q5)))
+    assert not np.array_equal(after, before)  # not the stale row
+
+
 def test_unknown_history_items_never_reach_the_generators() -> None:
     """The lenient policy drops an unknown history item once, in the hybrid; the generators (on the
     fast path and on their own text path alike) only see what the hybrid kept."""

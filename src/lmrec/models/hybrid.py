@@ -95,7 +95,7 @@ from lmrec.models.hybrid_ranker import (
     save_booster,
     train_ranker,
 )
-from lmrec.models.hybrid_serving import GeneratorScorer
+from lmrec.models.hybrid_serving import GeneratorScorer, ResultCache
 from lmrec.models.registry import create_model, get_model_class, load_model
 from lmrec.text.profiles import ProfileConfig
 
@@ -189,6 +189,12 @@ class HybridConfig(ModelConfig):
         return tuple(g for g in FEATURE_GROUPS if g in v)  # canonical order: stable feature layout
 
 
+#: known users whose ranked candidates :meth:`Hybrid.warm` computes ahead of their first request
+#: (about 2-3 ms each on one core), and how many per batch
+PRECOMPUTE_USERS = 20_000
+PRECOMPUTE_BATCH = 256
+
+
 def _labels(specs: Sequence[GeneratorSpec]) -> list[str]:
     out: list[str] = []
     seen: dict[str, int] = {}
@@ -236,6 +242,8 @@ class Hybrid(Recommender):
         self._ranker_file: str | None = None
         self._fit_cache: dict[str, Recommender] | None = None
         self._scorer: GeneratorScorer | None = None
+        #: ranked candidates per known user, once warmed up for serving (see :meth:`warm`)
+        self._results: ResultCache | None = None
 
     def share_fits(self, cache: dict[str, Recommender]) -> Hybrid:
         """Reuse generator fits across hybrids fitted in one process (a search over ``n_targets``,
@@ -309,6 +317,7 @@ class Hybrid(Recommender):
         t = time.perf_counter()
         self.generators_ = [self._fit_generator(spec, data) for spec in c.generators]
         self._scorer = GeneratorScorer(self.generators_, self.user_vocab, self.item_vocab)
+        self._results = None
         self._set_side(build_side(c, data, use_text, encoded))
         report["refit_s"] = round(time.perf_counter() - t, 3)
         report["holdout_users"] = int(held["user_idx"].n_unique())
@@ -372,10 +381,12 @@ class Hybrid(Recommender):
             )
         return out
 
-    def warm(self, max_users: int = 100_000) -> None:
-        """Compute every known user's query vector in each embedding generator now, in batches,
-        so that requests read them (``lmrec serve`` calls this while warming up; skipped above
-        ``max_users``, where vectors are cached on first use only)."""
+    def warm(self, max_users: int = 100_000, precompute_users: int = PRECOMPUTE_USERS) -> None:
+        """Get ready to serve (``lmrec serve`` calls this while warming up): compute every known
+        user's query vector in each embedding generator, in batches, so that requests read them
+        (skipped above ``max_users``, where vectors are cached on first use only); then keep each
+        plain known-user query's ranked candidates (:class:`~.hybrid_serving.ResultCache`), filled
+        here for up to ``precompute_users`` users in batches and on first use for the rest."""
         self._check_fitted()
         n_users = self.n_history_users
         if self._scorer is None or n_users > max_users:
@@ -388,11 +399,51 @@ class Hybrid(Recommender):
             return self.encode_queries([Query(user_id=ext[int(j)]) for j in pos])
 
         self._scorer.warm(len(users), encode)
+        if self._results is None:
+            self._results = ResultCache(self.n_items, max_users)
+        n_pre = min(len(users), precompute_users)
+        for lo in range(0, n_pre, PRECOMPUTE_BATCH):
+            self._score(encode(np.arange(lo, min(lo + PRECOMPUTE_BATCH, n_pre), dtype=np.int64)))
 
     def _score(self, batch: QueryBatch) -> np.ndarray:
         assert self._side is not None
         queries = self._batch_queries(batch)
-        n_q, n_items = len(queries), batch.n_items
+        n_items = batch.n_items
+        cache = self._results
+        kept = [
+            cache.get(int(batch.user_idx[i]), n_items) if cache is not None and q.plain else None
+            for i, q in enumerate(queries)
+        ]
+        fresh = iter(
+            self._rank_candidates(batch, [q for q, k in zip(queries, kept, strict=True) if k is None])
+        )
+        parts: list[tuple[np.ndarray, np.ndarray, float]] = []
+        for i, part in enumerate(kept):
+            if part is None:
+                part = next(fresh)
+                if cache is not None and queries[i].plain:
+                    cache.put(int(batch.user_idx[i]), *part)
+            parts.append(part)
+        floor = np.array([p[2] for p in parts], np.float32)
+        fb = self._fallback
+        if len(fb) < n_items:  # items added after fit (none today): at the very bottom
+            fb = np.concatenate([fb, np.zeros(n_items - len(fb), np.float32)])
+        # non-candidates: finite, below every candidate of the query, the popular ones first
+        out = (floor[:, None] - 2.0 + fb[None, :n_items]).astype(np.float32)
+        for i, (cand, pred, _) in enumerate(parts):
+            out[i, cand] = pred
+        return out
+
+    def _rank_candidates(
+        self, batch: QueryBatch, queries: list[CandidateQuery]
+    ) -> list[tuple[np.ndarray, np.ndarray, float]]:
+        """Per query: its candidates (item indices, ascending), their scores (the ranker's, or the
+        reciprocal rank fusion for a query without history) and the floor (their minimum, 0 for
+        none) that every other item is ranked below."""
+        n_q = len(queries)
+        if not n_q:
+            return []
+        assert self._side is not None
         scorer = self._scorer
 
         def fast(gi: int, gen: Recommender, rows: list[int], gq: list[Query]) -> np.ndarray:
@@ -415,13 +466,11 @@ class Hybrid(Recommender):
             mins = np.full(n_q, np.inf, np.float32)
             np.minimum.at(mins, qpos, pred)
             floor = np.where(np.isfinite(mins), mins, 0.0).astype(np.float32)
-        fb = self._fallback
-        if len(fb) < n_items:  # items added after fit (none today): at the very bottom
-            fb = np.concatenate([fb, np.zeros(n_items - len(fb), np.float32)])
-        # non-candidates: finite, below every candidate of the query, the popular ones first
-        out = (floor[:, None] - 2.0 + fb[None, :n_items]).astype(np.float32)
-        out[qpos, cand] = pred
-        return out
+        bounds = np.searchsorted(qpos, np.arange(n_q + 1))
+        return [
+            (cand[bounds[i] : bounds[i + 1]], pred[bounds[i] : bounds[i + 1]], float(floor[i]))
+            for i in range(n_q)
+        ]
 
     # ------------------------------------------------------------------ online updates
     def add_interactions(
@@ -434,6 +483,8 @@ class Hybrid(Recommender):
         assert self.user_vocab is not None
         if self._scorer is not None:
             self._scorer.forget(int(self.user_vocab.index(user_id)))
+        if self._results is not None:
+            self._results.forget(int(self.user_vocab.index(user_id)))
 
     # ------------------------------------------------------------------ persistence
     def _get_state(self) -> dict[str, np.ndarray]:
@@ -488,3 +539,4 @@ class Hybrid(Recommender):
                 raise LmrecError(f"{folder}: generator {label!r} does not match the hybrid's item vocabulary")
             self.generators_.append(gen)
         self._scorer = GeneratorScorer(self.generators_, self.user_vocab, self.item_vocab)
+        self._results = None

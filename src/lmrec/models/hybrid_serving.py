@@ -28,10 +28,45 @@ import numpy as np
 from lmrec.models.base import EmbeddingRecommender, Query, QueryBatch, Recommender
 from lmrec.models.hybrid_features import CandidateQuery
 
-__all__ = ["GeneratorScorer"]
+__all__ = ["GeneratorScorer", "ResultCache"]
 
 #: users per batch when filling the vector caches
 WARM_BATCH = 512
+
+
+class ResultCache:
+    """The hybrid's ranked candidates per plain known-user query, once a server warmed it up.
+
+    Everything a plain query's dense scores depend on is the user's stored history and the fitted
+    model, so the candidates, their ranker scores and the floor below them are kept per user and the
+    dense row is rebuilt from them (the same numbers: the scores of a user's first request). It
+    holds about ``candidates x 8`` bytes per user; at most ``max_users`` users are kept.
+    ``add_interactions`` for a user drops its entry (:meth:`forget`).
+    """
+
+    def __init__(self, n_items: int, max_users: int) -> None:
+        self.n_items = n_items
+        self.max_users = max_users
+        self._rows: dict[int, tuple[np.ndarray, np.ndarray, float]] = {}
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def get(self, user_idx: int, n_items: int) -> tuple[np.ndarray, np.ndarray, float] | None:
+        """(candidates, their scores, floor) of ``user_idx``, if kept for this catalogue size."""
+        if n_items != self.n_items:  # the catalogue grew: every kept row is incomplete
+            self._rows.clear()
+            self.n_items = n_items
+            return None
+        return self._rows.get(user_idx)
+
+    def put(self, user_idx: int, cand: np.ndarray, pred: np.ndarray, floor: float) -> None:
+        if len(self._rows) < self.max_users or user_idx in self._rows:
+            self._rows[user_idx] = (cand.astype(np.int32), pred.astype(np.float32, copy=True), float(floor))
+
+    def forget(self, user_idx: int) -> None:
+        """``user_idx``'s history changed: score it afresh when next asked."""
+        self._rows.pop(user_idx, None)
 
 
 class GeneratorScorer:

@@ -172,6 +172,26 @@ class UnknownIds:
         return f"unknown item_id in {self.field}{of} left out: {shown}{more}"
 
 
+def _history_matrix(seqs: list[np.ndarray], wts: list[np.ndarray], n_items: int) -> sp.csr_matrix:
+    """(n, n_items) CSR of the sequences' weights, indices sorted, repeated items summed."""
+    n = len(seqs)
+    lens = np.fromiter((len(s) for s in seqs), np.int64, n)
+    rows = np.repeat(np.arange(n, dtype=np.int64), lens)
+    c = np.concatenate(seqs).astype(np.int64, copy=False) if n else np.zeros(0, np.int64)
+    d = np.concatenate(wts).astype(np.float32, copy=False) if n else np.zeros(0, np.float32)
+    # built directly when no row repeats an item (the usual case, and the cheap one: a request pays
+    # for this on every call); else through COO, which sums the repeats
+    order = np.lexsort((c, rows)) if n > 1 else np.argsort(c, kind="stable")
+    c_sorted, r_sorted = c[order], rows[order]
+    if not ((c_sorted[1:] == c_sorted[:-1]) & (r_sorted[1:] == r_sorted[:-1])).any():
+        indptr = np.zeros(n + 1, np.int64)
+        np.cumsum(lens, out=indptr[1:])
+        return sp.csr_matrix((d[order], c_sorted, indptr), shape=(n, n_items), dtype=np.float32)
+    matrix = sp.csr_matrix((d, (rows, c)), shape=(n, n_items), dtype=np.float32)
+    matrix.sum_duplicates()
+    return matrix
+
+
 def resolve_queries(
     queries: Sequence[Query],
     *,
@@ -247,11 +267,7 @@ def resolve_queries(
         raise UnknownIdError("user_id", unknown_users)
     if no_history:
         raise UnknownIdError("user_id without training interactions (pass a history or text)", no_history)
-    rows = np.repeat(np.arange(n, dtype=np.int64), [len(s) for s in seqs]) if n else np.zeros(0, np.int64)
-    c = np.concatenate(seqs) if seqs else np.zeros(0, np.int64)
-    d = np.concatenate(wts) if wts else np.zeros(0, np.float32)
-    matrix = sp.csr_matrix((d, (rows, c)), shape=(n, n_items), dtype=np.float32)
-    matrix.sum_duplicates()
+    matrix = _history_matrix(seqs, wts, n_items)
     return QueryBatch(
         user_idx=user_idx,
         history=matrix,
