@@ -110,3 +110,28 @@ def test_rows_per_batch(monkeypatch: pytest.MonkeyPatch) -> None:
     assert rows_per_batch(1024, 4 * 1_000_000) == 134  # 512 MiB of float32 rows over 1M items
     monkeypatch.setattr(_memory, "available_memory", lambda: _memory.Available(40 * 2**20, "cgroup limit"))
     assert rows_per_batch(1024, 4 * 1_000_000) == 1  # never zero
+    monkeypatch.setattr(_memory, "available_memory", lambda: pytest.fail("small batches read no limits"))
+    assert rows_per_batch(1, 8 * 1_000_000) == 1
+
+
+def test_recommend_and_evaluate_batches_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lmrec.data.split import leave_last_out
+    from lmrec.evaluation import evaluate
+
+    data = _data(n_users=80, n_items=40)
+    split = leave_last_out(data)
+    model = EASE().fit(split.train)
+    users = data.user_vocab.ids[:50]
+    full = model.recommend(users, k=5)
+    metrics = evaluate(model, split, ks=(5,), beyond_accuracy=False)["ndcg@5"]
+    # a budget of 3 score rows: same answers, in many small batches
+    monkeypatch.setattr(_memory, "_SMALL", 0)
+    monkeypatch.setattr(_memory, "available_memory", lambda: _memory.Available(10 * 3 * 3 * 4 * 40, "test"))
+    seen: list[int] = []
+    real = model.rank
+    monkeypatch.setattr(
+        model, "rank", lambda batch, *a, **kw: seen.append(len(batch)) or real(batch, *a, **kw)
+    )
+    assert model.recommend(users, k=5).equals(full)
+    assert max(seen) <= 4
+    assert evaluate(model, split, ks=(5,), beyond_accuracy=False)["ndcg@5"] == pytest.approx(metrics)

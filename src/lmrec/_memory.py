@@ -35,6 +35,8 @@ _UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g"
 _UNITS |= {"t": 1000**4, "tb": 1000**4, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 _CGROUP_ROOT = Path("/sys/fs/cgroup")
 _MEMINFO = Path("/proc/meminfo")
+#: batches below this many bytes are never split (and cost no look-up: serving calls this per request)
+_SMALL = 64 * 2**20
 #: cgroup v1 reports "no limit" as a huge number close to 2**63
 _NO_LIMIT = 2**60
 
@@ -170,6 +172,8 @@ def rows_per_batch(requested: int, row_bytes: int, budget: int = 512 * 2**20) ->
 
     Dense ``(batch, n_items)`` score blocks are the reason: 1,024 queries x 1M items is 4 GB.
     """
+    if int(requested) * row_bytes <= _SMALL:  # small enough anywhere: skip reading /proc
+        return max(1, int(requested))
     avail = available_memory().bytes
     if avail is not None:
         budget = min(budget, avail // 10)
