@@ -108,38 +108,38 @@ class SyntheticConfig(BaseModel):
 
     #: target number of interaction rows (the output has exactly this many unless users run out of
     #: distinct items, which the counts in ``synthetic.json`` would show)
-    n_interactions: int = Field(100_000, ge=1)
+    n_interactions: int = Field(default=100_000, ge=1)
     #: None: scaled from ml-20m (see the class docstring)
-    n_users: int | None = Field(None, ge=1)
+    n_users: int | None = Field(default=None, ge=1)
     #: None: scaled from ml-20m (see the class docstring)
-    n_items: int | None = Field(None, ge=2)
+    n_items: int | None = Field(default=None, ge=2)
     #: latent topics (the first 24 have real-word vocabularies)
-    n_topics: int = Field(24, ge=1)
+    n_topics: int = Field(default=24, ge=1)
     #: styles within a topic, each with its own words
-    n_subtopics: int = Field(6, ge=1)
+    n_subtopics: int = Field(default=6, ge=1)
     #: Zipf exponent of item popularity (1.0: the k-th item is k times rarer than the first)
-    popularity_exponent: float = Field(0.9, ge=0.0)
+    popularity_exponent: float = Field(default=0.9, ge=0.0)
     #: Pareto (Lomax) tail index of user activity above the floor (lower: heavier tail); 2.0 gives
     #: ml-20m's (median - min) / (mean - min) of about 0.4 (68, 20, 144)
-    activity_exponent: float = Field(2.0, gt=0.0)
+    activity_exponent: float = Field(default=2.0, gt=0.0)
     #: no user has fewer events (ml-20m keeps users with 20+; smaller sets need a lower floor)
-    min_user_interactions: int = Field(5, ge=1)
+    min_user_interactions: int = Field(default=5, ge=1)
     #: at most this share of the catalogue per user (keeps the heaviest users' draws distinct)
-    max_user_share: float = Field(0.3, gt=0.0, le=1.0)
+    max_user_share: float = Field(default=0.3, gt=0.0, le=1.0)
     #: most topics a user likes
-    topics_per_user: int = Field(3, ge=1)
+    topics_per_user: int = Field(default=3, ge=1)
     #: probability that an event is in the session topic's favourite style of the user
-    subtopic_focus: float = Field(0.7, ge=0.0, le=1.0)
+    subtopic_focus: float = Field(default=0.7, ge=0.0, le=1.0)
     #: probability that an event ignores taste and follows global popularity
-    exploration: float = Field(0.15, ge=0.0, le=1.0)
+    exploration: float = Field(default=0.15, ge=0.0, le=1.0)
     #: mean events per session (geometric lengths)
-    session_length: float = Field(6.0, ge=1.0)
+    session_length: float = Field(default=6.0, ge=1.0)
     #: first possible timestamp (Unix seconds; default 2015-01-01)
-    start: int = Field(1_420_070_400, ge=0)
+    start: int = Field(default=1_420_070_400, ge=0)
     #: length of the whole log in days
-    span_days: float = Field(730.0, gt=0.0)
+    span_days: float = Field(default=730.0, gt=0.0)
     #: interaction rows per written chunk (memory scales with this, not with the total)
-    chunk_rows: int = Field(1_000_000, ge=1_000)
+    chunk_rows: int = Field(default=1_000_000, ge=1_000)
     seed: int = 0
 
     @model_validator(mode="after")
