@@ -180,14 +180,14 @@ def _load() -> float:
 
 def ensure_data(work: Path, label: str, n: int, items: int | None, seed: int) -> dict[str, Any]:
     """The synthetic dataset for one size, generated unless a copy with the same config exists."""
-    from lmrec.data.synthetic import SyntheticConfig, generate
+    from lmrec.data.synthetic import GENERATOR_VERSION, SyntheticConfig, generate
 
     cfg = SyntheticConfig(n_interactions=n, n_items=items, seed=seed)
     folder = work / f"synth-{label}-seed{seed}"
     meta_file = folder / "synthetic.json"
     if meta_file.is_file():
         meta = json.loads(meta_file.read_text())
-        if meta.get("config") == cfg.model_dump():
+        if meta.get("config") == cfg.model_dump() and meta.get("generator_version") == GENERATOR_VERSION:
             return {"folder": str(folder), **{k: meta[k] for k in ("n_interactions", "n_users", "n_items")},
                     "generate_s": meta.get("seconds"), "cached": True}  # fmt: skip
     from tqdm import tqdm

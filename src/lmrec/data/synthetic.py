@@ -51,6 +51,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from lmrec.data.dataset import Dataset
 from lmrec.errors import LmrecError
 
+#: bumped whenever the same config would produce different files (caches compare it)
+GENERATOR_VERSION = 2
 #: ml-20m's shape, the reference the default user and item counts scale from
 ML20M_INTERACTIONS = 20_000_263
 ML20M_USERS = 138_493
@@ -445,22 +447,26 @@ def _item_texts(
     """
     names, words, styles = vocab
     rng = np.random.default_rng([cfg.seed, 3, start])
+    m = stop - start
+    topic = world.item_topic[start:stop]
+    sub = world.item_sub[start:stop]
+    # every random choice drawn at once; the loop below only formats strings
+    n_words = np.array([len(w) for w in words])[topic]
+    pick = (rng.random((m, 4)) * n_words[:, None]).astype(np.int64)
+    fill = rng.integers(0, len(_FILLER), size=(m, 3))
+    kinds = rng.integers(0, len(_KINDS), size=m)
     titles, descs, tags = [], [], []
-    for pos in range(start, stop):
-        t, s = int(world.item_topic[pos]), int(world.item_sub[pos])
-        tw = words[t]
-        style = styles[t * cfg.n_subtopics + s]
-        pick = rng.integers(0, len(tw), size=4)
-        fill = rng.integers(0, len(_FILLER), size=3)
-        kind = _KINDS[int(rng.integers(0, len(_KINDS)))]
-        titles.append(
-            f"The {_FILLER[fill[0]].title()} {tw[pick[0]].title()} {style[0].title()} {kind.title()}"
-        )
+    for j in range(m):
+        t = int(topic[j])
+        tw, style, p, f = words[t], styles[t * cfg.n_subtopics + int(sub[j])], pick[j], fill[j]
+        kind = _KINDS[kinds[j]]
+        titles.append(f"The {_FILLER[f[0]].title()} {tw[p[0]].title()} {style[0].title()} {kind.title()}")
+        adj = _FILLER[f[1]]
         descs.append(
-            f"A {_FILLER[fill[1]]} {names[t]} {kind} about {tw[pick[1]]}, {tw[pick[2]]} and {style[1]}, "
-            f"{_FILLER[fill[2]]} and {style[0]} in tone, with {tw[pick[3]]}."
+            f"{'An' if adj[0] in 'aeiou' else 'A'} {adj} {names[t]} {kind} about {tw[p[1]]}, {tw[p[2]]} and {style[1]}, "
+            f"{_FILLER[f[2]]} and {style[0]} in tone, with {tw[p[3]]}."
         )
-        tags.append(f"{names[t]}, {style[0]}, {tw[pick[1]]}")
+        tags.append(f"{names[t]}, {style[0]}, {tw[p[1]]}")
     return pl.DataFrame(
         {"item_id": world.item_ids[start:stop], "title": titles, "description": descs, "tags": tags}
     )
@@ -522,7 +528,12 @@ def generate(
     tmp.replace(folder / "items.parquet")
 
     summary = SyntheticSummary(folder, written, cfg.users, cfg.items, time.perf_counter() - started)
-    meta = {"generator": "lmrec.data.synthetic", "config": cfg.model_dump(), **summary.to_dict()}
+    meta = {
+        "generator": "lmrec.data.synthetic",
+        "generator_version": GENERATOR_VERSION,
+        "config": cfg.model_dump(),
+        **summary.to_dict(),
+    }
     meta.pop("folder")
     (folder / "synthetic.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return summary
@@ -548,4 +559,4 @@ def load_synthetic(folder: str | Path, *, name: str | None = None) -> Dataset:
     return data
 
 
-__all__ = ["SyntheticConfig", "SyntheticSummary", "generate", "load_synthetic"]
+__all__ = ["GENERATOR_VERSION", "SyntheticConfig", "SyntheticSummary", "generate", "load_synthetic"]
