@@ -322,11 +322,19 @@ def _open_storage(url: str) -> optuna.storages.BaseStorage:
     if url.startswith("sqlite"):
         # several processes write one SQLite file: wait up to a minute for its lock
         engine["connect_args"] = {"timeout": 60}
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine)
-    except Exception as exc:  # SQLAlchemy's URL, driver and connection errors, all one line
-        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
-        raise LmrecError(f"cannot open the tuning storage {url!r}: {reason}") from None
+    last: Exception | None = None
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine)
+        except Exception as exc:  # SQLAlchemy's URL, driver and connection errors, all one line
+            last = exc
+            # processes that open a new database at the same moment race to create its tables;
+            # the loser sees a unique-constraint error and finds the tables on a second try
+            if "constraint" not in str(exc).lower() and "already exists" not in str(exc).lower():
+                break
+            time.sleep(0.2 * (attempt + 1))
+    reason = " ".join(str(last).split())[:200] or type(last).__name__
+    raise LmrecError(f"cannot open the tuning storage {url!r}: {reason}") from None
 
 
 def _worker_seed(seed: int) -> int:
