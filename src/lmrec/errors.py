@@ -25,6 +25,10 @@ class DataError(LmrecError, ValueError):
         self.column = column
 
 
+class MemoryBudgetError(LmrecError, MemoryError):
+    """A step would need more memory than is available; raised before it starts (see ``lmrec._memory``)."""
+
+
 class ChecksumError(DataError):
     """A downloaded or local file does not match its pinned checksum."""
 

@@ -15,7 +15,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from lmrec.cli._common import errors, stdout_console
+from lmrec.cli._common import errors, stderr_console, stdout_console
 from lmrec.data.dataset import Dataset
 from lmrec.data.loaders import (
     data_home,
@@ -290,6 +290,86 @@ def add_command(
         out.print(escape(f"next: lmrec evaluate --dataset {name} --model popularity --model ease"))
 
 
+def synth_command(
+    out: Annotated[Path, typer.Option("--out", help="Folder to write (created; files in it are replaced).")],
+    interactions: Annotated[int, typer.Option(help="Interaction rows to generate.", min=1)] = 100_000,
+    users: Annotated[
+        int | None, typer.Option(help="Users (default: scaled from ml-20m, 144 interactions each).", min=1)
+    ] = None,
+    items: Annotated[
+        int | None, typer.Option(help="Items (default: scaled from ml-20m with the square root).", min=2)
+    ] = None,
+    topics: Annotated[
+        int, typer.Option(help="Latent topics the item text and user tastes share.", min=1)
+    ] = 24,
+    seed: Annotated[int, typer.Option(help="Random seed: same options, same files.")] = 0,
+    chunk_rows: Annotated[
+        int, typer.Option(help="Rows per written chunk (bounds memory).", min=1000)
+    ] = 1_000_000,
+    add: Annotated[
+        str | None,
+        typer.Option("--add", help="Also add the result as a named dataset (like `datasets add`)."),
+    ] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="With --add: write the dataset here.")
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="With --add: replace a dataset of that name.")
+    ] = False,
+) -> None:
+    """Generate a synthetic dataset of any size (streamed to Parquet) for cost and scale tests.
+
+    Power-law item popularity and user activity, topic-based tastes, sessions with timestamps, and
+    item text drawn from per-topic vocabularies (so text models have signal). Writes
+    OUT/interactions.parquet, OUT/items.parquet and OUT/synthetic.json; load with
+    lmrec.data.synthetic.load_synthetic(OUT) or add it with --add NAME.
+    """
+    from pydantic import ValidationError
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from lmrec.data.synthetic import SyntheticConfig, generate
+
+    with errors():
+        try:
+            config = SyntheticConfig(
+                n_interactions=interactions,
+                n_users=users,
+                n_items=items,
+                n_topics=topics,
+                seed=seed,
+                chunk_rows=chunk_rows,
+            )
+        except ValidationError as exc:
+            raise LmrecError(f"synth: {exc.errors()[0]['msg'].removeprefix('Value error, ')}") from None
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed:,}/{task.total:,}"),
+        )
+        with Progress(*columns, TimeElapsedColumn(), transient=True, console=stderr_console()) as bar:
+            task = bar.add_task("generating", total=interactions)
+            summary = generate(config, out, progress=lambda done, _total: bar.update(task, completed=done))
+        console = stdout_console()
+        console.print(
+            escape(
+                f"wrote {summary.n_interactions:,} interactions, {summary.n_users:,} users, "
+                f"{summary.n_items:,} items to {summary.folder} in {summary.seconds:.1f} s"
+            )
+        )
+        if add:
+            add_dataset(
+                add,
+                summary.folder / "interactions.parquet",
+                items=summary.folder / "items.parquet",
+                data_dir=data_dir,
+                description=f"synthetic, {summary.n_interactions:,} interactions, seed {seed}",
+                overwrite=force,
+            )
+            console.print(
+                escape(f"added as {add}: lmrec evaluate --dataset {add} --model popularity --model ease")
+            )
+
+
 def remove_command(name: Name, data_dir: DataDir = None) -> None:
     """Delete a dataset added with `lmrec datasets add` (never a built-in copy)."""
     with errors():
@@ -310,6 +390,7 @@ def build_app() -> typer.Typer:
         "download": download_command,
         "verify": verify_command,
         "add": add_command,
+        "synth": synth_command,
         "remove": remove_command,
     }
     for cmd_name, fn in commands.items():

@@ -35,6 +35,13 @@ def _fixed_for(model: str, fixes: dict[str, Any]) -> dict[str, Any]:
     return unflatten({k[len(prefix) :]: v for k, v in fixes.items() if k.startswith(prefix)})
 
 
+def _study_name(given: str | None, model: str, models: list[str]) -> str | None:
+    """``--study-name`` for ``model``: as given for one model, suffixed ``.MODEL`` for several."""
+    if given is None:
+        return None
+    return given if len(models) == 1 else f"{given}.{model}"
+
+
 def tuned_config_toml(results: list[Any], dataset: str, split: str, split_params: dict[str, Any]) -> str:
     """An experiment TOML (``lmrec evaluate/train --config``) holding the tuned models, refit protocol."""
     from lmrec.experiment import DatasetSpec, EvaluationSpec, ExperimentConfig, ModelSpec, SplitSpec
@@ -115,10 +122,26 @@ def tune_cmd(
         str | None,
         typer.Option("--data-dir", help="folder holding dataset copies (overrides $LMREC_DATA_HOME)"),
     ] = None,
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            "--storage",
+            help="shared Optuna storage URL (sqlite:///study.db, postgresql://...): several processes "
+            "run trials of one study; --trials is then the study's total",
+        ),
+    ] = None,
+    study_name: Annotated[
+        str | None,
+        typer.Option("--study-name", help="study to create or join in --storage (default lmrec-MODEL)"),
+    ] = None,
 ) -> None:
     """Tune models on the validation phase only (Optuna TPE); write a refit-protocol experiment TOML.
 
     Without --trials or --timeout each model gets 20 trials. Test interactions are never scored: run `lmrec evaluate --config OUT` afterwards to refit on train + valid and test once.
+
+    With --storage sqlite:///study.db --study-name NAME, start the same command in several processes
+    (or machines sharing a database): they run the trials of one study together, and each prints
+    the study's best so far.
     """
     from lmrec.data.split import PROTOCOLS
     from lmrec.evaluation.metrics import RANKING_METRICS
@@ -137,6 +160,8 @@ def tune_cmd(
         raise LmrecError("--trials must be at least 1")
     if timeout is not None and timeout <= 0:
         raise LmrecError("--timeout must be positive")
+    if study_name is not None and storage is None:
+        raise LmrecError("--study-name names a study in a shared storage: give --storage too")
     fixes = _parse_pairs(fix, "--fix")
     unknown = {k.split(".")[0] for k in fixes} - set(models)
     if unknown:
@@ -181,6 +206,8 @@ def tune_cmd(
                 seed=seed,
                 fixed_params=_fixed_for(name, fixes),
                 on_trial=on_trial,
+                storage=storage,
+                study_name=_study_name(study_name, name, models),
             )
             prog.update(task, total=res.n_trials, completed=res.n_trials)
             results.append(res)

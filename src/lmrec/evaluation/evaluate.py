@@ -30,6 +30,7 @@ import polars as pl
 import scipy.sparse as sp
 
 import lmrec.evaluation.metrics as M
+from lmrec._memory import rows_per_batch
 from lmrec.data.split import Split
 from lmrec.errors import LmrecError
 from lmrec.models.base import Query, Recommender
@@ -158,6 +159,8 @@ def evaluate(
     tgts: list[sp.csr_matrix] = []
     aucs: list[np.ndarray] = []
     n_seen = 0
+    # (batch, n_items) float32 scores, their masked copy and the AUC's ranks: bounded in memory
+    batch_size = rows_per_batch(batch_size, 3 * 4 * n_items)
     for start in range(0, len(users), batch_size):
         b_users = users[start : start + batch_size]
         queries = []

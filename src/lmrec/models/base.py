@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict
 from safetensors.numpy import save_file
 
 from lmrec._atomic import atomic_directory
+from lmrec._memory import rows_per_batch
 from lmrec._version import __version__
 from lmrec.data.dataset import Dataset
 from lmrec.data.vocabulary import Vocabulary
@@ -176,6 +177,9 @@ class Recommender(ABC):
             allowed[self._item_indices(items, "items", strict, notes)] = True
         banned = self._item_indices(exclude, "exclude", strict, notes) if exclude is not None else None
         frames = []
+        # a (batch, n_items) float32 score block and its masked copy: bounded, however large the
+        # catalogue (1,024 queries x 1M items would be 4 GB each)
+        batch_size = rows_per_batch(min(batch_size, max(len(qs), 1)), 2 * 4 * self.n_items)
         for start in range(0, len(qs), batch_size):
             chunk = qs[start : start + batch_size]
             batch = self.encode_queries(chunk, strict=strict)

@@ -17,6 +17,16 @@ the chosen parameters (the mistake a grid read off test makes: optimistic, unrep
 
 The sampler is Optuna's TPE seeded with ``seed``, so a rerun with the same trial budget proposes the
 same parameters (a ``timeout`` budget depends on the machine's speed, a trial budget does not).
+
+Several processes (on one machine or many) can work on one study through a shared Optuna storage
+(``storage="sqlite:///study.db"`` or any SQLAlchemy URL such as ``postgresql://...``, with
+``study_name``): each process joins the study or creates it, trials are shared, and ``n_trials`` is
+the study's total (about: processes that start a trial at the same moment may each finish theirs).
+A study remembers what it tunes (model, metric, fixed parameters, dataset checksum and split), and a
+process asking for something else is refused rather than mixing incomparable trials. Each process
+seeds its sampler with ``seed`` and its process id, because processes sharing one seed would
+propose the same first trials; a shared study is therefore not reproducible trial by trial (the
+interleaving of processes is not either), only its protocol is.
 Neural trials are pruned by a ``MedianPruner`` from their per-epoch validation NDCG@10 (see
 :mod:`lmrec.tuning.pruning`).
 """
@@ -24,8 +34,10 @@ Neural trials are pruned by a ``MedianPruner`` from their per-epoch validation N
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -188,6 +200,8 @@ def tune(
     seed: int = 0,
     fixed_params: Mapping[str, Any] | None = None,
     on_trial: Callable[[optuna.trial.FrozenTrial], None] | None = None,
+    storage: str | None = None,
+    study_name: str | None = None,
 ) -> TuneResult:
     """Search ``model_name``'s space (:mod:`lmrec.tuning.spaces`) on ``split``'s validation phase.
 
@@ -196,6 +210,10 @@ def tune(
     with nothing to search is fitted once. ``fixed_params`` are passed to every trial and not
     searched (``{"train": {"max_epochs": 30}}`` style nesting for neural models). ``on_trial`` is
     called after each finished trial (progress display).
+
+    ``storage`` (a database URL) makes the study shared and persistent: it is joined if it exists
+    (``study_name``, default ``lmrec-<model>``), other processes can run trials on it at the same
+    time, and ``n_trials`` counts the study's trials from every process (see the module docstring).
     """
     if split.valid is None or split.valid.height == 0:
         raise LmrecError("tuning needs a split with validation interactions (e.g. leave_last_out n_valid=1)")
@@ -212,6 +230,7 @@ def tune(
     neural = is_neural(model_name)
 
     def objective(trial: optuna.Trial) -> float:
+        trial.set_user_attr("pid", os.getpid())  # which process ran it (shared studies)
         s = Suggest(trial, fixed)
         space(s)
         params = _merge(fixed, unflatten(s.params))
@@ -247,17 +266,30 @@ def tune(
     level = logger.level
     optuna.logging.set_verbosity(logging.WARNING)  # one INFO line per trial is noise inside a library call
     try:
+        shared = storage is not None
         study = optuna.create_study(
             direction="maximize",
-            sampler=optuna.samplers.TPESampler(seed=seed),
+            sampler=optuna.samplers.TPESampler(seed=_worker_seed(seed) if shared else seed),
             pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2),
-            study_name=f"lmrec-{model_name}",
+            study_name=study_name or f"lmrec-{model_name}",
+            storage=_open_storage(storage) if storage is not None else None,
+            load_if_exists=shared,
         )
-        if searchable:
+        if shared:
+            _claim_study(study, storage or "", model_name, metric, fixed, split)
+        started = len(study.trials)  # by every process sharing the study, before this one
+        if searchable and not started:
             first = default_trial(model_name, space, fixed)
             if first:  # the shipped defaults are trial 0: a small budget never ends below them
                 study.enqueue_trial(first)
-        callbacks = [] if on_trial is None else [lambda _study, trial: on_trial(trial)]
+        callbacks: list[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = []
+        if on_trial is not None:
+            callbacks.append(lambda _study, trial: on_trial(trial))
+        if shared and n_trials is not None:
+            # the budget is the study's, not this process's: stop once every process together
+            # has started n_trials (running ones count, or each process would run its own n)
+            total, n_trials = n_trials, max(n_trials - started, 0)
+            callbacks.append(optuna.study.MaxTrialsCallback(total, states=None))
         t0 = time.perf_counter()
         study.optimize(objective, n_trials=n_trials, timeout=timeout, callbacks=callbacks)
         seconds = time.perf_counter() - t0
@@ -282,6 +314,57 @@ def tune(
         seed=seed,
         fixed_params=fixed,
     )
+
+
+def _open_storage(url: str) -> optuna.storages.BaseStorage:
+    """An Optuna RDB storage for ``url``; SQLite waits for a busy database instead of failing."""
+    engine: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        # several processes write one SQLite file: wait up to a minute for its lock
+        engine["connect_args"] = {"timeout": 60}
+    last: Exception | None = None
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine)
+        except Exception as exc:  # SQLAlchemy's URL, driver and connection errors, all one line
+            last = exc
+            # processes that open a new database at the same moment race to create its tables;
+            # the loser sees a unique-constraint error and finds the tables on a second try
+            if "constraint" not in str(exc).lower() and "already exists" not in str(exc).lower():
+                break
+            time.sleep(0.2 * (attempt + 1))
+    reason = " ".join(str(last).split())[:200] or type(last).__name__
+    raise LmrecError(f"cannot open the tuning storage {url!r}: {reason}") from None
+
+
+def _worker_seed(seed: int) -> int:
+    """``seed`` mixed with this process's id: processes sharing a study must not propose alike."""
+    return (seed * 1_000_003 + os.getpid()) % 2**32
+
+
+def _claim_study(
+    study: optuna.Study, storage: str, model: str, metric: str, fixed: Mapping[str, Any], split: Split
+) -> None:
+    """Record what a new shared study tunes, or refuse to join one that tunes something else."""
+    want = {
+        "lmrec_model": model,
+        "lmrec_metric": metric,
+        "lmrec_fixed": json.dumps(fixed, sort_keys=True, default=str),
+        "lmrec_data": str(split.train.meta.get("source_checksum", split.train.checksum())),
+        "lmrec_split": json.dumps(split.protocol, sort_keys=True, default=str),
+    }
+    have = study.user_attrs
+    if not have:
+        for key, value in want.items():
+            study.set_user_attr(key, value)
+        return
+    for key, value in want.items():
+        if have.get(key) != value:
+            what = key.removeprefix("lmrec_")
+            raise LmrecError(
+                f"study {study.study_name!r} in {storage} was created with {what} {have.get(key)!r}, "
+                f"this run has {value!r}; join it with the same settings or choose another study name"
+            )
 
 
 def _trials_frame(study: optuna.Study, searched: list[str]) -> pl.DataFrame:
