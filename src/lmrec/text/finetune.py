@@ -31,7 +31,6 @@ directory's JSON files, cached vectors of the fine-tuned model never mix with th
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import time
 from pathlib import Path
@@ -263,7 +262,7 @@ def finetune_encoder(
         )
     rng = np.random.default_rng(cfg.seed)
     pairs = pairs[rng.permutation(len(pairs))]
-    n_valid = min(int(round(cfg.valid_fraction * len(pairs))), cfg.max_valid_pairs)
+    n_valid = min(round(cfg.valid_fraction * len(pairs)), cfg.max_valid_pairs)
     valid, train_pairs = pairs[:n_valid], pairs[n_valid:]
 
     torch.manual_seed(cfg.seed)
