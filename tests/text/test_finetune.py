@@ -72,6 +72,7 @@ def test_finetune_saves_a_plain_encoder_with_its_own_vectors(tmp_path: Path, min
         max_seq_length=16,
         lr=5e-3,
         valid_fraction=0.0,
+        top_layers=1,
         show_progress=False,
     )
     assert report.steps == 3 and report.n_train_pairs == 3 and report.stopped_by == "max_steps"
@@ -84,7 +85,11 @@ def test_finetune_saves_a_plain_encoder_with_its_own_vectors(tmp_path: Path, min
     tuned = get_encoder(str(out), device="cpu")
     assert isinstance(tuned, SentenceTransformerEncoder) and tuned.dim == 384
     assert tuned.model_id != minilm.model_id
-    assert "lora" not in json.dumps(list(tuned.model.state_dict()))  # merged: a plain model
+    state = tuned.model.state_dict()
+    assert "lora" not in json.dumps(list(state))  # merged: a plain model
+    base_state = minilm.model.state_dict()
+    changed = {k.split("layer.")[1].split(".")[0] for k in state if not torch.equal(state[k], base_state[k])}
+    assert changed == {"5"}  # top_layers=1: only the last of MiniLM's six layers moved
     texts = ["Space Battle (1990). Genres: Sci-Fi, Action.", "Love in Paris (1992)."]
     a, b = minilm.encode(texts), tuned.encode(texts)
     assert np.allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-5)

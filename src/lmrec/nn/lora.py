@@ -28,6 +28,8 @@ class LoraTextEncoder(nn.Module):
     ``adapter_state()`` is the (small) set of adapter tensors a saved model keeps for text queries.
     """
 
+    _peft: Any  # the peft wrapper (set in __init__; kept out of the submodules)
+
     def __init__(
         self,
         model_path: str,
@@ -36,6 +38,7 @@ class LoraTextEncoder(nn.Module):
         texts: list[str] | None = None,
         max_seq_length: int = 64,
         dropout: float = 0.0,
+        top_layers: int | None = None,
     ) -> None:
         super().__init__()
         try:
@@ -61,7 +64,12 @@ class LoraTextEncoder(nn.Module):
         targets = [t for t in ("query", "value", "q_proj", "v_proj", "q_lin", "v_lin") if t in names]
         if not targets:
             raise LmrecError(f"two_tower LoRA: no attention projections (query/value) found in {model_path}")
+        # adapters on the top ``top_layers`` transformer layers only: backpropagation then stops there,
+        # which is most of a CPU step's cost
+        n_layers = int(getattr(getattr(backbone, "config", None), "num_hidden_layers", 0) or 0)
+        layers = list(range(max(0, n_layers - top_layers), n_layers)) if top_layers and n_layers else None
         lora = LoraConfig(
+            layers_to_transform=layers,
             r=rank,
             lora_alpha=alpha,  # type: ignore[arg-type]  # peft annotates int; floats work
             target_modules=targets,

@@ -64,36 +64,39 @@ class FinetuneConfig(BaseModel):
     #: encoder to start from (None: the bundled all-MiniLM-L6-v2; or a local sentence-transformers dir)
     base_model: str | None = None
     #: LoRA rank and scale (alpha / rank multiplies the adapter update)
-    rank: int = Field(8, ge=1)
-    alpha: float = Field(16.0, gt=0.0)
+    rank: int = Field(default=8, ge=1)
+    alpha: float = Field(default=16.0, gt=0.0)
     #: dropout inside the adapters (regularises a small pair set)
-    lora_dropout: float = Field(0.1, ge=0.0, lt=1.0)
-    lr: float = Field(2e-4, gt=0.0)
+    lora_dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+    #: adapters on the top this many transformer layers only (None: all); on a CPU the backward
+    #: pass through the untouched lower layers is skipped, so a step is cheaper
+    top_layers: int | None = Field(default=None, ge=1)
+    lr: float = Field(default=2e-4, gt=0.0)
     #: pairs per step (each pair's partner competes with the other 2 * batch_size - 2 texts)
-    batch_size: int = Field(32, ge=2)
+    batch_size: int = Field(default=32, ge=2)
     #: stop after this many optimiser steps ...
-    max_steps: int = Field(300, ge=0)
+    max_steps: int = Field(default=300, ge=0)
     #: ... or this many seconds of training, whichever comes first (None: no time limit)
-    max_seconds: float | None = Field(600.0, gt=0.0)
+    max_seconds: float | None = Field(default=600.0, gt=0.0)
     #: tokens per text while training (the saved model keeps the base model's own limit)
-    max_seq_length: int = Field(128, ge=8)
+    max_seq_length: int = Field(default=128, ge=8)
     #: InfoNCE temperature over cosine similarities (0.05 = MultipleNegativesRankingLoss's scale 20)
-    temperature: float = Field(0.05, gt=0.0)
+    temperature: float = Field(default=0.05, gt=0.0)
     #: items at most this many positions apart in a user's time-ordered history form a pair
-    window: int = Field(2, ge=1)
+    window: int = Field(default=2, ge=1)
     #: cap on the pairs one item takes part in (strongest co-occurrences kept)
-    max_pairs_per_item: int = Field(20, ge=1)
+    max_pairs_per_item: int = Field(default=20, ge=1)
     #: share of pairs held out for the validation loss and pair recall@10
-    valid_fraction: float = Field(0.05, ge=0.0, lt=1.0)
+    valid_fraction: float = Field(default=0.05, ge=0.0, lt=1.0)
     #: at most this many held-out pairs are scored (validation costs encoder time)
-    max_valid_pairs: int = Field(1000, ge=1)
+    max_valid_pairs: int = Field(default=1000, ge=1)
     #: how item profile texts are built (use the downstream model's profile)
     profile: ProfileConfig = ProfileConfig()
     seed: int = 0
     #: torch CPU threads (None: lmrec.text.encoder.default_threads)
     threads: int | None = None
     #: log the training loss every this many steps (the loss curve in the manifest)
-    log_every: int = Field(10, ge=1)
+    log_every: int = Field(default=10, ge=1)
     show_progress: bool = True
 
 
@@ -275,6 +278,7 @@ def finetune_encoder(
             texts,
             max_seq_length=cfg.max_seq_length,
             dropout=cfg.lora_dropout,
+            top_layers=cfg.top_layers,
         )
         params_ = [p for p in enc.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params_, lr=cfg.lr, weight_decay=0.0)
