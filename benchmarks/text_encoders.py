@@ -62,7 +62,16 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--n-boot", type=int, default=1000)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--per-user-dir", default=None, help="save each row's test per-user metrics (parquet)")
+    ap.add_argument(
+        "--combine",
+        default=None,
+        help="comma list of --out JSONs whose --per-user-dir rows to compare (no fit)",
+    )
     args = ap.parse_args()
+    if args.combine:
+        combine(args.combine.split(","), args.n_boot)
+        return
     torch.set_num_threads(args.threads)
 
     data = load_dataset(args.dataset, download=False)
@@ -116,6 +125,9 @@ def main() -> None:
                 model, split, ks=(10,), phase="test", beyond_accuracy=False, auc=False, name=row_name
             )
             tests.append(res)
+            if args.per_user_dir and res.per_user is not None:
+                Path(args.per_user_dir).mkdir(parents=True, exist_ok=True)
+                res.per_user.write_parquet(Path(args.per_user_dir) / f"{row_name}.parquet")
             rep = getattr(model, "report_", None)
             row = {
                 "model": row_name,
@@ -133,8 +145,33 @@ def main() -> None:
                 f"fit {fit_s:.0f}s  best_epoch {row['best_epoch']}",
                 flush=True,
             )
+    table(rows, tests, args.n_boot)
+    if args.out:
+        Path(args.out).write_text(
+            json.dumps({"per_user_dir": args.per_user_dir, "rows": rows}, indent=2, default=str)
+        )
+
+
+def combine(outs: list[str], n_boot: int) -> None:
+    """One table (CIs, paired tests vs content[base]) over rows of several earlier runs."""
+    import polars as pl
+
+    from lmrec.evaluation.evaluate import EvalResult
+
+    rows, tests = [], []
+    for out in outs:
+        saved = json.loads(Path(out).read_text())
+        for r in saved["rows"]:
+            per_user = pl.read_parquet(Path(saved["per_user_dir"]) / f"{r['model']}.parquet")
+            rows.append(r)
+            tests.append(EvalResult(r["model"], {"ndcg@10": r["test_ndcg@10"]}, per_user=per_user))
+    table(rows, tests, n_boot)
+
+
+def table(rows: list[dict[str, Any]], tests: list[Any], n_boot: int) -> None:
+    """Print the Markdown table and the rows as JSON (rows gain CI and paired-test fields)."""
     baseline = "content[base]" if any(r.model == "content[base]" for r in tests) else None
-    cmp = compare_results(tests, ["ndcg@10"], baseline=baseline, n_boot=args.n_boot, seed=0)
+    cmp = compare_results(tests, ["ndcg@10"], baseline=baseline, n_boot=n_boot, seed=0)
     by = {c["model"]: c for c in cmp}
     base_test = next((r["test_ndcg@10"] for r in rows if r["model"] == "content[base]"), None)
     print("\n| model | valid NDCG@10 | test NDCG@10 [95% CI] | vs content[base] | diff [95% CI], p | fit s |")
@@ -157,8 +194,6 @@ def main() -> None:
             f"{'' if ratio is None else f'{ratio:.2f}x'} | {diff} | {r['fit_seconds']} |"
         )
     print(json.dumps(rows, indent=1, default=str))
-    if args.out:
-        Path(args.out).write_text(json.dumps(rows, indent=2, default=str))
 
 
 if __name__ == "__main__":
