@@ -162,7 +162,7 @@ def combine(outs: list[str], n_boot: int) -> None:
     for out in outs:
         saved = json.loads(Path(out).read_text())
         for r in saved["rows"]:
-            per_user = pl.read_parquet(Path(saved["per_user_dir"]) / f"{r['model']}.parquet")
+            per_user = pl.read_parquet(Path(saved["per_user_dir"]) / f"{r['model']}.parquet", glob=False)
             rows.append(r)
             tests.append(EvalResult(r["model"], {"ndcg@10": r["test_ndcg@10"]}, per_user=per_user))
     table(rows, tests, n_boot)
