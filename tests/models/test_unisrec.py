@@ -214,3 +214,29 @@ class TestUniSRecInductiveContract(RecommenderContract):
     @classmethod
     def contract_data(cls) -> Dataset:
         return shuffled_checkerboard(cls.n_users, cls.n_items)
+
+
+# ---------------------------------------------------------------------------------------- text residual
+def test_text_residual_adds_the_content_similarity(tmp_path: Path) -> None:
+    data, cold = grouped_catalogue()
+    w = 0.7
+    model = UniSRec(**small(train={"max_epochs": 2}, text_residual=w, text_residual_half_life=2.0)).fit(data)
+    hist = [0, 1, 2, 15]
+    with_residual = model.score([Query(history=hist)], cold)[0]
+    saved = model.save(tmp_path / "m")
+    plain = Recommender.load(saved)
+    assert isinstance(plain, UniSRec)
+    np.testing.assert_allclose(plain.score([Query(history=hist)], cold)[0], with_residual, rtol=1e-5)
+    plain.config = plain.config.model_copy(update={"text_residual": 0.0})  # the same net, no residual
+    base = plain.score([Query(history=hist)], cold)[0]
+    # the residual, computed independently: centred raw text vectors, recency-weighted history mean
+    from lmrec.text.encoder import get_encoder, l2_normalize
+    from lmrec.text.profiles import build_item_texts
+
+    raw = get_encoder("hashing").encode(build_item_texts(data, model.config.profile))
+    c = l2_normalize(raw - raw.mean(axis=0))
+    idx = data.item_vocab.indices(hist)
+    h = l2_normalize((np.power(0.5, np.arange(len(idx) - 1, -1, -1) / 2.0)[:, None] * c[idx]).sum(0)[None])[0]
+    expected = base + w * c[data.item_vocab.indices(cold)] @ h
+    np.testing.assert_allclose(with_residual, expected, rtol=1e-4, atol=1e-5)
+    assert model.item_vectors().shape[1] == plain.item_vectors().shape[1] + raw.shape[1]

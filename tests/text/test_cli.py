@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from safetensors.numpy import load_file
 from typer.testing import CliRunner
 
@@ -110,3 +111,29 @@ def test_keywords_command(data_home: Path) -> None:
         app, ["keywords", "ml-latest-small", "--data-dir", str(data_home), "--model", "hashing"]
     )
     assert none.exit_code == 2 and "no reviews" in none.output
+
+
+@pytest.mark.slow  # loads and saves a 90 MB model: ~30 s idle, 75 s on a loaded 2-core machine
+def test_finetune_command_writes_a_model_and_reports(tmp_path: Path, data_home: Path) -> None:
+    out = tmp_path / "ft"
+    args = [
+        "finetune",
+        "ml-100k",
+        "--data-dir",
+        str(data_home),
+        "--out",
+        str(out),
+        "--split",
+        "leave-last-out",
+    ]
+    args += ["--max-steps", "1", "--batch-size", "2", "--max-seq-length", "8", "--valid-fraction", "0"]
+    res = runner.invoke(app, [*args, "--json"])
+    assert res.exit_code == 0, res.output
+    rep = _json(res.output)
+    assert rep["steps"] == 1 and rep["split"] == "leave-last-out" and rep["n_train_pairs"] > 1000
+    assert rep["n_valid_pairs"] == 0
+    assert (out / "model.safetensors").exists() and (out / "finetune.json").exists()
+    again = runner.invoke(app, args)
+    assert again.exit_code != 0 and "not empty" in again.output
+    bad = runner.invoke(app, [*args[:5], str(tmp_path / "x"), "--split", "random"])
+    assert bad.exit_code != 0 and "--split must be" in bad.output

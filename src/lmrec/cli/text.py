@@ -1,4 +1,5 @@
-"""``lmrec encode``, ``lmrec tags``, ``lmrec keywords``: the text layer from the command line.
+"""``lmrec encode``, ``lmrec tags``, ``lmrec keywords``, ``lmrec finetune``: the text layer from the
+command line.
 
 Thin wrappers over :mod:`lmrec.text` and :mod:`lmrec.text.tagging`. Free-text recommendation is
 ``lmrec recommend MODEL_DIR --text "..."`` (in :mod:`lmrec.cli.experiment`) on a saved ``content``
@@ -263,11 +264,92 @@ def keywords_command(
             console.print(f"  • {escape(str(titles.get(item, item)))}: {escape(', '.join(kws))}")
 
 
+def finetune_command(
+    dataset: DatasetName,
+    out: Annotated[Path, typer.Option("--out", "-o", help="New folder for the fine-tuned model.")],
+    data_dir: DataDir = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="Base model: default = bundled all-MiniLM-L6-v2, or a local dir."),
+    ] = None,
+    split: Annotated[
+        str,
+        typer.Option(
+            "--split",
+            help="Pairs from which interactions: 'none' (all), or the training part of 'cold-item' or "
+            "'leave-last-out' (the same split, by seed, as an evaluation run's).",
+        ),
+    ] = "none",
+    seed: Annotated[int, typer.Option("--seed", help="Split seed (and training seed).")] = 42,
+    item_fraction: Annotated[
+        float, typer.Option("--item-fraction", help="cold-item split: cold test (and validation) share.")
+    ] = 0.1,
+    max_steps: Annotated[int, typer.Option("--max-steps", min=0)] = 300,
+    max_seconds: Annotated[float, typer.Option("--max-seconds", help="Training time limit.")] = 600.0,
+    rank: Annotated[int, typer.Option("--rank", min=1, help="LoRA rank.")] = 8,
+    lr: Annotated[float, typer.Option("--lr")] = 2e-4,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=2, help="Pairs per step.")] = 32,
+    max_seq_length: Annotated[int, typer.Option("--max-seq-length", min=8)] = 128,
+    window: Annotated[int, typer.Option("--window", min=1, help="Max positions apart in a history.")] = 2,
+    max_pairs_per_item: Annotated[int, typer.Option("--max-pairs-per-item", min=1)] = 20,
+    valid_fraction: Annotated[
+        float, typer.Option("--valid-fraction", help="Share of pairs held out for loss / pair recall@10.")
+    ] = 0.05,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """LoRA-fine-tune the text encoder on item co-occurrence pairs; save a plain sentence-transformers
+    folder usable as any model's ``encoder``."""
+    from lmrec.text.finetune import FinetuneConfig, finetune_encoder
+
+    with errors():
+        data = _load(dataset, data_dir)
+        if split == "cold-item":
+            from lmrec.data.split import cold_item
+
+            data = cold_item(data, item_fraction=item_fraction, valid_fraction=item_fraction, seed=seed).train
+        elif split == "leave-last-out":
+            from lmrec.data.split import leave_last_out
+
+            data = leave_last_out(data).train
+        elif split != "none":
+            raise LmrecError(f"--split must be none, cold-item or leave-last-out, got {split!r}")
+        cfg = FinetuneConfig(
+            base_model=model,
+            rank=rank,
+            lr=lr,
+            batch_size=batch_size,
+            max_steps=max_steps,
+            max_seconds=max_seconds,
+            max_seq_length=max_seq_length,
+            window=window,
+            max_pairs_per_item=max_pairs_per_item,
+            valid_fraction=valid_fraction,
+            seed=seed,
+        )
+        report = finetune_encoder(data, out, cfg).model_dump(mode="json")
+        report["out"] = str(out)
+        report["split"] = split
+        console = stdout_console()
+        if json_out:
+            console.print_json(json.dumps(report))
+            return
+        table = Table(title=f"fine-tuned on {dataset} ({split})", title_justify="left")
+        table.add_column("what")
+        table.add_column("value", overflow="fold")
+        for k in ("out", "base_model", "n_train_pairs", "n_valid_pairs", "steps", "seconds", "stopped_by"):
+            table.add_row(k, escape(str(report[k])))
+        for k in ("valid_before", "valid_after"):
+            table.add_row(k, escape(", ".join(f"{m}={v:.4g}" for m, v in report[k].items())))
+        console.print(table)
+        console.print(f"use it with: encoder={escape(str(out))!r}")
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``encode``, ``tags`` and ``keywords`` to the top-level ``lmrec`` app."""
+    """Add ``encode``, ``tags``, ``keywords`` and ``finetune`` to the top-level ``lmrec`` app."""
     app.command("encode")(encode_command)
     app.command("tags")(tags_command)
     app.command("keywords")(keywords_command)
+    app.command("finetune")(finetune_command)
 
 
-__all__ = ["encode_command", "keywords_command", "register", "tags_command"]
+__all__ = ["encode_command", "finetune_command", "keywords_command", "register", "tags_command"]

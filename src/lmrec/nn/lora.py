@@ -28,6 +28,8 @@ class LoraTextEncoder(nn.Module):
     ``adapter_state()`` is the (small) set of adapter tensors a saved model keeps for text queries.
     """
 
+    _peft: Any  # the peft wrapper (set in __init__; kept out of the submodules)
+
     def __init__(
         self,
         model_path: str,
@@ -35,6 +37,8 @@ class LoraTextEncoder(nn.Module):
         alpha: float,
         texts: list[str] | None = None,
         max_seq_length: int = 64,
+        dropout: float = 0.0,
+        top_layers: int | None = None,
     ) -> None:
         super().__init__()
         try:
@@ -53,21 +57,32 @@ class LoraTextEncoder(nn.Module):
         finally:
             if bars:
                 hf_logging.enable_progress_bar()
-        st.max_seq_length = min(int(st.max_seq_length or max_seq_length), max_seq_length)
+        base_max_len = int(st.max_seq_length or max_seq_length)
+        st.max_seq_length = min(base_max_len, max_seq_length)
         backbone: nn.Module = st[0].auto_model  # type: ignore[assignment]
         names = {n.rsplit(".", 1)[-1] for n, _ in backbone.named_modules()}
         targets = [t for t in ("query", "value", "q_proj", "v_proj", "q_lin", "v_lin") if t in names]
         if not targets:
             raise LmrecError(f"two_tower LoRA: no attention projections (query/value) found in {model_path}")
+        # adapters on the top ``top_layers`` transformer layers only: backpropagation then stops there,
+        # which is most of a CPU step's cost
+        n_layers = int(getattr(getattr(backbone, "config", None), "num_hidden_layers", 0) or 0)
+        layers = list(range(max(0, n_layers - top_layers), n_layers)) if top_layers and n_layers else None
         lora = LoraConfig(
+            layers_to_transform=layers,
             r=rank,
             lora_alpha=alpha,  # type: ignore[arg-type]  # peft annotates int; floats work
             target_modules=targets,
-            lora_dropout=0.0,
+            lora_dropout=dropout,
             bias="none",
         )
-        st[0].auto_model = get_peft_model(backbone, lora)
+        peft_model = get_peft_model(backbone, lora)
+        st[0].auto_model = peft_model
         self.st = st
+        # the PeftModel wrapper itself (adapter state, merging); sentence-transformers >= 6 keeps only
+        # the wrapped transformer in ``auto_model``. Not a submodule: its parameters are already ours.
+        self.__dict__["_peft"] = peft_model
+        self.base_max_seq_length = base_max_len
         self._token_keys: list[str] = []
         if texts is not None:
             feats = self._tokenize(texts)
@@ -99,13 +114,17 @@ class LoraTextEncoder(nn.Module):
     def adapter_state(self) -> dict[str, np.ndarray]:
         from peft import get_peft_model_state_dict
 
-        return {
-            k: v.detach().cpu().numpy() for k, v in get_peft_model_state_dict(self.st[0].auto_model).items()
-        }
+        return {k: v.detach().cpu().numpy() for k, v in get_peft_model_state_dict(self._peft).items()}
+
+    def merged(self) -> Any:
+        """A plain ``SentenceTransformer`` with the adapters merged into the weights (no peft needed to
+        load it); it reads the base model's full ``max_seq_length``. Call once, after training: the
+        adapters are folded into (and so removed from) this module's own weights."""
+        self.st[0].auto_model = self._peft.merge_and_unload()
+        self.st.max_seq_length = self.base_max_seq_length
+        return self.st
 
     def load_adapter_state(self, state: dict[str, np.ndarray]) -> None:
         from peft import set_peft_model_state_dict
 
-        set_peft_model_state_dict(
-            self.st[0].auto_model, {k: torch.from_numpy(np.array(v)) for k, v in state.items()}
-        )
+        set_peft_model_state_dict(self._peft, {k: torch.from_numpy(np.array(v)) for k, v in state.items()})
