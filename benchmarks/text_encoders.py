@@ -29,18 +29,12 @@ from typing import Any
 
 import torch
 
+from lmrec.cli._common import parse_value
 from lmrec.data.loaders import load_dataset
 from lmrec.data.split import cold_item
 from lmrec.evaluation import evaluate
 from lmrec.evaluation.significance import compare_results
 from lmrec.models.registry import create_model
-
-
-def parse_value(v: str) -> Any:
-    try:
-        return json.loads(v)
-    except json.JSONDecodeError:
-        return v
 
 
 def label(enc: str) -> str:

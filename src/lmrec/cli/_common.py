@@ -36,6 +36,27 @@ def stderr_console() -> Console:
     return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+def print_report(
+    report: dict[str, Any], title: str, json_out: bool, rows: dict[str, str] | None = None
+) -> Console | None:
+    """A command's report: JSON on stdout with ``json_out``, else a two-column rich table of
+    ``rows`` (default: every entry as text). Returns the console the table went to (None for JSON),
+    for lines printed after it."""
+    console = stdout_console()
+    if json_out:
+        console.print_json(json.dumps(report))
+        return None
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    table.add_column("what")
+    table.add_column("value", overflow="fold")
+    for k, v in (rows if rows is not None else {k: str(v) for k, v in report.items()}).items():
+        table.add_row(k, escape(v))
+    console.print(table)
+    return console
+
+
 def parse_value(text: str) -> Any:
     """A ``--set``/``--fix`` value: JSON when it parses (numbers, lists, true), else the string."""
     try:

@@ -18,7 +18,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from lmrec.cli._common import errors, stdout_console
+from lmrec.cli._common import errors, print_report, stdout_console
 from lmrec.errors import LmrecError
 
 DataDir = Annotated[
@@ -129,16 +129,9 @@ def encode_command(
             )
             tmp.replace(out)
             report["out"] = str(out)
-        console = stdout_console()
-        if json_out:
-            console.print_json(json.dumps(report))
+        console = print_report(report, f"encoded {dataset}", json_out)
+        if console is None:
             return
-        table = Table(title=f"encoded {dataset}", title_justify="left")
-        table.add_column("what")
-        table.add_column("value", overflow="fold")
-        for k, v in report.items():
-            table.add_row(k, escape(str(v)))
-        console.print(table)
         for t in texts[:show]:
             console.print(f"  • {escape(t)}")
 
@@ -329,18 +322,13 @@ def finetune_command(
         report = finetune_encoder(data, out, cfg).model_dump(mode="json")
         report["out"] = str(out)
         report["split"] = split
-        console = stdout_console()
-        if json_out:
-            console.print_json(json.dumps(report))
-            return
-        table = Table(title=f"fine-tuned on {dataset} ({split})", title_justify="left")
-        table.add_column("what")
-        table.add_column("value", overflow="fold")
-        for k in ("out", "base_model", "n_train_pairs", "n_valid_pairs", "steps", "seconds", "stopped_by"):
-            table.add_row(k, escape(str(report[k])))
+        keys = ("out", "base_model", "n_train_pairs", "n_valid_pairs", "steps", "seconds", "stopped_by")
+        rows = {k: str(report[k]) for k in keys}
         for k in ("valid_before", "valid_after"):
-            table.add_row(k, escape(", ".join(f"{m}={v:.4g}" for m, v in report[k].items())))
-        console.print(table)
+            rows[k] = ", ".join(f"{m}={v:.4g}" for m, v in report[k].items())
+        console = print_report(report, f"fine-tuned on {dataset} ({split})", json_out, rows)
+        if console is None:
+            return
         console.print(f"use it with: encoder={escape(str(out))!r}")
 
 
