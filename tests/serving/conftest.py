@@ -40,6 +40,11 @@ def _one_blas_thread() -> Iterator[None]:
 AUTH = {"X-API-Key": API_KEY}
 
 
+def item_ids(resp: Any) -> list:
+    """The item ids of a /recommend-style response, in rank order."""
+    return [it["item_id"] for it in resp.json()["items"]]
+
+
 def _read_mls(data_home: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
     root = data_home / "ml-latest-small"
     ratings = pl.read_csv(root / "ratings.csv").rename({"userId": "user_id", "movieId": "item_id"})

@@ -12,11 +12,7 @@ from lmrec.errors import LmrecError
 from lmrec.rerank import intra_list_similarity
 from lmrec.serving.app import create_app
 from lmrec.serving.state import ServingConfig, ServingState
-from tests.serving.conftest import AUTH
-
-
-def _ids(resp) -> list:
-    return [it["item_id"] for it in resp.json()["items"]]
+from tests.serving.conftest import AUTH, item_ids
 
 
 # ---------------------------------------------------------------------- recommend
@@ -35,10 +31,10 @@ def test_recommend_known_user_excludes_history_and_explains(serve, ease_artifact
             s.state.model.train_history[s.state.model.user_vocab.index(1)].indices
         )
     )
-    assert not seen & set(_ids(r))
+    assert not seen & set(item_ids(r))
     # identical to the model's own recommend (the serving path must not change the ranking)
     expected = s.state.model.recommend(1, k=7)["item_id"].to_list()
-    assert _ids(r) == expected
+    assert item_ids(r) == expected
     assert all(it["propensity"] == 1.0 for it in items)
     assert all(it["title"] for it in items)
     because = items[0]["because"]
@@ -51,12 +47,12 @@ def test_recommend_history_only_and_exclude(serve, ease_artifact: Path) -> None:
     hist = [1, 260, 1196]  # Toy Story, Star Wars IV, V
     r = s.client.post("/recommend", json={"history": hist, "k": 10})
     assert r.status_code == 200, r.text
-    first = _ids(r)
+    first = item_ids(r)
     assert not set(hist) & set(first)
     r2 = s.client.post("/recommend", json={"history": hist, "k": 10, "exclude": first[:3]})
     assert r2.status_code == 200
-    assert not set(first[:3]) & set(_ids(r2))
-    assert _ids(r2)[:7] == first[3:10]
+    assert not set(first[:3]) & set(item_ids(r2))
+    assert item_ids(r2)[:7] == first[3:10]
 
 
 def test_text_queries_on_text_model(serve, text_artifact: Path) -> None:
@@ -68,7 +64,7 @@ def test_text_queries_on_text_model(serve, text_artifact: Path) -> None:
     # a mix of history and text
     r = s.client.post("/recommend", json={"history": [1], "text": "war drama", "k": 5})
     assert r.status_code == 200
-    assert 1 not in _ids(r)
+    assert 1 not in item_ids(r)
     # blank text is the client's mistake: a 422 that says so, never a 500
     for body in ({"text": "   "}, {"text": "\t\n"}, {"history": [1], "text": "  "}):
         r = s.client.post("/recommend", json={**body, "k": 5})
@@ -132,18 +128,18 @@ def test_filters(serve, ease_artifact: Path) -> None:
     r = s.client.post("/recommend", json={"user_id": 1, "k": 10, "filters": {"tags_any": ["Animation"]}})
     assert r.status_code == 200
     cat = s.state.catalogue
-    for iid in _ids(r):
+    for iid in item_ids(r):
         assert "Animation" in cat.tags[s.state.item_index(iid)]
     r = s.client.post(
         "/recommend", json={"user_id": 1, "k": 10, "filters": {"tags_none": ["Drama", "Comedy"]}}
     )
-    for iid in _ids(r):
+    for iid in item_ids(r):
         assert not {"Drama", "Comedy"} & cat.tags[s.state.item_index(iid)]
     allow = [2, 3, 5, 7, 11, 1196]
     r = s.client.post("/recommend", json={"history": [1], "k": 10, "filters": {"item_ids": allow}})
-    assert set(_ids(r)) <= set(allow) and len(_ids(r)) >= 1
+    assert set(item_ids(r)) <= set(allow) and len(item_ids(r)) >= 1
     r = s.client.post("/recommend", json={"user_id": 1, "filters": {"where": {"title": "Heat (1995)"}}})
-    assert _ids(r) in ([6], [])
+    assert item_ids(r) in ([6], [])
     r = s.client.post("/recommend", json={"user_id": 1, "filters": {"where": {"colour": "red"}}})
     assert r.status_code == 400 and "unknown filter field 'colour'" in r.json()["detail"]
 
@@ -191,7 +187,7 @@ def test_feedback_changes_the_next_list_at_once(serve, ease_artifact: Path) -> N
     # a dislike hides an item without adding it to the history
     r = s.client.post("/feedback", json={"user_id": 5, "item_id": after[0], "event": "dislike"}, headers=AUTH)
     assert r.status_code == 200
-    again = _ids(s.client.post("/recommend", json={"user_id": 5, "k": 10}))
+    again = item_ids(s.client.post("/recommend", json={"user_id": 5, "k": 10}))
     assert after[0] not in again
 
 
@@ -218,12 +214,12 @@ def test_new_user_through_feedback(serve, ease_artifact: Path) -> None:
             == 200
         )
     r = s.client.post("/recommend", json={"user_id": 777777, "k": 5})
-    assert r.status_code == 200 and not {1, 2, 3} & set(_ids(r))
+    assert r.status_code == 200 and not {1, 2, 3} & set(item_ids(r))
     assert r.json()["fallback"] is None and r.json()["warnings"] == []
     as_text = s.client.post(
         "/recommend", json={"user_id": "777777", "k": 5}
     )  # digit strings name the same user
-    assert _ids(as_text) == _ids(r)
+    assert item_ids(as_text) == item_ids(r)
 
 
 def test_feedback_validation(serve, ease_artifact: Path) -> None:
@@ -246,14 +242,14 @@ def test_similar_items(serve, ease_artifact: Path, text_artifact: Path) -> None:
     s = serve(ease_artifact)
     r = s.client.get("/items/1/similar", params={"k": 5})
     assert r.status_code == 200 and r.json()["method"] == "model"
-    assert 1 not in _ids(r) and len(_ids(r)) == 5
+    assert 1 not in item_ids(r) and len(item_ids(r)) == 5
     assert s.client.get("/items/424242/similar").status_code == 404
     assert s.client.get("/items/1/similar", params={"k": 0}).status_code == 422
     t = serve(text_artifact)
     r = t.client.get("/items/1/similar", params={"k": 5})
     assert r.json()["method"] == "item-vectors"
     scores = [it["score"] for it in r.json()["items"]]
-    assert scores == sorted(scores, reverse=True) and 1 not in _ids(r)
+    assert scores == sorted(scores, reverse=True) and 1 not in item_ids(r)
 
 
 def test_add_item_is_recommendable_at_once(
@@ -270,7 +266,7 @@ def test_add_item_is_recommendable_at_once(
     assert r.status_code == 201, r.text
     assert r.json()["recommendable"]
     r = s.client.post("/recommend", json={"text": "quokka island odyssey", "k": 3})
-    assert _ids(r)[0] == 990001
+    assert item_ids(r)[0] == 990001
     assert r.json()["items"][0]["title"] == "Quokka Odyssey"
     assert s.client.get("/items/990001/similar").status_code == 200
     assert s.client.post("/items", json=new, headers=AUTH).status_code == 409
@@ -281,7 +277,7 @@ def test_add_item_is_recommendable_at_once(
     s2 = serve(text_artifact, db=tmp_path / "items.db")
     assert s2.state.item_index(990001) >= 0
     r = s2.client.post("/recommend", json={"text": "quokka island odyssey", "k": 3})
-    assert _ids(r)[0] == 990001
+    assert item_ids(r)[0] == 990001
     # a CF model cannot take new items
     e = serve(ease_artifact)
     r = e.client.post("/items", json=new, headers=AUTH)

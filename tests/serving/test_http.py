@@ -16,11 +16,7 @@ import pytest
 
 from lmrec.serving.app import create_app
 from lmrec.serving.state import ServingConfig, ServingState
-from tests.serving.conftest import API_KEY, ASGIClient
-
-
-def _ids(resp: httpx.Response) -> list:
-    return [it["item_id"] for it in resp.json()["items"]]
+from tests.serving.conftest import API_KEY, ASGIClient, item_ids
 
 
 # ---------------------------------------------------------------------- unknown ids
@@ -33,7 +29,7 @@ def test_unknown_user_gets_popularity_flagged(serve, ease_artifact: Path) -> Non
     assert [(w["field"], w["ids"]) for w in body["warnings"]] == [("user_id", [99999999])]
     model = s.state.model
     expected = model.item_vocab.external(np.argsort(-model.popularity(), kind="stable")[:5])
-    assert _ids(r) == expected
+    assert item_ids(r) == expected
     # the same answer as Python's lenient recommend
     with pytest.warns(UserWarning):
         py = model.recommend(99999999, k=5)
@@ -53,13 +49,13 @@ def test_unknown_item_ids_are_dropped_with_warnings_everywhere(serve, ease_artif
         json={
             "history": [1, 424242, 260],
             "exclude": [88888888],
-            "filters": {"item_ids": [*_ids(base), 7777777]},
+            "filters": {"item_ids": [*item_ids(base), 7777777]},
             "k": 5,
         },
     )
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["fallback"] is None and _ids(r) == _ids(base)
+    assert body["fallback"] is None and item_ids(r) == item_ids(base)
     got = {w["field"]: w["ids"] for w in body["warnings"]}
     assert got == {"history": [424242], "exclude": [88888888], "filters.item_ids": [7777777]}
     assert all("left out" in w["message"] for w in body["warnings"])
@@ -144,12 +140,12 @@ def test_where_values_of_the_right_type_filter(with_years) -> None:
     r = client.post("/recommend", json={"user_id": 1, "k": 5, "filters": {"where": {"year": [1995, 1999.0]}}})
     assert r.status_code == 200, r.text
     years = dict(zip(movies["item_id"].to_list(), movies["year"].to_list(), strict=True))
-    assert _ids(r) and all(years[i] in (1995, 1999) for i in _ids(r))
+    assert item_ids(r) and all(years[i] in (1995, 1999) for i in item_ids(r))
     r = client.post("/recommend", json={"user_id": 1, "k": 5, "filters": {"where": {"rating": 3.5}}})
-    assert r.status_code == 200 and len(_ids(r)) == 5  # an integer-valued float column takes 3.5
+    assert r.status_code == 200 and len(item_ids(r)) == 5  # an integer-valued float column takes 3.5
     r = client.post("/recommend", json={"user_id": 1, "k": 5, "filters": {"where": {"family": True}}})
     fam = dict(zip(movies["item_id"].to_list(), movies["family"].to_list(), strict=True))
-    assert r.status_code == 200 and all(fam[i] for i in _ids(r))
+    assert r.status_code == 200 and all(fam[i] for i in item_ids(r))
 
 
 # ---------------------------------------------------------------------- JSON errors
