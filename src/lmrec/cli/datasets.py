@@ -328,6 +328,7 @@ def synth_command(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from lmrec.data.synthetic import SyntheticConfig, generate
+    from lmrec.models.registry import describe_validation_error
 
     with errors():
         try:
@@ -340,7 +341,7 @@ def synth_command(
                 chunk_rows=chunk_rows,
             )
         except ValidationError as exc:
-            raise LmrecError(f"synth: {exc.errors()[0]['msg'].removeprefix('Value error, ')}") from None
+            raise LmrecError(f"synth: {describe_validation_error(exc)}") from None
         columns = (
             TextColumn("{task.description}"),
             BarColumn(),
