@@ -46,6 +46,24 @@ from lmrec.text.keywords import keyword_map, review_keywords
 from lmrec.text.profiles import ProfileConfig, build_item_texts, item_texts_from_frame, query_text
 
 
+def recency_mean(
+    table: np.ndarray, items: np.ndarray, half_life: float | None, weights: np.ndarray | None = None
+) -> np.ndarray:
+    """Unit-length mean of ``table[items]`` for a time-ordered history, each item weighing
+    ``0.5 ** (age / half_life)`` (age 0 = most recent; ``None``: all alike) times ``weights`` when
+    given; zeros for an empty history. The content model's query vector (and UniSRec's residual)."""
+    if len(items) == 0:
+        return np.zeros(table.shape[1], np.float32)
+    w = np.ones(len(items), np.float64)
+    if half_life is not None:
+        age = np.arange(len(items) - 1, -1, -1, dtype=np.float64)
+        w = np.power(0.5, age / half_life)
+    if weights is not None:
+        w = w * weights
+    u = (w[:, None] * table[items]).sum(axis=0)
+    return l2_normalize(u.astype(np.float32)[None, :])[0]
+
+
 class ContentConfig(ModelConfig):
     """Hyperparameters of :class:`ContentRecommender`."""
 
@@ -173,18 +191,10 @@ class ContentRecommender(EmbeddingRecommender):
 
     def history_vector(self, items: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
         """Unit vector of a time-ordered history of internal item indices (zeros for an empty one)."""
-        vecs = self.item_vectors()
-        if len(items) == 0:
-            return np.zeros(vecs.shape[1], np.float32)
-        n = len(items)
-        w = np.ones(n, np.float64)
-        if self.config.recency_half_life is not None:
-            age = np.arange(n - 1, -1, -1, dtype=np.float64)  # 0 = most recent
-            w = np.power(0.5, age / self.config.recency_half_life)
+        extra = None
         if weights is not None and self.config.use_weights:
-            w = w * np.log1p(np.maximum(np.asarray(weights, np.float64), 0.0))
-        u = (w[:, None] * vecs[items]).sum(axis=0)
-        return l2_normalize(u.astype(np.float32)[None, :])[0]
+            extra = np.log1p(np.maximum(np.asarray(weights, np.float64), 0.0))
+        return recency_mean(self.item_vectors(), items, self.config.recency_half_life, extra)
 
     def query_vectors(self, batch: QueryBatch) -> np.ndarray:
         vecs = self.item_vectors()

@@ -62,6 +62,7 @@ from torch import Tensor
 
 from lmrec.data.dataset import Dataset
 from lmrec.errors import LmrecError
+from lmrec.models.content import recency_mean
 from lmrec.models.sasrec import SequentialConfig, SequentialRecommender
 from lmrec.nn.adaptor import MoEAdaptor
 from lmrec.nn.losses import full_softmax_ce, info_nce
@@ -330,14 +331,11 @@ class UniSRec(SequentialRecommender):
 
     def _history_text(self, table: np.ndarray, seqs: Sequence[np.ndarray]) -> np.ndarray:
         """Recency-weighted, unit-length mean of each sequence's content vectors (the residual's ``h``)."""
-        out = np.zeros((len(seqs), table.shape[1]), np.float32)
         half = self.config.text_residual_half_life
+        out = np.zeros((len(seqs), table.shape[1]), np.float32)
         for r, seq in enumerate(seqs):
-            if len(seq) == 0:
-                continue
-            w = np.ones(len(seq)) if half is None else np.power(0.5, np.arange(len(seq) - 1, -1, -1) / half)
-            out[r] = (w[:, None] * table[seq]).sum(axis=0)
-        return l2_normalize(out)
+            out[r] = recency_mean(table, seq, half)
+        return out
 
     def _validation_scorer(self, train: Dataset) -> Any:
         base = super()._validation_scorer(train)
