@@ -221,11 +221,8 @@ def _valid_metrics(enc: Any, pairs: np.ndarray, cfg: FinetuneConfig) -> dict[str
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def _base_path(cfg: FinetuneConfig) -> tuple[str, str]:

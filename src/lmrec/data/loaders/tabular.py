@@ -242,8 +242,5 @@ def load_table(
 
 
 def _md5(path: Path) -> str:
-    h = hashlib.md5(usedforsecurity=False)
     with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(fh, lambda: hashlib.md5(usedforsecurity=False)).hexdigest()
