@@ -49,6 +49,7 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lmrec.data.dataset import Dataset
+from lmrec.data.synthetic_text import item_texts, vocabularies
 from lmrec.errors import LmrecError
 
 #: bumped whenever the same config would produce different files (caches compare it)
@@ -57,42 +58,6 @@ GENERATOR_VERSION = 2
 ML20M_INTERACTIONS = 20_000_263
 ML20M_USERS = 138_493
 ML20M_ITEMS = 27_278
-
-#: themes with real words, so a pretrained text encoder sees meaningful text; topics beyond these
-#: get made-up words (still consistent per topic, which is all a text model needs)
-_THEMES: dict[str, str] = {
-    "space": "rocket planet orbit galaxy astronaut comet nebula launch moon star",
-    "cooking": "recipe kitchen spice oven pasta sauce bake chef flavour garlic",
-    "crime": "detective murder police heist suspect alibi gang clue prison case",
-    "romance": "love wedding kiss heart affair couple letter date passion bride",
-    "war": "soldier battle army trench general siege rifle front medal navy",
-    "sports": "football coach league stadium goal champion team match season runner",
-    "music": "band guitar concert album singer drum melody tour jazz song",
-    "horror": "ghost haunted zombie curse blood vampire scream demon crypt witch",
-    "animation": "cartoon puppy talking kingdom princess toy dragon magic kids fairy",
-    "history": "empire king ancient revolution castle pharaoh dynasty rome queen crown",
-    "science": "laboratory experiment physics genome robot virus atom theory cell data",
-    "travel": "journey island road mountain desert ocean train village map voyage",
-    "business": "market startup money bank deal stock company office profit boss",
-    "nature": "forest wildlife river bird wolf flower jungle whale climate tree",
-    "fashion": "dress model style designer runway shoe silk jacket boutique vogue",
-    "gaming": "console level quest player arcade pixel boss controller dungeon loot",
-    "western": "cowboy sheriff saloon horse outlaw ranch frontier canyon duel gold",
-    "comedy": "joke prank sitcom laugh clown parody blunder roommate party mishap",
-    "politics": "election senator campaign vote scandal president debate law spy treaty",
-    "fantasy": "wizard sword elf prophecy spell realm knight orc amulet throne",
-    "family": "mother father brother sister home holiday grandma school baby neighbour",
-    "ocean": "sailor ship pirate reef storm harbour submarine shark tide lighthouse",
-    "medicine": "doctor hospital nurse surgery patient cure clinic disease heartbeat ward",
-    "technology": "computer software internet hacker phone network code chip cloud app",
-}
-#: topic-free words mixed into every description, so text is not a clean label
-_FILLER = (
-    "classic", "new", "popular", "acclaimed", "modern", "original", "bold", "quiet", "dark", "bright",
-    "long", "short", "special", "deluxe", "complete", "essential", "great", "little", "big", "simple",
-)  # fmt: skip
-_KINDS = ("story", "collection", "edition", "guide", "series", "tale", "volume", "special", "saga", "set")
-_SYLLABLES = tuple(c + v for c in "bdfgklmnprstvz" for v in "aeiou")
 
 
 class SyntheticConfig(BaseModel):
@@ -410,68 +375,6 @@ def _chunk(cfg: SyntheticConfig, world: _World, users: np.ndarray, index: int) -
     return frame.sort(["user_id", "timestamp"], maintain_order=True)
 
 
-# ------------------------------------------------------------------------------------------ text
-def _made_up_words(rng: np.random.Generator, n: int) -> list[str]:
-    """``n`` distinct pronounceable nonsense words ("velora"), for topics past the real themes."""
-    out: dict[str, None] = {}
-    while len(out) < n:
-        syl = rng.choice(len(_SYLLABLES), size=int(rng.integers(2, 4)))
-        out["".join(_SYLLABLES[s] for s in syl)] = None
-    return list(out)
-
-
-def _vocabularies(cfg: SyntheticConfig) -> tuple[list[str], list[list[str]], list[list[str]]]:
-    """Topic names, each topic's words, and each (topic, style) cluster's style words."""
-    rng = np.random.default_rng([cfg.seed, 2])
-    names = list(_THEMES)[: cfg.n_topics]
-    words = [_THEMES[n].split() for n in names]
-    for _ in range(cfg.n_topics - len(names)):
-        made = _made_up_words(rng, 11)
-        names.append(made[0])
-        words.append(made[1:])
-    styles = [_made_up_words(rng, 2) for _ in range(cfg.n_topics * cfg.n_subtopics)]
-    return names, words, styles
-
-
-def _item_texts(
-    cfg: SyntheticConfig,
-    world: _World,
-    start: int,
-    stop: int,
-    vocab: tuple[list[str], list[list[str]], list[list[str]]],
-) -> pl.DataFrame:
-    """Title, description and tags of the items at cluster positions ``[start, stop)``.
-
-    Words come mostly from the item's topic and style, partly from topic-free filler, so similar
-    texts mean similar clusters without the text being a clean label.
-    """
-    names, words, styles = vocab
-    rng = np.random.default_rng([cfg.seed, 3, start])
-    m = stop - start
-    topic = world.item_topic[start:stop]
-    sub = world.item_sub[start:stop]
-    # every random choice drawn at once; the loop below only formats strings
-    n_words = np.array([len(w) for w in words])[topic]
-    pick = (rng.random((m, 4)) * n_words[:, None]).astype(np.int64)
-    fill = rng.integers(0, len(_FILLER), size=(m, 3))
-    kinds = rng.integers(0, len(_KINDS), size=m)
-    titles, descs, tags = [], [], []
-    for j in range(m):
-        t = int(topic[j])
-        tw, style, p, f = words[t], styles[t * cfg.n_subtopics + int(sub[j])], pick[j], fill[j]
-        kind = _KINDS[kinds[j]]
-        titles.append(f"The {_FILLER[f[0]].title()} {tw[p[0]].title()} {style[0].title()} {kind.title()}")
-        adj = _FILLER[f[1]]
-        descs.append(
-            f"{'An' if adj[0] in 'aeiou' else 'A'} {adj} {names[t]} {kind} about {tw[p[1]]}, {tw[p[2]]} and {style[1]}, "
-            f"{_FILLER[f[2]]} and {style[0]} in tone, with {tw[p[3]]}."
-        )
-        tags.append(f"{names[t]}, {style[0]}, {tw[p[1]]}")
-    return pl.DataFrame(
-        {"item_id": world.item_ids[start:stop], "title": titles, "description": descs, "tags": tags}
-    )
-
-
 # -------------------------------------------------------------------------------------- writing
 def generate(
     config: SyntheticConfig | None = None,
@@ -515,7 +418,7 @@ def generate(
                 progress(written, cfg.n_interactions)
     tmp.replace(folder / "interactions.parquet")
 
-    vocab = _vocabularies(cfg)
+    vocab = vocabularies(cfg.seed, cfg.n_topics, cfg.n_subtopics)
     item_schema = pa.schema(
         [("item_id", pa.int64()), ("title", pa.string()), ("description", pa.string()), ("tags", pa.string())]
     )
@@ -523,7 +426,16 @@ def generate(
     step = 100_000
     with pq.ParquetWriter(tmp, item_schema, compression="zstd") as writer:
         for lo in range(0, cfg.items, step):
-            texts = _item_texts(cfg, world, lo, min(cfg.items, lo + step), vocab)
+            texts = item_texts(
+                cfg.seed,
+                cfg.n_subtopics,
+                world.item_ids,
+                world.item_topic,
+                world.item_sub,
+                lo,
+                min(cfg.items, lo + step),
+                vocab,
+            )
             writer.write_table(texts.to_arrow().cast(item_schema))
     tmp.replace(folder / "items.parquet")
 
