@@ -5,7 +5,9 @@ Loss: is BERT4Rec really better than SASRec?"): at **every** position of every t
 model predicts the next item with a **full softmax over the catalogue** (cross-entropy), instead of
 the original paper's one sampled negative with binary cross-entropy. For catalogues too large for a
 full softmax, ``loss="sampled_softmax"`` scores the positive against ``n_negatives`` uniformly
-sampled items shared by the batch; ``loss="bce"`` is the original recipe, kept as an ablation.
+sampled items shared by the batch; the default ``loss="auto"`` switches to it above
+:data:`lmrec.nn.losses.FULL_SOFTMAX_MAX_ITEMS` training items. ``loss="bce"`` is the original
+recipe, kept as an ablation.
 
 This module also holds :class:`SequentialRecommender`, the machinery SASRec and
 :class:`~lmrec.models.bert4rec.BERT4Rec` share: the item representation (ID embedding, or the
@@ -81,8 +83,9 @@ class SequentialConfig(ModelConfig):
     attn_dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
     #: "full_ce": softmax over every training item; "sampled_softmax": the positive against
     #: ``n_negatives`` uniform samples shared by the batch (large catalogues); "bce": one sampled
-    #: negative per position with binary cross-entropy (the original SASRec loss)
-    loss: Literal["full_ce", "sampled_softmax", "bce"] = "full_ce"
+    #: negative per position with binary cross-entropy (the original SASRec loss); "auto": full_ce up
+    #: to ``lmrec.nn.losses.FULL_SOFTMAX_MAX_ITEMS`` training items, sampled_softmax above
+    loss: Literal["auto", "full_ce", "sampled_softmax", "bce"] = "auto"
     n_negatives: int = Field(default=256, ge=1)
     label_smoothing: float = Field(default=0.0, ge=0.0, lt=1.0)
     #: item representation: "id_only" (ID embeddings), "sum"/"gate" (ID fused with projected text),

@@ -25,10 +25,14 @@ Training (the network and its batching: :mod:`lmrec.nn.two_tower`)
     histories carry no real order. The default is a starting point: choose it on validation data
     for each dataset (``lmrec tune``), never on test results. ``future_window > 1`` predicts a random one of the next few items instead. Both towers
     are L2-normalised and scores are cosine similarities over a learned (or fixed) temperature.
-    ``loss="full_softmax"`` uses the whole training catalogue as negatives (exact and, below ~50k
-    items, cheap); ``loss="sampled_softmax"`` is InfoNCE with in-batch negatives (the batch's distinct
-    positive items, logQ-corrected by their training frequency) plus ``n_negatives`` uniformly
-    sampled items and optional hard negatives mined by text similarity (``hard_negatives``). Training
+    ``loss="full_softmax"`` uses the whole training catalogue as negatives (exact; its cost grows
+    with the catalogue); ``loss="sampled_softmax"`` is InfoNCE with in-batch negatives (the distinct
+    positive items of up to ``in_batch_negatives`` sampled positions, logQ-corrected by their
+    training frequency) plus ``n_negatives`` uniformly sampled items and optional hard negatives
+    mined by text similarity (``hard_negatives``); a sampled step computes the item tower for the
+    items it touches only, so its cost does not grow with the catalogue. The default ``"auto"``
+    takes the full softmax up to :data:`lmrec.nn.losses.FULL_SOFTMAX_MAX_ITEMS` training items and
+    the sampled one above (the threshold's measurements are in that constant's note). Training
     runs on the shared Lightning path (:func:`lmrec.nn.training.fit_module`): CPU or GPU, mixed
     precision on GPU, DDP by configuration, seeded, early stopping on validation NDCG@10 with the
     best weights restored.
@@ -60,6 +64,7 @@ from lmrec.errors import LmrecError
 from lmrec.models.base import ModelConfig, QueryBatch
 from lmrec.models.neural import NeuralRecommender, ScoreFn
 from lmrec.nn.lora import LoraTextEncoder
+from lmrec.nn.losses import resolve_loss
 from lmrec.nn.training import NeuralTrainConfig
 from lmrec.nn.two_tower import TwoTowerNet, left_pad, next_item_windows, text_neighbours
 from lmrec.text.profiles import ProfileConfig
@@ -93,8 +98,12 @@ class TwoTowerConfig(ModelConfig):
     #: probability that a training window's items are randomly reordered: a set-style objective
     #: ("which other items does this user take?") that trains every history item as an input
     shuffle_prob: float = Field(default=0.2, ge=0.0, le=1.0)
-    #: "full_softmax": every training item is a negative; "sampled_softmax": InfoNCE (see module doc)
-    loss: Literal["full_softmax", "sampled_softmax"] = "full_softmax"
+    #: "full_softmax": every training item is a negative; "sampled_softmax": InfoNCE (see module doc);
+    #: "auto": full up to ``lmrec.nn.losses.FULL_SOFTMAX_MAX_ITEMS`` training items, sampled above
+    loss: Literal["auto", "full_softmax", "sampled_softmax"] = "auto"
+    #: sampled_softmax: the positives of at most this many sampled positions per step are the
+    #: in-batch negatives (0: every position's), which bounds a step's cost on large catalogues
+    in_batch_negatives: int = Field(default=2048, ge=0)
     #: uniformly sampled extra negatives per batch (sampled_softmax)
     n_negatives: int = Field(default=512, ge=0)
     #: subtract log(sampling probability) from sampled logits (sampled_softmax)
@@ -204,6 +213,7 @@ class TwoTower(NeuralRecommender):
             cfg,
             n_items,
             None if text is None else torch.from_numpy(text),
+            loss=resolve_loss(cfg.loss, int(known.sum()), full="full_softmax", sampled="sampled_softmax"),
             item_log_freq=torch.from_numpy(log_freq).float(),
             user_profiles=None if profiles is None else torch.from_numpy(profiles),
             text_neighbours=None if neighbours is None else torch.from_numpy(neighbours),

@@ -124,6 +124,9 @@ class UniSRecConfig(SequentialConfig):
     pretrain_epochs: int = Field(default=10, ge=1)
     #: after pre-training, keep the transformer fixed and tune the adaptor (and IDs) only
     freeze_encoder: bool = False
+    #: the sequence-item objective ("auto" is not offered: pop_debias and the cold-item protocol
+    #: were measured with the full softmax)
+    loss: Literal["full_ce", "sampled_softmax"] = "full_ce"  # type: ignore[assignment]
     train: NeuralTrainConfig = _UNISREC_TRAIN
 
     _train_defaults_: ClassVar[NeuralTrainConfig] = _UNISREC_TRAIN

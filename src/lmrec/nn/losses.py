@@ -35,6 +35,10 @@ label_smoothing=0.0, reduction="mean")``
     ``target (...)`` item indices (rows equal to ``ignore_index`` are skipped). ``item_mask`` (bool
     ``(n_items,)``) removes items from the softmax (e.g. items absent from training).
 
+``resolve_loss(loss, n_train_items, *, full, sampled)`` and ``FULL_SOFTMAX_MAX_ITEMS``
+    What ``loss="auto"`` means for a model: the full softmax up to that many training items, a
+    sampled softmax above it.
+
 ``bce_with_negatives(query, pos, neg, *, mask=None, reduction="mean")``
     SASRec's original binary loss: ``-log σ(<q, pos>) - Σ_k log(1 - σ(<q, neg_k>))`` with ``neg``
     ``(..., d)`` or ``(..., K, d)``; ``mask (...)`` marks valid positions.
@@ -50,6 +54,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 Reduction = Literal["mean", "sum", "none"]
 
@@ -67,6 +72,24 @@ def _reduce(loss: Tensor, weights: Tensor | None, reduction: Reduction) -> Tenso
     if weights is not None:
         return loss.sum() / weights.sum().clamp(min=1e-12)
     return loss.mean()
+
+
+#: ``loss="auto"`` trains with the full softmax up to this many training items and with a sampled
+#: softmax above it. A full-softmax step costs (positions x items x dim); a sampled one (positions x
+#: a few thousand candidates x dim) whatever the catalogue. The threshold is where the full softmax
+#: stops being affordable on the smallest machine we support (2 CPU cores): its one-epoch time on
+#: ml-20m-shaped synthetic data grows linearly with the catalogue and passes the sampled softmax's
+#: several-fold; below it the full softmax is the better-measured choice on every shared dataset
+#: (all under 10k items). The measurements are in ``benchmarks/scale.py``'s note (issue #17).
+FULL_SOFTMAX_MAX_ITEMS = 20_000
+
+
+def resolve_loss(loss: str, n_train_items: int, *, full: str, sampled: str) -> str:
+    """The loss a model trains with: ``loss`` itself, or for ``"auto"`` ``full`` when the training
+    catalogue has at most :data:`FULL_SOFTMAX_MAX_ITEMS` items and ``sampled`` above it."""
+    if loss != "auto":
+        return loss
+    return full if n_train_items <= FULL_SOFTMAX_MAX_ITEMS else sampled
 
 
 def info_nce(
@@ -95,48 +118,111 @@ def info_nce(
         raise ValueError(
             "info_nce needs in_batch=True, candidates or hard_negatives (otherwise there are no negatives)"
         )
-    q = query.float()
+    # logits are scaled by scaling the (B, d) queries, and a logQ correction of shared candidates
+    # rides in the same matrix product as one extra column: the (B, N) logit matrices, the big
+    # tensors on a large batch, are then written once and read by one logsumexp (the per-element
+    # divisions, subtractions and concatenations they used to get cost more than the product)
+    q = query.float() / temperature
     p = pos.float()
     b = q.shape[0]
-    pos_logit = (q * p).sum(-1, keepdim=True)  # (B, 1)
-    blocks: list[Tensor] = []
+    pos_logit = (q * p).sum(-1)  # (B,)
+    if logq is not None:
+        # the positive was also "sampled" with probability q: correct it like the other columns
+        pos_logit = pos_logit - logq.float()
+    lse_blocks: list[Tensor] = [pos_logit]
     if in_batch:
-        inb = q @ p.T  # (B, B); the diagonal is each row's positive and is dropped below
-        if logq is not None:
-            inb = inb - (logq.float() * temperature).unsqueeze(0)
-        eye = torch.eye(b, dtype=torch.bool, device=q.device)
-        drop = eye
+        # the diagonal is each row's positive; rows sharing a positive item are accidental hits
         if mask_accidental_hits and pos_ids is not None:
-            drop = drop | (pos_ids.unsqueeze(0) == pos_ids.unsqueeze(1))
-        blocks.append(inb.masked_fill(drop, _MASKED))
+            rows, cols = torch.nonzero(pos_ids.unsqueeze(1) == pos_ids.unsqueeze(0), as_tuple=True)
+        else:
+            rows = cols = torch.arange(b, device=q.device)
+        lse_blocks.append(_masked_lse(*_with_logq(q, p, logq), rows, cols))
     if candidates is not None:
         c = candidates.float()
         if c.ndim == 2:
-            cand = q @ c.T  # (B, N)
+            clq = None if candidate_logq is None else candidate_logq.float()
+            if clq is not None and clq.ndim != 1:
+                raise ValueError(f"candidate_logq must be (N,) for shared candidates, got {tuple(clq.shape)}")
+            if mask_accidental_hits and pos_ids is not None and candidate_ids is not None:
+                rows, cols = _hits(pos_ids, candidate_ids)
+            else:
+                rows = cols = torch.zeros(0, dtype=torch.long, device=q.device)
+            lse_blocks.append(_masked_lse(*_with_logq(q, c, clq), rows, cols))
         elif c.ndim == 3 and c.shape[0] == b:
             cand = torch.einsum("bd,bnd->bn", q, c)
+            if candidate_logq is not None:
+                clq = candidate_logq.float()
+                cand = cand - (clq.unsqueeze(0) if clq.ndim == 1 else clq)
+            if mask_accidental_hits and pos_ids is not None and candidate_ids is not None:
+                cid = candidate_ids.unsqueeze(0) if candidate_ids.ndim == 1 else candidate_ids
+                cand = cand.masked_fill(cid == pos_ids.unsqueeze(1), _MASKED)
+            lse_blocks.append(torch.logsumexp(cand, dim=1))
         else:
             raise ValueError(f"candidates must be (N, d) or (B, N, d), got {tuple(c.shape)}")
-        if candidate_logq is not None:
-            clq = candidate_logq.float()
-            cand = cand - (clq.unsqueeze(0) if clq.ndim == 1 else clq) * temperature
-        if mask_accidental_hits and pos_ids is not None and candidate_ids is not None:
-            cid = candidate_ids.unsqueeze(0) if candidate_ids.ndim == 1 else candidate_ids
-            cand = cand.masked_fill(cid == pos_ids.unsqueeze(1), _MASKED)
-        blocks.append(cand)
     if hard_negatives is not None:
         if hard_negatives.ndim != 3 or hard_negatives.shape[0] != b:
             raise ValueError(f"hard_negatives must be (B, H, d), got {tuple(hard_negatives.shape)}")
         hard = torch.einsum("bd,bhd->bh", q, hard_negatives.float())
         if mask_accidental_hits and pos_ids is not None and hard_negative_ids is not None:
             hard = hard.masked_fill(hard_negative_ids == pos_ids.unsqueeze(1), _MASKED)
-        blocks.append(hard)
-    if logq is not None:
-        # the positive was also "sampled" with probability q: correct it like the other columns
-        pos_logit = pos_logit - (logq.float() * temperature).unsqueeze(1)
-    logits = torch.cat([pos_logit, *blocks], dim=1) / temperature
-    loss = torch.logsumexp(logits, dim=1) - logits[:, 0]
+        lse_blocks.append(torch.logsumexp(hard, dim=1))
+    loss = torch.logsumexp(torch.stack(lse_blocks, dim=1), dim=1) - pos_logit
     return _reduce(loss, None if weights is None else weights.float(), reduction)
+
+
+def _with_logq(q: Tensor, items: Tensor, logq: Tensor | None) -> tuple[Tensor, Tensor]:
+    """``(q', items')`` with ``q' @ items'.T == q @ items.T - logq`` (logq as one extra column)."""
+    if logq is None:
+        return q, items
+    return torch.cat([q, q.new_ones(q.shape[0], 1)], dim=1), torch.cat([items, -logq.unsqueeze(1)], dim=1)
+
+
+def _hits(pos_ids: Tensor, candidate_ids: Tensor) -> tuple[Tensor, Tensor]:
+    """(rows, columns) where a candidate is the row's own positive (accidental hits).
+
+    Candidates that are sorted and distinct (``torch.unique``'s output) match each row at most once,
+    found by binary search instead of a (B, N) comparison.
+    """
+    cid = candidate_ids
+    if len(cid) and bool((cid[1:] > cid[:-1]).all()):
+        col = torch.searchsorted(cid, pos_ids).clamp(max=len(cid) - 1)
+        rows = torch.nonzero(cid[col] == pos_ids).squeeze(1)
+        return rows, col[rows]
+    rows, cols = torch.nonzero(cid.unsqueeze(0) == pos_ids.unsqueeze(1), as_tuple=True)
+    return rows, cols
+
+
+class _MaskedLogSumExp(torch.autograd.Function):
+    """``logsumexp(q @ items.T with [rows, cols] masked, dim=1)`` with a hand-written backward.
+
+    The (B, N) logit matrix is the big tensor of a sampled softmax. Autograd's composition (matrix
+    product, masking, logsumexp) writes it and its gradient several times; here it is written once,
+    masked in place, and the backward turns it into the softmax and feeds both products.
+    """
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)  # fp32 logits under autocast
+    def forward(ctx: torch.autograd.function.FunctionCtx, q: Tensor, items: Tensor, rows: Tensor, cols: Tensor) -> Tensor:  # type: ignore[override]  # fmt: skip
+        logits = q @ items.T
+        if len(rows):
+            logits[rows, cols] = _MASKED
+        lse = torch.logsumexp(logits, dim=1)
+        ctx.save_for_backward(q, items, logits, lse)
+        return lse
+
+    @staticmethod
+    @once_differentiable
+    @torch.amp.custom_bwd(device_type="cuda")
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]  # fmt: skip
+        q, items, logits, lse = ctx.saved_tensors  # type: ignore[attr-defined]
+        prob = (logits - lse.unsqueeze(1)).exp_().mul_(grad.unsqueeze(1))  # masked entries -> 0
+        grad_q = prob @ items if ctx.needs_input_grad[0] else None
+        grad_items = prob.T @ q if ctx.needs_input_grad[1] else None
+        return grad_q, grad_items, None, None
+
+
+def _masked_lse(q: Tensor, items: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
+    return _MaskedLogSumExp.apply(q, items, rows, cols)  # type: ignore[no-any-return]
 
 
 def sampled_softmax(query: Tensor, pos: Tensor, negatives: Tensor, **kwargs: object) -> Tensor:

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from lmrec.nn.click import ClickHead
 from lmrec.nn.item_repr import ItemRepresentation
-from lmrec.nn.losses import bce_with_negatives, full_softmax_ce, sampled_softmax
+from lmrec.nn.losses import bce_with_negatives, full_softmax_ce, resolve_loss, sampled_softmax
 from lmrec.nn.sequence import (
     PAD,
     SequenceEncoder,
@@ -80,6 +80,8 @@ class SequenceNet(RecLightningModule):
             else None
         )
         known = known.to(torch.bool)
+        #: the loss trained with (the config's ``"auto"`` resolved on the training catalogue's size)
+        self.loss = resolve_loss(cfg.loss, int(known.sum()), full="full_ce", sampled="sampled_softmax")
         # items absent from training leave the softmax: as never-positive classes their vectors
         # (text vectors, for cold items) would only ever be pushed down
         self.register_buffer("known_mask", known.clone(), persistent=False)
@@ -142,12 +144,12 @@ class SequenceNet(RecLightningModule):
     def ranking_loss(self, q: Tensor, t: Tensor) -> Tensor:
         """Next/masked-item loss of states ``q (M, d)`` for target items ``t (M,)``."""
         cfg = self.cfg
-        if cfg.loss == "full_ce":
+        if self.loss == "full_ce":
             return full_softmax_ce(
                 q, self.item_table(), t, item_mask=self.known_mask, label_smoothing=cfg.label_smoothing
             )
         pos = self.embed(t)
-        if cfg.loss == "sampled_softmax":
+        if self.loss == "sampled_softmax":
             neg = self._sample((cfg.n_negatives,))
             # uniform sampling: log Q is the same for every item, so no logQ correction is needed
             return sampled_softmax(q, pos, self.embed(neg), pos_ids=t, negative_ids=neg)

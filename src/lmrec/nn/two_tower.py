@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from lmrec.errors import LmrecError
 from lmrec.nn.item_repr import ItemRepresentation
 from lmrec.nn.lora import LoraTextEncoder
-from lmrec.nn.losses import full_softmax_ce, info_nce
+from lmrec.nn.losses import full_softmax_ce, info_nce, resolve_loss
 from lmrec.nn.towers import HistoryEncoder
 from lmrec.nn.training import RecLightningModule
 
@@ -49,6 +49,7 @@ class TwoTowerNet(RecLightningModule):
         n_items: int,
         text: Tensor | None,
         *,
+        loss: str | None = None,
         item_log_freq: Tensor | None = None,
         user_profiles: Tensor | None = None,
         text_neighbours: Tensor | None = None,
@@ -56,6 +57,8 @@ class TwoTowerNet(RecLightningModule):
         super().__init__(cfg.train)
         self.cfg = cfg
         self.n_items = n_items
+        #: the loss trained with: ``loss``, else the config's (``"auto"`` resolved on ``n_items``)
+        self.loss = loss or resolve_loss(cfg.loss, n_items, full="full_softmax", sampled="sampled_softmax")
         self.items = ItemRepresentation.from_config(cfg, n_items, text, padding_idx=0)
         self.encoder = HistoryEncoder(
             cfg.dim,
@@ -140,47 +143,78 @@ class TwoTowerNet(RecLightningModule):
         if self.cfg.future_window > 1:
             targets = self._future_targets(targets)
         text_table = self._fresh_text(targets) if self.text_encoder is not None else None
-        inputs = self._item_inputs(text_table)  # one ID-dropout draw per step, shared by both towers
-        items_out = self.item_outputs(inputs)
-        q = self._user_states(inputs[tokens], tokens > 0, users)
-        tau = self.temperature
-        if self.cfg.loss == "full_softmax":
-            return full_softmax_ce(q, items_out, targets, temperature=tau, item_mask=self.train_items)
+        if self.loss == "full_softmax":
+            inputs = self._item_inputs(text_table)  # one ID-dropout draw per step, shared by both towers
+            items_out = self.item_outputs(inputs)
+            q = self._user_states(inputs[tokens], tokens > 0, users)
+            return full_softmax_ce(
+                q, items_out, targets, temperature=self.temperature, item_mask=self.train_items
+            )
+        return self._sampled_loss(tokens, targets, users, text_table)
+
+    def _sampled_loss(
+        self, tokens: Tensor, targets: Tensor, users: Tensor, text_table: Tensor | None
+    ) -> Tensor:
+        """InfoNCE over in-batch, uniform and hard negatives, computing only the items it touches.
+
+        The item tower runs once over the distinct items of the step (history tokens, positives and
+        every negative), with one ID-dropout draw per item shared by both towers, so a step costs
+        the same on a 10k- and a 1M-item catalogue.
+        """
+        cfg = self.cfg
         keep = targets >= 0
-        q, pos_ids = q[keep], targets[keep]
-        pos = items_out[pos_ids]
-        # in-batch negatives: the batch's distinct positives, sampled ~ training frequency
-        cand_ids = torch.unique(pos_ids)
-        cand_logq = self.item_log_freq[cand_ids] if self.cfg.logq_correction else None
-        pos_logq = self.item_log_freq[pos_ids] if self.cfg.logq_correction else None
-        if self.cfg.n_negatives:
-            pool = torch.nonzero(self.train_items).squeeze(1)
-            uni = pool[torch.randint(len(pool), (self.cfg.n_negatives,), device=pool.device)]
-            cand_ids = torch.cat([cand_ids, uni])
-            if cand_logq is not None:
-                # uniform sampling: q = n_uniform / n_train_items for every uniform draw
-                uni_logq = torch.full(
-                    (len(uni),), math.log(self.cfg.n_negatives / len(pool)), device=uni.device
-                )
-                cand_logq = torch.cat([cand_logq, uni_logq])
-        hard = hard_ids = None
-        if self.cfg.hard_negatives and self.text_neighbours.shape[1]:
+        pos_ids = targets[keep]
+        # in-batch negatives: the distinct positives of (up to in_batch_negatives) sampled positions,
+        # so their sampling probability follows training frequency (logQ-corrected below)
+        sampled_pos = pos_ids
+        if cfg.in_batch_negatives and len(pos_ids) > cfg.in_batch_negatives:
+            pick = torch.randperm(len(pos_ids), device=pos_ids.device)[: cfg.in_batch_negatives]
+            sampled_pos = pos_ids[pick]
+        # candidates: those in-batch items plus n_negatives uniform draws, as one sorted distinct set
+        # (each row's positive is then masked by binary search, see losses._mask_hits)
+        draws = [sampled_pos]
+        pool = torch.nonzero(self.train_items).squeeze(1)
+        if cfg.n_negatives:
+            draws.append(pool[torch.randint(len(pool), (cfg.n_negatives,), device=pool.device)])
+        cand_ids = torch.unique(torch.cat(draws))
+        cand_logq = pos_logq = None
+        if cfg.logq_correction:
+            # log of an item's expected number of draws under the mixture of both samplers: the
+            # in-batch one (len(sampled_pos) draws ~ training frequency) and the uniform one
+            log_q = self.item_log_freq + math.log(len(sampled_pos))
+            if cfg.n_negatives:
+                log_q = torch.logaddexp(log_q, log_q.new_tensor(math.log(cfg.n_negatives / len(pool))))
+            cand_logq, pos_logq = log_q[cand_ids], log_q[pos_ids]
+        hard_ids = None
+        if cfg.hard_negatives and self.text_neighbours.shape[1]:
             pick = torch.randint(
-                self.text_neighbours.shape[1], (len(pos_ids), self.cfg.hard_negatives), device=q.device
+                self.text_neighbours.shape[1], (len(pos_ids), cfg.hard_negatives), device=pos_ids.device
             )
             hard_ids = self.text_neighbours[pos_ids.unsqueeze(1), pick]
-            hard = items_out[hard_ids]
+        history = tokens[tokens > 0] - 1
+        parts = [history, pos_ids, cand_ids] + ([hard_ids.reshape(-1)] if hard_ids is not None else [])
+        touched = torch.unique(torch.cat(parts))  # sorted item indices
+        rows = self.items(self.items.to_tokens(touched), text_table)  # (U, dim)
+        # local token layout: 0 = padding, 1 + j = touched[j]
+        local_inputs = torch.cat([rows.new_zeros(1, rows.shape[1]), rows], dim=0)
+        local_tokens = torch.where(tokens > 0, torch.searchsorted(touched, (tokens - 1).clamp(min=0)) + 1, 0)
+        q = self._user_states(local_inputs[local_tokens], tokens > 0, users)[keep]
+        out = F.normalize(self.item_head(rows), dim=-1)
+
+        def local(ids: Tensor) -> Tensor:
+            return out[torch.searchsorted(touched, ids)]
+
         return info_nce(
             q,
-            pos,
-            items_out[cand_ids],
-            temperature=tau,
+            local(pos_ids),
+            local(cand_ids),
+            temperature=self.temperature,
             in_batch=False,
             pos_ids=pos_ids,
             candidate_ids=cand_ids,
             logq=pos_logq,
             candidate_logq=cand_logq,
-            hard_negatives=hard,
+            hard_negatives=None if hard_ids is None else local(hard_ids),
             hard_negative_ids=hard_ids,
         )
 
