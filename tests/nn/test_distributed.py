@@ -12,14 +12,16 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import torch
 
 from lmrec._distributed import is_global_zero
 from lmrec.data.loaders.own import add_dataset
 from lmrec.data.split import split_validation
 from lmrec.models.base import Recommender
-from lmrec.nn.training import NeuralTrainConfig, _strategy
+from lmrec.nn.training import NeuralTrainConfig, _check_replicas, _strategy
 from lmrec.nn.two_tower import next_item_windows
 from lmrec.testing import _withheld, make_checkerboard
 
@@ -130,6 +132,23 @@ def test_backend_needs_ddp_and_nccl_needs_gpu() -> None:
     strategy = _strategy(NeuralTrainConfig(strategy="ddp", process_group_backend="gloo"))
     assert strategy.process_group_backend == "gloo"
     assert _strategy(NeuralTrainConfig(strategy="ddp")) == "ddp"  # Lightning picks gloo/nccl
+
+
+def test_diverged_replicas_are_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The end-of-fit check, with a fake all-gather in which rank 1's weights differ from rank 0's."""
+    import torch.distributed as dist
+
+    def gather(out: list[torch.Tensor], local: torch.Tensor) -> None:
+        out[0].copy_(local)
+        out[1].copy_(local + offset)
+
+    monkeypatch.setattr(dist, "all_gather", gather)
+    trainer = SimpleNamespace(world_size=2, strategy=SimpleNamespace(root_device=torch.device("cpu")))
+    offset = 0.0
+    _check_replicas(torch.nn.Linear(3, 2), trainer)  # type: ignore[arg-type]
+    offset = 1e-6
+    with pytest.raises(RuntimeError, match=r"DDP ranks \[1\] ended training with weights different"):
+        _check_replicas(torch.nn.Linear(3, 2), trainer)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
