@@ -55,6 +55,7 @@ def test_bad_storage_url_is_one_line(split: Split) -> None:
         tune("item_knn", split, n_trials=1, storage="nosuchdb://x")
 
 
+@pytest.mark.distributed
 def test_two_processes_share_one_study(tmp_path: Path) -> None:
     """`lmrec tune --storage sqlite:///... --study-name` in two processes at once."""
     summary = generate(out=tmp_path / "generated", n_interactions=8_000, seed=2)

@@ -269,19 +269,30 @@ def train_cmd(
     ] = False,
     set_: Sets = None,
 ) -> None:
-    """Fit one model and save it (safetensors + JSON) with its item catalogue."""
+    """Fit one model and save it (safetensors + JSON) with its item catalogue.
+
+    Neural models train on several processes with --set MODEL.train.strategy=ddp (and
+    train.devices, train.num_nodes), started by torchrun or by Lightning; only rank 0 saves.
+    """
+    from lmrec._distributed import barrier, is_global_zero
     from lmrec.experiment import fit_model, load_data, make_split, save_catalog
 
     cfg = _load_config(config, data_dir, set_, model=model, dataset=dataset)
     spec = next(m for m in cfg.models if m.name == model)
-    with console.status(f"loading {cfg.dataset.name}"):
+    out_console = console if is_global_zero() else Console(quiet=True)
+    with out_console.status(f"loading {cfg.dataset.name}"):
         data = load_data(cfg.dataset)
     train = make_split(data, cfg.split).train if on_split else data
-    with console.status(f"fitting {spec.title} on {train.n_interactions} interactions"):
+    with out_console.status(f"fitting {spec.title} on {train.n_interactions} interactions"):
         fitted, secs = fit_model(spec, train)
-    fitted.save(out)
-    save_catalog(data, out)
-    console.print(f"[green]saved[/] {spec.title} to {out} (fit {secs:.2f}s)")
+    # under DDP every rank holds the same weights: one writes, the others wait until it is saved
+    if is_global_zero():
+        fitted.save(out)
+        save_catalog(data, out)
+        report = getattr(fitted, "report_", None)
+        ranks = f", {report.world_size} processes" if report is not None and report.world_size > 1 else ""
+        console.print(f"[green]saved[/] {spec.title} to {out} (fit {secs:.2f}s{ranks})")
+    barrier()
 
 
 def recommend_cmd(

@@ -371,6 +371,8 @@ class SequentialRecommender(NeuralRecommender):
                 "mean_epoch_seconds": rep.mean_epoch_seconds,
                 "accelerator": rep.accelerator,
                 "precision": rep.precision,
+                "strategy": rep.strategy,
+                "world_size": rep.world_size,
             }
         return extra
 

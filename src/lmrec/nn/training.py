@@ -6,9 +6,23 @@ API
     The training fragment a model config embeds as ``train: NeuralTrainConfig = NeuralTrainConfig()``
     (TOML: a ``[model.train]`` table). Fields: ``max_epochs, batch_size, lr, weight_decay,
     patience, min_delta, val_every, grad_clip, accelerator ("auto"|"cpu"|"gpu"), devices,
-    num_nodes, strategy ("auto"|"ddp"|...), precision ("auto"|"32"|"16-mixed"|"bf16-mixed"),
-    seed, num_workers, checkpoint_dir, resume, progress_bar``. ``precision="auto"`` is 32-bit on
-    CPU and mixed (bf16 where the GPU supports it, else fp16) on GPU.
+    num_nodes, strategy ("auto"|"ddp"|...), process_group_backend ("auto"|"gloo"|"nccl"),
+    precision ("auto"|"32"|"16-mixed"|"bf16-mixed"), seed, num_workers, checkpoint_dir, resume,
+    progress_bar``. ``precision="auto"`` is 32-bit on CPU and mixed (bf16 where the GPU supports
+    it, else fp16) on GPU.
+
+Distributed data parallel (``strategy="ddp"``)
+    Every process runs the whole program (load, split, encode, build) and Lightning wraps the
+    network in DDP: a ``DistributedSampler`` (or, for SASRec's bucketed batches, a
+    ``BucketBatchSampler`` around one) gives each rank its own shard of the training windows,
+    gradients are averaged, so the weights stay identical on every rank. Validation runs on
+    global rank 0 and its metric is broadcast, so every rank keeps the same best epoch and stops
+    at the same time; the epoch loss in the report is the mean over ranks. The processes come from
+    ``torchrun`` (its environment variables are read by Lightning) or from Lightning's own
+    launcher, which re-runs the command line once per extra device. Spawn-style strategies
+    (``ddp_spawn``, ``ddp_notebook``, ``ddp_fork``) are refused: they return only the weights to
+    the calling process, not the early-stopping state and report. Only global rank 0 should write
+    artifacts (:func:`lmrec._distributed.is_global_zero`; ``lmrec train`` does so).
 
 ``RecLightningModule(train_cfg)``
     Base ``LightningModule``. Subclasses implement ``compute_loss(batch) -> Tensor`` and nothing
@@ -45,13 +59,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
     "EpochRecord",
@@ -86,8 +100,11 @@ class NeuralTrainConfig(BaseModel):
     #: devices per node: "auto", a count, or a list of GPU ids
     devices: int | str | list[int] = "auto"
     num_nodes: int = Field(default=1, ge=1)
-    #: Lightning strategy: "auto", "ddp", "ddp_spawn", "fsdp", ... (multi-GPU/multi-node by configuration)
+    #: Lightning strategy: "auto" (one process) or "ddp" (one process per device, on every node;
+    #: launched by torchrun or by Lightning itself); spawn-style strategies are refused (module doc)
     strategy: str = "auto"
+    #: DDP process-group backend: "auto" is gloo on CPU and nccl on GPU
+    process_group_backend: Literal["auto", "gloo", "nccl"] = "auto"
     #: "auto": 32-bit on CPU, bf16-mixed (or 16-mixed if bf16 is unsupported) on GPU
     precision: Literal["auto", "32", "16-mixed", "bf16-mixed"] = "auto"
     seed: int = 42
@@ -97,6 +114,30 @@ class NeuralTrainConfig(BaseModel):
     #: resume from checkpoint_dir/last.ckpt when it exists
     resume: bool = False
     progress_bar: bool = True
+
+    @field_validator("strategy")
+    @classmethod
+    def _known_launch(cls, v: str) -> str:
+        if any(word in v for word in _SPAWNING):
+            raise ValueError(
+                f"strategy {v!r} starts its processes from inside fit and returns only the weights "
+                "(not the early-stopping state); use 'ddp', launched by torchrun or Lightning"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _backend_fits(self) -> Self:
+        if self.process_group_backend == "nccl" and self.accelerator == "cpu":
+            raise ValueError("process_group_backend 'nccl' needs GPUs; on CPU use 'gloo' or 'auto'")
+        if self.process_group_backend != "auto" and self.strategy != "ddp":
+            raise ValueError(
+                f"process_group_backend applies to strategy 'ddp', not {self.strategy!r}; set both or neither"
+            )
+        return self
+
+
+#: strategy names whose launcher forks or spawns inside ``Trainer.fit``
+_SPAWNING = ("spawn", "fork", "notebook")
 
 
 # ---------------------------------------------------------------------- device / precision
@@ -182,6 +223,8 @@ class EpochRecord:
     seconds: float
     val_metric: float | None = None
     val_seconds: float | None = None
+    #: training batches this process ran (under DDP: its shard, about 1/world_size of them)
+    batches: int = 0
 
 
 @dataclass
@@ -198,6 +241,10 @@ class TrainingReport:
     accelerator: str = "cpu"
     precision: str = "32-true"
     strategy: str = "auto"
+    #: processes that trained together (DDP ranks over all nodes; 1 without DDP)
+    world_size: int = 1
+    #: this process's rank among them (0 writes artifacts)
+    global_rank: int = 0
 
     @property
     def n_epochs(self) -> int:
@@ -249,7 +296,11 @@ class _EarlyStopBest(Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         seconds = time.perf_counter() - self._t0
         epoch = trainer.current_epoch
-        rec = EpochRecord(epoch=epoch, loss=self._loss_sum / max(self._loss_n, 1), seconds=seconds)
+        loss = self._loss_sum / max(self._loss_n, 1)
+        if trainer.world_size > 1:  # each rank saw its own shard: report the mean over ranks
+            mean = trainer.strategy.reduce(torch.tensor(loss, device=pl_module.device), reduce_op="mean")
+            loss = float(mean)
+        rec = EpochRecord(epoch=epoch, loss=loss, seconds=seconds, batches=self._loss_n)
         self.report.epochs.append(rec)
         if self.val_callback is None:
             return
@@ -353,7 +404,7 @@ def fit_module(
         accelerator=accelerator,
         devices=cfg.devices,
         num_nodes=cfg.num_nodes,
-        strategy=cfg.strategy,
+        strategy=_strategy(cfg),
         precision=precision,  # type: ignore[arg-type]
         max_epochs=cfg.max_epochs,
         logger=False,
@@ -371,12 +422,52 @@ def fit_module(
     t0 = time.perf_counter()
     trainer.fit(module, train_dataloaders=train_dataloader, ckpt_path=ckpt_path)
     report.fit_seconds = time.perf_counter() - t0
+    report.world_size, report.global_rank = trainer.world_size, trainer.global_rank
     if stopper.best_state is not None:
         module.load_state_dict(stopper.best_state)
     elif report.best_epoch is None:
         report.best_epoch = report.n_epochs  # nothing validated: the final weights are kept
+    if trainer.world_size > 1:
+        _check_replicas(module, trainer)
     module.eval()
     return report
+
+
+def _check_replicas(module: L.LightningModule, trainer: L.Trainer) -> None:
+    """Every DDP rank must end with the same weights (rank 0 saves them; the others may serve).
+
+    DDP keeps them equal by construction (one initial broadcast, averaged gradients, the same
+    optimizer steps, and one best epoch, since the validation metric is broadcast); a fingerprint
+    per rank (two float64 sums over every tensor) costs one small all-gather and turns a silent
+    divergence (a rank-dependent branch in a model, say) into an error.
+    """
+    sums = torch.zeros(2, dtype=torch.float64)
+    for i, tensor in enumerate(module.state_dict().values()):
+        if tensor.is_floating_point():
+            values = tensor.detach().to("cpu", torch.float64).flatten()
+            sums[0] += values.sum()
+            sums[1] += (values * (1 + (i % 7))).square().sum()  # weights tensors differently
+    # root_device: after fit the module is back on the CPU, but nccl gathers CUDA tensors
+    import torch.distributed as dist
+
+    local = sums.to(trainer.strategy.root_device)
+    gathered = [torch.zeros_like(local) for _ in range(trainer.world_size)]
+    dist.all_gather(gathered, local)
+    differing = [r for r, g in enumerate(gathered) if not torch.equal(g, gathered[0])]
+    if differing:
+        raise RuntimeError(
+            f"DDP ranks {differing} ended training with weights different from rank 0's; "
+            "a model whose forward pass depends on the rank cannot be trained with strategy 'ddp'"
+        )
+
+
+def _strategy(cfg: NeuralTrainConfig) -> Any:
+    """The Lightning strategy: the configured name, or a ``DDPStrategy`` with the chosen backend."""
+    if cfg.process_group_backend == "auto":
+        return cfg.strategy
+    from lightning.pytorch.strategies import DDPStrategy
+
+    return DDPStrategy(process_group_backend=cfg.process_group_backend)
 
 
 def _n_batches(loader: Any) -> int:
