@@ -31,6 +31,8 @@ def build_index(model: EmbeddingRecommender, vectors: np.ndarray, config: Servin
         vectors,
         kind=config.index,
         threshold=config.ann_threshold,
+        ivfpq_threshold=config.ivfpq_threshold,
+        refine=config.refine,
         ef_search=config.ef_search,
         nprobe=config.nprobe,
         seed=config.seed,
@@ -40,9 +42,7 @@ def build_index(model: EmbeddingRecommender, vectors: np.ndarray, config: Servin
         rng = np.random.default_rng(config.seed)
         sample = vectors[rng.choice(len(vectors), min(200, len(vectors)), replace=False)]
         rep = index.tune(sample, k=10, target=config.ann_target_recall)
-        log.info(
-            "ANN %s recall@10 vs exact = %.3f (%s=%d)", index.kind, rep.recall, "param", rep.search_param
-        )
+        log.info("ANN %r: recall@10 vs exact = %.3f", index, rep.recall)
         if rep.recall < config.ann_target_recall:
             log.warning("ANN recall %.3f below target %.2f", rep.recall, config.ann_target_recall)
     return index
