@@ -36,8 +36,8 @@ from __future__ import annotations
 import math
 import threading
 import time
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
 import faiss
@@ -404,7 +404,7 @@ def default_nlist(n: int) -> int:
     4–16·√n), so lists hold ~250 items at 1M and ~800 at 10M; at least 1, at most ``n // 39``
     (k-means wants ~39 points a centroid)."""
     target = max(1, min(int(4 * math.sqrt(max(n, 1))), max(1, n // 39)))
-    return 1 << int(math.floor(math.log2(target)))
+    return 1 << (target.bit_length() - 1)
 
 
 def default_pq_m(dim: int) -> int:
