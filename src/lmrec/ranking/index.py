@@ -215,9 +215,7 @@ class VectorIndex:
             search = vectors + links + faiss.vector_to_array(h.levels).nbytes
         else:
             ivf = faiss.extract_index_ivf(self._index)
-            invlists = ivf.invlists
-            entries = sum(invlists.list_size(i) for i in range(ivf.nlist))
-            search = entries * (ivf.code_size + 8) + ivf.nlist * self.dim * 4
+            search = int(ivf.ntotal) * (ivf.code_size + 8) + ivf.nlist * self.dim * 4
         return {"search": int(search), "vectors": int(vectors), "total": int(search + vectors)}
 
     def _params(self, sel: faiss.IDSelector | None, k: int) -> faiss.SearchParameters | None:
