@@ -270,13 +270,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[scale] generated {n:,} x {args.dim} in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
         row, truth = measure("ivfpq", items, queries, tune_q, None, args)
         result["runs"].append(row)
+        (args.out / "ann_scale.json").write_text(json.dumps(result, indent=2))  # partial results survive
         if n == args.compare_at:
             for kind in [k.strip() for k in args.compare_kinds.split(",") if k.strip()]:
                 row, _ = measure(kind, items, queries, tune_q, truth, args)
                 result["runs"].append(row)
+                (args.out / "ann_scale.json").write_text(json.dumps(result, indent=2))
         del items
         gc.collect()
-        (args.out / "ann_scale.json").write_text(json.dumps(result, indent=2))  # partial results survive
     text = json.dumps(result, indent=2)
     print(text)
     print()
