@@ -241,7 +241,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads for building")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "ann_scale")
+    ap.add_argument("--nprobes", default="16,32,64,128,256", help="IVF-PQ nprobe grid")
+    ap.add_argument("--refines", default="1,4,8,16", help="IVF-PQ refine grid")
     args = ap.parse_args(argv)
+    GRIDS["ivfpq"] = [(int(p), int(r)) for p in args.nprobes.split(",") for r in args.refines.split(",")]
 
     gen = {
         "n_clusters": args.clusters,
