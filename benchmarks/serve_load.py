@@ -13,6 +13,7 @@ unseen-user histories, and known users with bandit exploration on.
 
     python benchmarks/serve_load.py                      # EASE, 200 req/s for 60 s
     python benchmarks/serve_load.py --model als --rate 100 --duration 10
+    python benchmarks/serve_load.py --artifact artifacts/als-1m --serve-config '{"index": "ivfpq"}'
 
 Prints a JSON object and a Markdown table; ``--out`` also writes the JSON. The machine may be
 shared with other work: numbers are as measured, re-run to compare.
@@ -341,6 +342,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ready-timeout", type=float, default=300.0, help="seconds to wait for the warm-up")
     p.add_argument("--client", choices=("raw", "httpx"), default="raw", help="load generator HTTP client")
     p.add_argument("--out", type=Path, help="also write the JSON result here")
+    p.add_argument(
+        "--serve-config",
+        default="{}",
+        help='ServingConfig fields as JSON, e.g. {"index": "ivfpq"} (what `lmrec serve` options set)',
+    )
     args = p.parse_args(argv)
     if args.rate <= 0 or args.duration <= 0:
         p.error("--rate and --duration must be positive")
@@ -355,9 +361,17 @@ def main(argv: list[str] | None = None) -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="lmrec-bench-"))
     try:
-        srv = ServerProcess(artifact, tmp / "events.db", api_key=API_KEY, log_path=tmp / "server.log")
+        srv = ServerProcess(
+            artifact,
+            tmp / "events.db",
+            api_key=API_KEY,
+            config=json.loads(args.serve_config),
+            log_path=tmp / "server.log",
+        )
+        t_ready = time.perf_counter()
         try:  # a hybrid's warm-up precomputes its known users: longer than the tests' default wait
             srv.wait_ready(timeout=args.ready_timeout)
+            ready_s = time.perf_counter() - t_ready
         except BaseException:
             srv.stop()
             raise
@@ -384,6 +398,8 @@ def main(argv: list[str] | None = None) -> int:
         n_items=health["n_items"],
         n_users=health["n_users"],
         index=health["index"],
+        serve_config=json.loads(args.serve_config),
+        ready_s=round(ready_s, 1),
         mix=mix,
         duration_s=args.duration,
         host=f"{platform.node()} ({os.cpu_count()} cpus)",

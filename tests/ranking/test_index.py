@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lmrec.ranking import topk
-from lmrec.ranking.index import VectorIndex, clustered_vectors
+from lmrec.ranking.index import DEFAULT_REFINE, VectorIndex, clustered_vectors, default_nlist, default_pq_m
 
 
 @pytest.fixture(scope="module")
@@ -23,6 +23,7 @@ def test_auto_picks_exact_below_threshold(rng: np.random.Generator) -> None:
     x = rng.standard_normal((500, 8)).astype(np.float32)
     assert VectorIndex(x).kind == "exact"
     assert VectorIndex(x, threshold=100).kind == "hnsw"
+    assert VectorIndex(x, threshold=100, ivfpq_threshold=400).kind == "ivfpq"
 
 
 def test_exact_equals_brute_force(rng: np.random.Generator) -> None:
@@ -39,12 +40,12 @@ def test_exact_equals_brute_force(rng: np.random.Generator) -> None:
 def test_exclude_and_allow(rng: np.random.Generator) -> None:
     x = rng.standard_normal((3000, 16)).astype(np.float32)
     q = rng.standard_normal((1, 16)).astype(np.float32)
-    for kind in ("exact", "hnsw", "ivf"):
+    for kind in ("exact", "hnsw", "ivf", "ivfpq"):
         index = VectorIndex(x, kind=kind, nlist=16, nprobe=16)
         top, _ = index.search(q, 5)
         ids, _ = index.search(q, 5, exclude=top[0, :3])
         assert not set(top[0, :3]) & set(ids[0])
-        assert ids[0, 0] == top[0, 3]
+        assert ids[0, 0] == top[0, 3], kind
         allowed = np.zeros(3000, dtype=bool)
         allowed[::7] = True
         ids, scores = index.search(q, 5, allowed=allowed, exclude=np.array([0]))
@@ -56,14 +57,95 @@ def test_exclude_and_allow(rng: np.random.Generator) -> None:
         assert sorted(ids[0, :2]) == [5, 9] and np.all(ids[0, 2:] == -1) and np.all(np.isinf(scores[0, 2:]))
 
 
-@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+@pytest.mark.parametrize("kind", ["hnsw", "ivf", "ivfpq"])
 def test_ann_recall_at_10_vs_exact(kind: str, catalogue: np.ndarray, queries: np.ndarray) -> None:
-    index = VectorIndex(catalogue, kind=kind, hnsw_m=16, ef_construction=40, ef_search=16, nprobe=2)
+    index = VectorIndex(catalogue, kind=kind, hnsw_m=16, ef_construction=40, ef_search=16, nprobe=2, refine=2)
     report = index.tune(queries, k=10, target=0.95)
     assert report.recall >= 0.95, report
     assert report.n_queries == len(queries) and report.k == 10
     # tuning raised the search parameter from its deliberately low start
     assert index.search_param > (16 if kind == "hnsw" else 2)
+
+
+@pytest.fixture(scope="module")
+def latent() -> tuple[np.ndarray, np.ndarray]:
+    """Clustered vectors with a low intrinsic dimension (what MF and text embeddings look like)."""
+    x = clustered_vectors(30_000, 64, n_clusters=300, intrinsic_dim=16, seed=2)
+    return x, clustered_vectors(200, 64, n_clusters=300, intrinsic_dim=16, seed=2)
+
+
+@pytest.fixture(scope="module")
+def pq_index(latent: tuple[np.ndarray, np.ndarray]) -> VectorIndex:
+    return VectorIndex(latent[0], kind="ivfpq", seed=0)
+
+
+def test_ivfpq_defaults_reach_recall_on_clustered_data(
+    latent: tuple[np.ndarray, np.ndarray], pq_index: VectorIndex
+) -> None:
+    x, q = latent
+    index = pq_index
+    # 64 dims -> 16 one-byte codes; 4·sqrt(30k) = 692 -> 512 lists
+    assert (index.pq_m, index.nlist, index.refine) == (16, 512, DEFAULT_REFINE)
+    assert index.recall(q).recall >= 0.9
+    mem = index.memory_bytes()
+    # the compressed structure is 16 code bytes + an 8-byte id per item (+ centroids)
+    assert mem["search"] < 30 * len(x) + 512 * 64 * 4 and mem["vectors"] == len(x) * 64 * 4
+
+
+def test_ivfpq_refine_is_what_lifts_recall(latent: tuple[np.ndarray, np.ndarray]) -> None:
+    x, q = latent
+    index = VectorIndex(x, kind="ivfpq", nprobe=64, refine=1, seed=1)
+    coarse = index.recall(q).recall
+    index.refine = 8
+    refined = index.recall(q).recall
+    assert coarse < 0.85 < 0.95 <= refined
+    # tune() from compressed-only ranking: more lists stop helping, so it raises refine
+    index.nprobe, index.refine = 4, 1
+    report = index.tune(q, target=0.97)
+    assert report.recall >= 0.97 and index.refine > 1
+
+
+def test_ivfpq_rerank_matches_exact_scores_and_orders(
+    latent: tuple[np.ndarray, np.ndarray], pq_index: VectorIndex
+) -> None:
+    x, q = latent
+    index = pq_index
+    ids, scores = index.search(q[:20], 10)
+    assert np.allclose(scores, np.einsum("qkd,qd->qk", x[ids], q[:20]), atol=1e-5)
+    assert np.all(np.diff(scores, axis=1) <= 0)
+    # seen items (per-query exclusions) never come back, and the list stays full
+    ex = ids[0, :5]
+    again, _ = index.search(q[:1], 10, exclude=ex)
+    assert not set(ex) & set(again[0]) and np.all(again[0] >= 0)
+
+
+def test_ivfpq_errors(rng: np.random.Generator) -> None:
+    x = rng.standard_normal((1000, 30)).astype(np.float32)
+    with pytest.raises(ValueError, match="pq_m=4 must divide the vector dimension 30"):
+        VectorIndex(x, kind="ivfpq", pq_m=4)
+    with pytest.raises(ValueError, match="at least 256 vectors"):
+        VectorIndex(x[:100], kind="ivfpq")
+    with pytest.raises(ValueError, match="refine must be >= 1"):
+        VectorIndex(x, kind="ivfpq", refine=0)
+    with pytest.raises(ValueError, match="auto, exact, hnsw, ivf or ivfpq"):
+        VectorIndex(x, kind="pq")  # type: ignore[arg-type]
+
+
+def test_defaults_from_size_and_dim() -> None:
+    assert default_nlist(1_000_000) == 2048 and default_nlist(10_000_000) == 8192
+    assert default_nlist(100) == 2 and default_nlist(10) == 1
+    assert default_pq_m(64) == 16 and default_pq_m(30) == 6 and default_pq_m(3) == 1
+
+
+def test_ivfpq_add_and_vectors_copy(latent: tuple[np.ndarray, np.ndarray]) -> None:
+    x, _ = latent
+    index = VectorIndex(x[:20_000], kind="ivfpq", nlist=128, nprobe=128)
+    ids = index.add(x[-3:])
+    assert list(ids) == [20_000, 20_001, 20_002]
+    found, _ = index.search(x[-3:], 1)
+    assert list(found[:, 0]) == [20_000, 20_001, 20_002]
+    v = index.vectors()
+    assert v.shape == (20_003, 64) and np.array_equal(v[-3:], x[-3:])
 
 
 def test_add_vectors_become_searchable(catalogue: np.ndarray) -> None:

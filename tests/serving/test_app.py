@@ -402,6 +402,13 @@ def test_a_real_embedding_model_goes_through_faiss_with_the_same_ranking(
     r = a.client.post("/recommend", json={"user_id": 1, "k": 3}).json()["items"]
     assert [g["item_id"] for g in r] == model.recommend(1, k=3)["item_id"].to_list()
     assert a.client.get("/health").json()["index"]["kind"] == "hnsw"
+    # past ivfpq_threshold: compressed IVF-PQ, tuned to the recall target; seen items stay out
+    b = serve(tmp_path / "als", ann_threshold=10, ivfpq_threshold=300, index="auto")
+    assert b.state.index.kind == "ivfpq" and b.state.index.last_recall.recall >= 0.95
+    assert b.client.get("/health").json()["index"]["kind"] == "ivfpq"
+    seen = set(data.interactions.filter(data.interactions["user_id"] == 414)["item_id"].to_list())
+    got = b.client.post("/recommend", json={"user_id": 414, "k": 20}).json()["items"]
+    assert len(got) == 20 and not seen & {g["item_id"] for g in got}
 
 
 def test_post_items_with_the_real_content_model(serve, mls_small, tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ class IndexChoice(StrEnum):
     exact = "exact"
     hnsw = "hnsw"
     ivf = "ivf"
+    ivfpq = "ivfpq"
 
 
 class PolicyChoice(StrEnum):
@@ -83,13 +84,18 @@ def serve(
         IndexChoice,
         typer.Option(
             metavar="<kind>",
-            help="ANN index for embedding models: auto, exact, hnsw or ivf.",
+            help="ANN index for embedding models: auto, exact, hnsw, ivf or ivfpq (compressed, "
+            "for millions of items).",
             rich_help_panel=_RANK,
         ),
     ] = IndexChoice.auto,
     ann_threshold: Annotated[
         int, typer.Option(help="Catalogue size from which auto uses HNSW.", rich_help_panel=_RANK)
     ] = 100_000,
+    ivfpq_threshold: Annotated[
+        int,
+        typer.Option(help="Catalogue size from which auto uses IVF-PQ.", rich_help_panel=_RANK),
+    ] = 2_000_000,
     policy: Annotated[
         PolicyChoice,
         typer.Option(
@@ -157,6 +163,7 @@ def serve(
         allow_no_api_key=no_auth,
         index=index.value,
         ann_threshold=ann_threshold,
+        ivfpq_threshold=ivfpq_threshold,
         policy=policy.value,
         explore=explore,
         epsilon=epsilon,

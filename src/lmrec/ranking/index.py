@@ -3,13 +3,25 @@
 Scores are inner products, the same ``query_vector · item_vector`` an
 :class:`~lmrec.models.base.EmbeddingRecommender` ranks by, so an exact index returns exactly the
 model's own ranking. Below ``threshold`` items the index is exact (``IndexFlatIP``: a brute-force
-scan is a few milliseconds for 100k × 64 and has perfect recall). Above it the default is HNSW
-(no training, good recall at low latency, items can be added later); IVF (``IndexIVFFlat``) is the
-alternative when memory for the HNSW graph is short.
+scan is a few milliseconds for 100k × 64 and has perfect recall). From there to ``ivfpq_threshold``
+the default is HNSW (no training, good recall at low latency, items can be added later); IVF
+(``IndexIVFFlat``) is the alternative when memory for the HNSW graph is short. From
+``ivfpq_threshold`` (2M) up the default is IVF-PQ (``IndexIVFPQ``): vectors compressed to ``pq_m``
+bytes, so the searched structure is ~24 bytes an item instead of HNSW's ~520 (its own float copy
+plus the graph), and it trains in minutes where an HNSW graph of 10M items takes the better part of
+an hour on two cores (``benchmarks/ann_scale.py`` measures both at 1M).
+
+PQ codes alone rank coarsely (recall@10 well below 0.9 for 64-dim vectors in 16 bytes), so IVF-PQ
+*refines*: it takes ``refine × k`` candidates from the compressed index and re-ranks them with the
+exact inner product over the stored float vectors. Every kind keeps those vectors once (the exact
+index below is also the ground truth of the recall check), 4 · dim bytes an item: 2.4 GiB for
+10M × 64. That is the price of exact re-ranking and of the recall check; a catalogue whose float
+vectors do not fit in memory needs a sharded index (see docs/retrieval.md), not a smaller one here.
 
 Approximate indexes come with a *recall check*: :meth:`VectorIndex.recall` compares the approximate
 top-k with an exact scan on a sample of queries, and :meth:`VectorIndex.tune` raises ``efSearch``
-(HNSW) or ``nprobe`` (IVF) until the measured recall@k reaches the target. The server runs the
+(HNSW) or ``nprobe`` (IVF, IVF-PQ; and IVF-PQ's ``refine`` once more lists stop helping) until the
+measured recall@k reaches the target. The server runs the
 check when it builds an index and reports the measured recall on ``/health`` and ``/metrics``.
 :class:`~lmrec.ranking.rankers.IndexRanker` puts an index behind ``EmbeddingRecommender.rank``.
 
@@ -24,16 +36,21 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
 import faiss
 import numpy as np
 
-IndexKind = Literal["auto", "exact", "hnsw", "ivf"]
+IndexKind = Literal["auto", "exact", "hnsw", "ivf", "ivfpq"]
 
 #: exact scans are used for allow-lists at most this large, whatever the index kind
 SMALL_ALLOWED = 4096
+#: from this many items ``auto`` builds IVF-PQ rather than HNSW (memory and build time; see above)
+IVFPQ_THRESHOLD = 2_000_000
+#: IVF-PQ's default re-ranking depth: ``refine × k`` compressed candidates re-scored exactly
+DEFAULT_REFINE = 8
 
 
 @dataclass(frozen=True)
@@ -43,7 +60,7 @@ class RecallReport:
     k: int
     recall: float
     n_queries: int
-    #: efSearch (HNSW) or nprobe (IVF) in effect when measured; 0 for exact
+    #: efSearch (HNSW) or nprobe (IVF, IVF-PQ) in effect when measured; 0 for exact
     search_param: int
     exact_ms: float
     approx_ms: float
@@ -66,28 +83,37 @@ class VectorIndex:
         *,
         kind: IndexKind = "auto",
         threshold: int = 100_000,
+        ivfpq_threshold: int = IVFPQ_THRESHOLD,
         hnsw_m: int = 32,
         ef_construction: int = 80,
         ef_search: int = 64,
         nlist: int | None = None,
         nprobe: int = 16,
+        pq_m: int | None = None,
+        refine: int = DEFAULT_REFINE,
+        train_size: int | None = None,
+        add_chunk: int = 1_000_000,
+        progress: Callable[[int, int], None] | None = None,
         seed: int = 0,
     ) -> None:
         x = _as_matrix(vectors)
         n, d = x.shape
         if kind == "auto":
-            kind = "exact" if n < threshold else "hnsw"
-        if kind not in ("exact", "hnsw", "ivf"):
-            raise ValueError(f"index kind must be auto, exact, hnsw or ivf, got {kind!r}")
+            kind = "exact" if n < threshold else "hnsw" if n < ivfpq_threshold else "ivfpq"
+        if kind not in ("exact", "hnsw", "ivf", "ivfpq"):
+            raise ValueError(f"index kind must be auto, exact, hnsw, ivf or ivfpq, got {kind!r}")
+        if refine < 1:
+            raise ValueError(f"refine must be >= 1 (1: no re-ranking), got {refine}")
         self.kind: str = kind
         self.dim = d
         self._lock = threading.Lock()  # faiss indexes are not safe to add to while searching
-        # the exact scan doubles as the ground truth for recall checks and small allow-lists
-        self._vectors = x.copy()
+        # the exact index is the one float copy of the vectors: ground truth for recall checks,
+        # scans of small allow-lists and IVF-PQ's re-ranking all read it (see _stored)
         self._flat = faiss.IndexFlatIP(d)
-        self._flat.add(x)
+        self._add_chunked(self._flat, x, add_chunk, None)
         self.ef_search = ef_search
         self.nprobe = nprobe
+        self.refine = refine if kind == "ivfpq" else 1
         self.last_recall: RecallReport | None = None
         self._index: faiss.Index
         t0 = time.perf_counter()
@@ -97,30 +123,68 @@ class VectorIndex:
             hnsw = faiss.IndexHNSWFlat(d, hnsw_m, faiss.METRIC_INNER_PRODUCT)
             hnsw.hnsw.efConstruction = ef_construction
             hnsw.hnsw.efSearch = ef_search
-            hnsw.add(x)
+            self._add_chunked(hnsw, x, add_chunk, progress)
             self._index = hnsw
         else:
-            nlist = nlist or max(1, min(int(4 * math.sqrt(max(n, 1))), n // 39 if n >= 39 else 1))
+            if kind == "ivfpq":
+                nlist = nlist or default_nlist(n)
+                pq_m = pq_m or default_pq_m(d)
+                if d % pq_m:
+                    raise ValueError(f"pq_m={pq_m} must divide the vector dimension {d}")
+                if n < 256:  # 8-bit codes: every sub-quantizer trains 256 centroids
+                    raise ValueError(f"IVF-PQ needs at least 256 vectors to train, got {n}")
+            else:
+                nlist = nlist or max(1, min(int(4 * math.sqrt(max(n, 1))), n // 39 if n >= 39 else 1))
             quantizer = faiss.IndexFlatIP(d)
-            index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
-            # k-means needs ~39 points per centroid; a sample is enough and keeps training fast
+            index: faiss.IndexIVF
+            if kind == "ivfpq":
+                assert pq_m is not None
+                index = faiss.IndexIVFPQ(quantizer, d, nlist, pq_m, 8, faiss.METRIC_INNER_PRODUCT)
+                # 256 centroids per sub-quantizer on 64 points each, 15 iterations: PQ k-means in
+                # 4-dim subspaces is BLAS-unfriendly (faiss's 256 points x 25 iterations took 27 s
+                # for 16 sub-quantizers on a loaded 2-core box), and re-ranking absorbs the rest
+                index.pq.cp.seed = seed
+                index.pq.cp.max_points_per_centroid = 64
+                index.pq.cp.niter = 15
+                self.pq_m = pq_m
+            else:
+                index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+            # k-means needs ~39 points per centroid and gains little past ~64: a sample is enough
+            # and keeps training to minutes at 10M (faiss would otherwise sample 256 per centroid)
+            size = min(n, train_size or 64 * nlist)
             rng = np.random.default_rng(seed)
-            sample = x if n <= 64 * nlist else x[rng.choice(n, 64 * nlist, replace=False)]
+            sample = x if size >= n else x[np.sort(rng.choice(n, size, replace=False))]
             index.cp.seed = seed
+            index.cp.max_points_per_centroid = max(64, -(-size // nlist))
             index.train(sample)
-            index.add(x)
+            del sample
+            self._add_chunked(index, x, add_chunk, progress)
             index.nprobe = min(nprobe, nlist)
             self.nprobe = index.nprobe
             self._quantizer = quantizer  # keep it alive: the IVF index does not own it
             self._index = index
         self.build_seconds = time.perf_counter() - t0
 
+    @staticmethod
+    def _add_chunked(
+        index: faiss.Index, x: np.ndarray, chunk: int, progress: Callable[[int, int], None] | None
+    ) -> None:
+        """Add in chunks: IVF assignment allocates (chunk × nlist) distances, and a long add reports."""
+        for start in range(0, len(x), max(1, chunk)):
+            index.add(x[start : start + chunk])
+            if progress is not None:
+                progress(min(start + chunk, len(x)), len(x))
+
     # ------------------------------------------------------------------ facts
     def __len__(self) -> int:
         return int(self._flat.ntotal)
 
     def __repr__(self) -> str:
-        return f"VectorIndex(kind={self.kind!r}, n={len(self)}, dim={self.dim}, {self._param_name}={self.search_param})"
+        extra = f", refine={self.refine}" if self.kind == "ivfpq" else ""
+        return (
+            f"VectorIndex(kind={self.kind!r}, n={len(self)}, dim={self.dim}, "
+            f"{self._param_name}={self.search_param}{extra})"
+        )
 
     @property
     def exact(self) -> bool:
@@ -128,17 +192,37 @@ class VectorIndex:
 
     @property
     def _param_name(self) -> str:
-        return {"hnsw": "efSearch", "ivf": "nprobe"}.get(self.kind, "exact")
+        return {"hnsw": "efSearch", "ivf": "nprobe", "ivfpq": "nprobe"}.get(self.kind, "exact")
 
     @property
     def search_param(self) -> int:
-        return {"hnsw": self.ef_search, "ivf": self.nprobe}.get(self.kind, 0)
+        return {"hnsw": self.ef_search, "ivf": self.nprobe, "ivfpq": self.nprobe}.get(self.kind, 0)
+
+    @property
+    def nlist(self) -> int:
+        """Inverted lists of an IVF / IVF-PQ index (0 for the others)."""
+        return int(getattr(self._index, "nlist", 0))
+
+    def memory_bytes(self) -> dict[str, int]:
+        """Bytes held: ``search`` (the structure an approximate query walks: HNSW's vectors and graph,
+        IVF's lists, IVF-PQ's codes, ids and centroids), ``vectors`` (the one float copy) and ``total``."""
+        vectors = len(self) * self.dim * 4
+        if self._index is self._flat:
+            search = 0
+        elif self.kind == "hnsw":
+            h = self._index.hnsw  # type: ignore[attr-defined]
+            links = faiss.vector_to_array(h.neighbors).nbytes + faiss.vector_to_array(h.offsets).nbytes
+            search = vectors + links + faiss.vector_to_array(h.levels).nbytes
+        else:
+            ivf = faiss.extract_index_ivf(self._index)
+            search = int(ivf.ntotal) * (ivf.code_size + 8) + ivf.nlist * self.dim * 4
+        return {"search": int(search), "vectors": int(vectors), "total": int(search + vectors)}
 
     def _params(self, sel: faiss.IDSelector | None, k: int) -> faiss.SearchParameters | None:
         if self.kind == "hnsw":
             p = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]
             p.efSearch = max(self.ef_search, k)
-        elif self.kind == "ivf":
+        elif self.kind in ("ivf", "ivfpq"):
             p = faiss.SearchParametersIVF()
             p.nprobe = self.nprobe
         else:
@@ -182,19 +266,35 @@ class VectorIndex:
                 return self._scan_subset(q, k, np.flatnonzero(keep))
         sel, _alive = _selector(n_items, exclude, keep)
         index = self._flat if exact else self._index
+        depth = k if index is self._flat else min(n_items, k * self.refine)
         with self._lock:
             dist, ids = index.search(
-                q, k, params=self._params(sel, k) if index is self._index else _flat_params(sel)
+                q, depth, params=self._params(sel, k) if index is self._index else _flat_params(sel)
             )
+            if depth > k:
+                ids, dist = self._rerank(q, ids, k)
         dist = np.where(ids < 0, -np.inf, dist).astype(np.float32)
         return ids.astype(np.int64), dist
+
+    def _rerank(self, q: np.ndarray, cand: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact inner products of each query's candidates (``-1``: none), the top ``k`` kept; ties
+        go to the lower item index. Reads the stored vectors: the caller holds the lock."""
+        stored = self._stored()
+        ok = cand >= 0
+        vecs = stored[np.where(ok, cand, 0)]  # (n_q, depth, dim): depth × dim floats per query
+        scores = np.einsum("qcd,qd->qc", vecs, q)
+        scores[~ok] = -np.inf
+        # sort by (-score, id): equal scores keep the exact scan's lower-index-first order
+        order = np.lexsort((np.where(ok, cand, np.iinfo(np.int64).max), -scores), axis=1)[:, :k]
+        return np.take_along_axis(cand, order, axis=1), np.take_along_axis(scores, order, axis=1)
 
     def _scan_subset(self, q: np.ndarray, k: int, subset: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         ids = np.full((len(q), k), -1, np.int64)
         val = np.full((len(q), k), -np.inf, np.float32)
         if len(subset) == 0:
             return ids, val
-        scores = q @ self._vectors[subset].T
+        with self._lock:
+            scores = q @ self._stored()[subset].T
         kk = min(k, len(subset))
         order = np.argsort(-scores, axis=1, kind="stable")[:, :kk]
         ids[:, :kk] = subset[order]
@@ -212,14 +312,23 @@ class VectorIndex:
             raise ValueError(f"new item vectors have dim {x.shape[1]}, index has {self.dim}")
         with self._lock:
             start = len(self)
-            self._vectors = np.concatenate([self._vectors, x])
             self._flat.add(x)
             if self._index is not self._flat:
                 self._index.add(x)
         return np.arange(start, start + len(x), dtype=np.int64)
 
     def vectors(self) -> np.ndarray:
-        return self._vectors
+        """A copy of the stored item vectors (n_items, dim)."""
+        with self._lock:
+            return self._stored().copy()
+
+    def _stored(self) -> np.ndarray:
+        """The exact index's vectors as an array *view*: valid only until the next :meth:`add`
+        (which may move them), hence only read under the lock."""
+        n = int(self._flat.ntotal)
+        if n == 0:
+            return np.zeros((0, self.dim), np.float32)
+        return faiss.rev_swig_ptr(self._flat.get_xb(), n * self.dim).reshape(n, self.dim)
 
     # ------------------------------------------------------------------ recall check
     def recall(self, queries: np.ndarray, k: int = 10) -> RecallReport:
@@ -248,24 +357,61 @@ class VectorIndex:
         return rep
 
     def tune(
-        self, queries: np.ndarray, k: int = 10, target: float = 0.95, max_param: int = 1024
+        self,
+        queries: np.ndarray,
+        k: int = 10,
+        target: float = 0.95,
+        max_param: int = 1024,
+        max_refine: int = 64,
     ) -> RecallReport:
-        """Raise efSearch / nprobe (doubling) until recall@k ≥ ``target`` or ``max_param``."""
+        """Raise the search effort until recall@k ≥ ``target``, doubling one knob at a time.
+
+        HNSW doubles ``efSearch`` and IVF ``nprobe`` (up to ``max_param``). IVF-PQ doubles
+        ``nprobe`` while that still gains recall (≥ 0.01 a step) and ``refine`` (up to
+        ``max_refine``) once it does not: past that point the misses are items whose list *was*
+        probed but whose compressed score ranked them out of the candidates.
+        """
         rep = self.recall(queries, k)
         if self.exact:
             return rep
+        gain = 1.0
         while rep.recall < target:
+            before = rep.recall
             if self.kind == "hnsw":
                 if self.ef_search >= max_param:
                     break
                 self.ef_search = min(2 * self.ef_search, max_param)
             else:
-                nlist = int(self._index.nlist)  # type: ignore[attr-defined]
-                if self.nprobe >= min(max_param, nlist):
+                cap = min(max_param, self.nlist)
+                more_lists = self.nprobe < cap and (self.kind == "ivf" or gain >= 0.01)
+                if more_lists:
+                    self.nprobe = min(2 * self.nprobe, cap)
+                elif self.kind == "ivfpq" and self.refine < max_refine:
+                    self.refine = min(2 * self.refine, max_refine)
+                elif self.kind == "ivfpq" and self.nprobe < cap:
+                    self.nprobe = min(2 * self.nprobe, cap)
+                else:
                     break
-                self.nprobe = min(2 * self.nprobe, nlist, max_param)
             rep = self.recall(queries, k)
+            gain = rep.recall - before
         return rep
+
+
+def default_nlist(n: int) -> int:
+    """IVF-PQ lists for ``n`` vectors: the power of two at or below ``4·√n`` (faiss's guideline is
+    4–16·√n), so lists hold ~250 items at 1M and ~800 at 10M; at least 1, at most ``n // 39``
+    (k-means wants ~39 points a centroid)."""
+    target = max(1, min(int(4 * math.sqrt(max(n, 1))), max(1, n // 39)))
+    return 1 << (target.bit_length() - 1)
+
+
+def default_pq_m(dim: int) -> int:
+    """Sub-quantizers for ``dim``: one byte per 4 dimensions (16 bytes for 64-dim vectors), the
+    largest divisor of ``dim`` not above ``dim / 4``; 1 for tiny dims."""
+    for m in range(max(1, dim // 4), 0, -1):
+        if dim % m == 0:
+            return m
+    return 1
 
 
 def _flat_params(sel: faiss.IDSelector | None) -> faiss.SearchParameters | None:
@@ -346,4 +492,13 @@ def clustered_vectors(
     return out
 
 
-__all__ = ["RecallReport", "VectorIndex", "clustered_vectors", "set_threads"]
+__all__ = [
+    "DEFAULT_REFINE",
+    "IVFPQ_THRESHOLD",
+    "RecallReport",
+    "VectorIndex",
+    "clustered_vectors",
+    "default_nlist",
+    "default_pq_m",
+    "set_threads",
+]

@@ -10,7 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from lmrec.errors import LmrecError
-from lmrec.ranking.index import IndexKind, set_threads
+from lmrec.ranking.index import DEFAULT_REFINE, IVFPQ_THRESHOLD, IndexKind, set_threads
 
 #: sidecar in the artifact directory written by ``lmrec retrain``: which log entries the model has seen
 CHECKPOINT_FILE = "serving.json"
@@ -25,10 +25,15 @@ class ServingConfig(BaseModel):
     #: refuse to start without an API key unless this is set (local development only)
     allow_no_api_key: bool = False
     index: IndexKind = "auto"
+    #: ``index = "auto"``: exact below this many items, HNSW from here
     ann_threshold: int = Field(default=100_000, ge=1)
+    #: ``index = "auto"``: IVF-PQ from this many items (HNSW's graph and build time grow too large)
+    ivfpq_threshold: int = Field(default=IVFPQ_THRESHOLD, ge=1)
     ann_target_recall: float = Field(default=0.95, gt=0, le=1)
     ef_search: int = Field(default=64, ge=1)
     nprobe: int = Field(default=16, ge=1)
+    #: IVF-PQ: ``refine × k`` compressed candidates re-ranked exactly (raised by the recall tuning)
+    refine: int = Field(default=DEFAULT_REFINE, ge=1)
     max_k: int = Field(default=100, ge=1)
     max_history: int = Field(default=1000, ge=1)
     #: candidates re-ranked by the bandit / MMR
