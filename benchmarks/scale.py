@@ -12,7 +12,9 @@ Per size and model, one fresh subprocess runs the lmrec path end to end, so that
     load_synthetic -> leave_last_out -> model.fit(train) -> recommend (throughput) -> evaluate
 
 * **fit**: wall seconds of ``fit`` on the training part (defaults of every model; the neural models
-  train exactly one epoch, ``max_epochs=1`` with no validation pass, as issue #17 asks);
+  train exactly one epoch, ``max_epochs=1`` with no validation pass, as issue #17 asks); **epoch**:
+  the neural models' training epoch alone (fit also encodes item text and builds batches), with
+  the loss ``"auto"`` chose (full or sampled softmax, by catalogue size);
 * **peak RSS**: the subprocess's maximum resident memory (data + model + fit temporaries); the
   resident memory after loading and splitting is reported beside it;
 * **recommend**: users per second of ``model.recommend(users, k=10)`` on sampled known users
@@ -152,6 +154,13 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
         out["peak_rss_gib"] = round(_rss_gib(), 3)
         return out
     out["fit_s"] = round(time.perf_counter() - t0, 4)
+    report = getattr(model, "report_", None)
+    if report is not None and report.epochs:  # neural models: the training epoch alone, no encoding
+        out["epoch_s"] = round(report.mean_epoch_seconds, 2)
+        out["accelerator"] = report.accelerator
+    loss = getattr(getattr(model, "net", None), "loss", None)
+    if isinstance(loss, str):
+        out["loss"] = loss
     out["rss_after_fit_gib"] = round(_current_rss_gib(), 3)
 
     users = split.train.user_vocab.external(sample)
@@ -255,16 +264,16 @@ def _fmt(v: Any, spec: str = "") -> str:
 def markdown(doc: dict[str, Any]) -> str:
     n_eval = doc["settings"]["eval_users"]
     lines = [
-        f"| size | users | items | model | outcome | fit s | peak RSS GiB | recommend users/s | "
+        f"| size | users | items | model | outcome | fit s | epoch s | peak RSS GiB | recommend users/s | "
         f"NDCG@10 (sampled {n_eval:,} users) |",
-        "|---|---:|---:|---|---|---:|---:|---:|---:|",
+        "|---|---:|---:|---|---|---:|---:|---:|---:|---:|",
     ]
     for r in doc["rows"]:
         outcome = r.get("outcome", "")
         short = outcome if len(outcome) <= 60 else outcome[:57] + "..."
         lines.append(
             f"| {r['size']} | {r['n_users']:,} | {r['n_items']:,} | {r['model']} | {short} | "
-            f"{_fmt(r.get('fit_s'), '.1f')} | {_fmt(r.get('peak_rss_gib'), '.2f')} | "
+            f"{_fmt(r.get('fit_s'), '.1f')} | {_fmt(r.get('epoch_s'), '.1f')} | {_fmt(r.get('peak_rss_gib'), '.2f')} | "
             f"{_fmt(r.get('recommend_users_per_s'), ',.0f')} | {_fmt(r.get('ndcg@10_sampled'), '.4f')} |"
         )
     lines += ["", "| model | fit-time exponent | peak-RSS exponent |", "|---|---:|---:|"]

@@ -79,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--datasets", nargs="+", default=["ml-latest-small"])
     p.add_argument("--models", nargs="+", default=list(LOSSES), choices=list(LOSSES))
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--losses", nargs="+", choices=["full", "sampled"], default=["full", "sampled"])
     p.add_argument("--max-epochs", type=int, default=60)
     p.add_argument("--patience", type=int, default=3)
     p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "lmrec-scale")
@@ -93,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         n_items = int(split.train.interactions["item_idx"].n_unique())
         for model in args.models:
             for loss in LOSSES[model]:
+                if ("sampled" if loss == "sampled_softmax" else "full") not in args.losses:
+                    continue
                 for seed in args.seeds:
                     row = {"dataset": ds, "train_items": n_items, **fit_one(split, model, loss, seed, args)}
                     rows.append(row)

@@ -137,3 +137,30 @@ def test_recommend_and_evaluate_batches_are_bounded(monkeypatch: pytest.MonkeyPa
     assert model.recommend(users, k=5).equals(full)
     assert max(seen) <= 4
     assert evaluate(model, split, ks=(5,), beyond_accuracy=False)["ndcg@5"] == pytest.approx(metrics)
+
+
+def test_ease_at_200k_items_refuses_at_once_without_allocating() -> None:
+    """Issue #17: EASE on a 200k-item catalogue (a 640 GB Gram matrix and inverse) must fail fast
+    with the clear error, on the real memory of whatever machine runs the test, and allocate
+    nothing of catalogue-squared size on the way."""
+    import time
+    import tracemalloc
+
+    n_items = 200_000
+    items = np.arange(n_items)
+    frame = pl.DataFrame({"user_id": items % 5_000, "item_id": items})
+    data = Dataset.from_frames(frame)
+    assert data.n_items == n_items
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    try:
+        with pytest.raises(MemoryBudgetError, match=r"^EASE on 200,000 items .* needs [0-9.]+ GiB but") as err:
+            EASE().fit(data)
+        elapsed = time.perf_counter() - t0
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert "item_knn or als" in str(err.value)  # names the alternative
+    assert peak < 64 * 2**20, f"allocated {peak / 2**20:.0f} MiB before refusing"
+    # generous bound for a loaded CI machine; the refusal itself takes milliseconds
+    assert elapsed < 1.0, f"took {elapsed:.2f} s to refuse"

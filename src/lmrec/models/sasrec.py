@@ -4,8 +4,9 @@ The variant trained here is the strong one from Klenitskiy & Vasilev (2023, "Tur
 Loss: is BERT4Rec really better than SASRec?"): at **every** position of every training sequence the
 model predicts the next item with a **full softmax over the catalogue** (cross-entropy), instead of
 the original paper's one sampled negative with binary cross-entropy. For catalogues too large for a
-full softmax, ``loss="sampled_softmax"`` scores the positive against ``n_negatives`` uniformly
-sampled items shared by the batch; the default ``loss="auto"`` switches to it above
+full softmax, ``loss="sampled_softmax"`` scores the positive against negatives shared by the
+batch (``n_negatives`` uniform draws plus the targets of up to ``in_batch_negatives`` positions,
+logQ-corrected; see :func:`lmrec.nn.losses.mixed_negatives`); the default ``loss="auto"`` switches to it above
 :data:`lmrec.nn.losses.FULL_SOFTMAX_MAX_ITEMS` training items. ``loss="bce"`` is the original
 recipe, kept as an ablation.
 
@@ -87,6 +88,11 @@ class SequentialConfig(ModelConfig):
     #: to ``lmrec.nn.losses.FULL_SOFTMAX_MAX_ITEMS`` training items, sampled_softmax above
     loss: Literal["auto", "full_ce", "sampled_softmax", "bce"] = "auto"
     n_negatives: int = Field(default=256, ge=1)
+    #: sampled_softmax: the targets of up to this many sampled positions per batch are negatives too
+    #: (in-batch negatives, ~ training frequency; 0: none)
+    in_batch_negatives: int = Field(default=2048, ge=0)
+    #: sampled_softmax: subtract each item's log sampling probability from its logit (logQ)
+    logq_correction: bool = True
     label_smoothing: float = Field(default=0.0, ge=0.0, lt=1.0)
     #: item representation: "id_only" (ID embeddings), "sum"/"gate" (ID fused with projected text),
     #: "text_only" (text alone: items never seen in training are ranked too)
@@ -233,6 +239,7 @@ class SequentialRecommender(NeuralRecommender):
             )
         seed_all(cfg.train.seed)  # before building the net, so initial weights repeat
         net = self._make_net(data.n_items, text, known)
+        net.set_item_frequency(np.bincount(train.interactions["item_idx"].to_numpy(), minlength=data.n_items))
         if cfg.init_from_text:
             assert text is not None
             net.init_ids_from_text(text)

@@ -124,8 +124,8 @@ class UniSRecConfig(SequentialConfig):
     pretrain_epochs: int = Field(default=10, ge=1)
     #: after pre-training, keep the transformer fixed and tune the adaptor (and IDs) only
     freeze_encoder: bool = False
-    #: the sequence-item objective ("auto" is not offered: pop_debias and the cold-item protocol
-    #: were measured with the full softmax)
+    #: the sequence-item objective, contrastive only (no "bce"; and no "auto": pop_debias and the
+    #: cold-item protocol were measured with the full softmax)
     loss: Literal["full_ce", "sampled_softmax"] = "full_ce"  # type: ignore[assignment]
     train: NeuralTrainConfig = _UNISREC_TRAIN
 
@@ -146,8 +146,6 @@ class UniSRecConfig(SequentialConfig):
 
     @model_validator(mode="after")
     def _check_unisrec(self) -> Self:
-        if self.loss == "bce":
-            raise ValueError("UniSRec trains contrastively: loss must be 'full_ce' or 'sampled_softmax'")
         if self.pop_debias > 0 and self.loss != "full_ce":
             raise ValueError("pop_debias adjusts the full softmax: it needs loss='full_ce'")
         if self.text_hidden is not None:

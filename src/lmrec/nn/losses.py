@@ -35,6 +35,10 @@ label_smoothing=0.0, reduction="mean")``
     ``target (...)`` item indices (rows equal to ``ignore_index`` are skipped). ``item_mask`` (bool
     ``(n_items,)``) removes items from the softmax (e.g. items absent from training).
 
+``mixed_negatives(pos_ids, pool, log_freq, *, in_batch, uniform)``
+    The shared negatives of a sampled softmax (bounded in-batch positives + uniform draws, sorted
+    and distinct) with their logQ under the mixture of both samplers.
+
 ``resolve_loss(loss, n_train_items, *, full, sampled)`` and ``FULL_SOFTMAX_MAX_ITEMS``
     What ``loss="auto"`` means for a model: the full softmax up to that many training items, a
     sampled softmax above it.
@@ -49,6 +53,7 @@ half precision loses the small logit differences that ranking depends on).
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -90,6 +95,38 @@ def resolve_loss(loss: str, n_train_items: int, *, full: str, sampled: str) -> s
     if loss != "auto":
         return loss
     return full if n_train_items <= FULL_SOFTMAX_MAX_ITEMS else sampled
+
+
+def mixed_negatives(
+    pos_ids: Tensor,
+    pool: Tensor,
+    log_freq: Tensor | None,
+    *,
+    in_batch: int,
+    uniform: int,
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """Shared negatives for a sampled softmax: in-batch positives plus uniform draws, with logQ.
+
+    The in-batch part is the positives of up to ``in_batch`` randomly chosen rows (0: every row), so
+    items come in proportion to their training frequency; ``uniform`` items are drawn uniformly from
+    ``pool`` (training items). Returns ``(candidate_ids, candidate_logq, pos_logq)``: the candidates
+    sorted and distinct (what :func:`info_nce` masks accidental hits in by binary search) and, when
+    ``log_freq`` (log training frequency per item) is given, each candidate's and each positive's
+    log expected number of draws under the mixture of both samplers, for the logQ correction.
+    """
+    sampled = pos_ids
+    if in_batch and len(pos_ids) > in_batch:
+        sampled = pos_ids[torch.randperm(len(pos_ids), device=pos_ids.device)[:in_batch]]
+    draws = [sampled]
+    if uniform:
+        draws.append(pool[torch.randint(len(pool), (uniform,), device=pool.device)])
+    cand = torch.unique(torch.cat(draws))
+    if log_freq is None:
+        return cand, None, None
+    log_q = log_freq + math.log(max(len(sampled), 1))
+    if uniform:
+        log_q = torch.logaddexp(log_q, log_q.new_tensor(math.log(uniform / len(pool))))
+    return cand, log_q[cand], log_q[pos_ids]
 
 
 def info_nce(

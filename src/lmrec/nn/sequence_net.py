@@ -16,7 +16,13 @@ from torch import Tensor
 
 from lmrec.nn.click import ClickHead
 from lmrec.nn.item_repr import ItemRepresentation
-from lmrec.nn.losses import bce_with_negatives, full_softmax_ce, resolve_loss, sampled_softmax
+from lmrec.nn.losses import (
+    bce_with_negatives,
+    full_softmax_ce,
+    mixed_negatives,
+    resolve_loss,
+    sampled_softmax,
+)
 from lmrec.nn.sequence import (
     PAD,
     SequenceEncoder,
@@ -86,6 +92,8 @@ class SequenceNet(RecLightningModule):
         # (text vectors, for cold items) would only ever be pushed down
         self.register_buffer("known_mask", known.clone(), persistent=False)
         self.register_buffer("known_idx", torch.nonzero(known).flatten(), persistent=False)
+        # log training frequency per item: the logQ of in-batch negatives (sampled softmax)
+        self.register_buffer("item_log_freq", torch.zeros(n_items), persistent=False)
 
     # ------------------------------------------------------------------ encoding
     def embed(self, idx: Tensor) -> Tensor:
@@ -120,6 +128,12 @@ class SequenceNet(RecLightningModule):
         with torch.no_grad():
             emb.weight[off : off + x.shape[0]] = torch.from_numpy(z).to(emb.weight.dtype)
 
+    def set_item_frequency(self, counts: np.ndarray) -> None:
+        """Training interaction counts per item (the sampled softmax's logQ; training only)."""
+        c = torch.as_tensor(np.asarray(counts, dtype=np.float64))
+        log_freq = torch.log(c.clamp(min=1e-12) / max(float(c.sum()), 1.0)).float()
+        self.item_log_freq.copy_(log_freq.to(self.item_log_freq.device))
+
     def _sample(self, shape: tuple[int, ...]) -> Tensor:
         """Uniform random training items (never cold ones) of the given shape."""
         pick = torch.randint(0, len(self.known_idx), shape, device=self.known_idx.device)
@@ -150,9 +164,16 @@ class SequenceNet(RecLightningModule):
             )
         pos = self.embed(t)
         if self.loss == "sampled_softmax":
-            neg = self._sample((cfg.n_negatives,))
-            # uniform sampling: log Q is the same for every item, so no logQ correction is needed
-            return sampled_softmax(q, pos, self.embed(neg), pos_ids=t, negative_ids=neg)
+            cand, cand_logq, pos_logq = mixed_negatives(
+                t,
+                self.known_idx,
+                self.item_log_freq if cfg.logq_correction else None,
+                in_batch=cfg.in_batch_negatives,
+                uniform=cfg.n_negatives,
+            )
+            return sampled_softmax(
+                q, pos, self.embed(cand), pos_ids=t, negative_ids=cand, logq=pos_logq, negative_logq=cand_logq
+            )
         neg = self._sample((len(t),))
         return bce_with_negatives(q, pos, self.embed(neg))
 

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from lmrec.errors import LmrecError
 from lmrec.nn.item_repr import ItemRepresentation
 from lmrec.nn.lora import LoraTextEncoder
-from lmrec.nn.losses import full_softmax_ce, info_nce, resolve_loss
+from lmrec.nn.losses import full_softmax_ce, info_nce, mixed_negatives, resolve_loss
 from lmrec.nn.towers import HistoryEncoder
 from lmrec.nn.training import RecLightningModule
 
@@ -164,27 +164,14 @@ class TwoTowerNet(RecLightningModule):
         cfg = self.cfg
         keep = targets >= 0
         pos_ids = targets[keep]
-        # in-batch negatives: the distinct positives of (up to in_batch_negatives) sampled positions,
-        # so their sampling probability follows training frequency (logQ-corrected below)
-        sampled_pos = pos_ids
-        if cfg.in_batch_negatives and len(pos_ids) > cfg.in_batch_negatives:
-            pick = torch.randperm(len(pos_ids), device=pos_ids.device)[: cfg.in_batch_negatives]
-            sampled_pos = pos_ids[pick]
-        # candidates: those in-batch items plus n_negatives uniform draws, as one sorted distinct set
-        # (each row's positive is then masked by binary search, see losses._mask_hits)
-        draws = [sampled_pos]
         pool = torch.nonzero(self.train_items).squeeze(1)
-        if cfg.n_negatives:
-            draws.append(pool[torch.randint(len(pool), (cfg.n_negatives,), device=pool.device)])
-        cand_ids = torch.unique(torch.cat(draws))
-        cand_logq = pos_logq = None
-        if cfg.logq_correction:
-            # log of an item's expected number of draws under the mixture of both samplers: the
-            # in-batch one (len(sampled_pos) draws ~ training frequency) and the uniform one
-            log_q = self.item_log_freq + math.log(len(sampled_pos))
-            if cfg.n_negatives:
-                log_q = torch.logaddexp(log_q, log_q.new_tensor(math.log(cfg.n_negatives / len(pool))))
-            cand_logq, pos_logq = log_q[cand_ids], log_q[pos_ids]
+        cand_ids, cand_logq, pos_logq = mixed_negatives(
+            pos_ids,
+            pool,
+            self.item_log_freq if cfg.logq_correction else None,
+            in_batch=cfg.in_batch_negatives,
+            uniform=cfg.n_negatives,
+        )
         hard_ids = None
         if cfg.hard_negatives and self.text_neighbours.shape[1]:
             pick = torch.randint(
