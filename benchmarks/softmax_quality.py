@@ -44,7 +44,9 @@ def load(name: str, work: Path) -> Any:
     return load_dataset(name)
 
 
-def fit_one(split: Any, model: str, loss: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+def fit_one(
+    split: Any, model: str, loss: str, seed: int, args: argparse.Namespace, in_batch: int | None = None
+) -> dict[str, Any]:
     from lmrec.models.registry import create_model
 
     train = {
@@ -54,6 +56,8 @@ def fit_one(split: Any, model: str, loss: str, seed: int, args: argparse.Namespa
         "progress_bar": False,
     }
     params: dict[str, Any] = {"loss": loss, "train": train}
+    if in_batch is not None:
+        params["in_batch_negatives"] = in_batch
     if model == "two_tower":
         params["fusion"] = "id_only"
     m = create_model(model, **params)
@@ -63,7 +67,7 @@ def fit_one(split: Any, model: str, loss: str, seed: int, args: argparse.Namespa
     assert report is not None
     return {
         "model": model,
-        "loss": loss,
+        "loss": loss if in_batch is None else f"{loss}/{in_batch}",
         "seed": seed,
         "valid_ndcg@10": round(float(report.best_metric or float("nan")), 4),
         "best_epoch": report.best_epoch,
@@ -80,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", nargs="+", default=list(LOSSES), choices=list(LOSSES))
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--losses", nargs="+", choices=["full", "sampled"], default=["full", "sampled"])
+    p.add_argument(
+        "--in-batch", nargs="+", type=int, default=[None], help="in_batch_negatives values (sampled)"
+    )
     p.add_argument("--max-epochs", type=int, default=60)
     p.add_argument("--patience", type=int, default=3)
     p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "lmrec-scale")
@@ -96,10 +103,12 @@ def main(argv: list[str] | None = None) -> int:
             for loss in LOSSES[model]:
                 if ("sampled" if loss == "sampled_softmax" else "full") not in args.losses:
                     continue
-                for seed in args.seeds:
-                    row = {"dataset": ds, "train_items": n_items, **fit_one(split, model, loss, seed, args)}
-                    rows.append(row)
-                    print(json.dumps(row), file=sys.stderr, flush=True)
+                for in_batch in args.in_batch if loss == "sampled_softmax" else [None]:
+                    for seed in args.seeds:
+                        fit = fit_one(split, model, loss, seed, args, in_batch)
+                        row = {"dataset": ds, "train_items": n_items, **fit}
+                        rows.append(row)
+                        print(json.dumps(row), file=sys.stderr, flush=True)
     summary = []
     for key in dict.fromkeys((r["dataset"], r["model"], r["loss"]) for r in rows):
         sel = [r for r in rows if (r["dataset"], r["model"], r["loss"]) == key]

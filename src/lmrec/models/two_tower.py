@@ -102,8 +102,10 @@ class TwoTowerConfig(ModelConfig):
     #: "auto": full up to ``lmrec.nn.losses.FULL_SOFTMAX_MAX_ITEMS`` training items, sampled above
     loss: Literal["auto", "full_softmax", "sampled_softmax"] = "auto"
     #: sampled_softmax: the positives of at most this many sampled positions per step are the
-    #: in-batch negatives (0: every position's), which bounds a step's cost on large catalogues
-    in_batch_negatives: int = Field(default=2048, ge=0)
+    #: in-batch negatives (0: every position's), which bounds a step's cost on large catalogues.
+    #: 1024 was chosen on ml-latest-small validation NDCG@10 (3 seeds; benchmarks/softmax_quality.py):
+    #: 512 .0496, 1024 .0581, 2048 .0554, the full softmax .0575
+    in_batch_negatives: int = Field(default=1024, ge=0)
     #: uniformly sampled extra negatives per batch (sampled_softmax)
     n_negatives: int = Field(default=512, ge=0)
     #: subtract log(sampling probability) from sampled logits (sampled_softmax)
