@@ -155,3 +155,23 @@ def test_add_vectors_become_searchable(catalogue: np.ndarray) -> None:
     assert list(ids) == [5000, 5001, 5002] and len(index) == 5003
     found, _ = index.search(new, 1)
     assert list(found[:, 0]) == [5000, 5001, 5002]
+
+
+def test_recall_with_exclusions_measures_what_is_served(rng: np.random.Generator) -> None:
+    """Each query's excluded items leave both the exact and the approximate answer: an exact index
+    has recall 1 with them; an index that ignored them would be scored against items it may not
+    return."""
+    x = rng.standard_normal((3000, 16)).astype(np.float32)
+    q = rng.standard_normal((30, 16)).astype(np.float32)
+    index = VectorIndex(x, kind="exact")
+    top, _ = index.search(q, 20)
+    seen = [row[:5] for row in top]  # each query's five best items excluded
+    assert index.recall(q, 10, exclude=seen).recall == 1.0
+    truth = index._truth(q, 10, seen)
+    for t, e, row in zip(truth, seen, top, strict=True):
+        assert not np.isin(t, e).any() and np.array_equal(t, row[5:15])
+    hnsw = VectorIndex(x, kind="hnsw", ef_search=16)
+    report = hnsw.tune(q, 10, target=0.99, exclude=seen)
+    assert report.recall >= 0.99 and report.n_queries == 30
+    with pytest.raises(ValueError, match="2 arrays for 30 queries"):
+        index.recall(q, exclude=seen[:2])

@@ -331,18 +331,53 @@ class VectorIndex:
         return faiss.rev_swig_ptr(self._flat.get_xb(), n * self.dim).reshape(n, self.dim)
 
     # ------------------------------------------------------------------ recall check
-    def recall(self, queries: np.ndarray, k: int = 10) -> RecallReport:
-        """recall@k of this index against an exact scan: |approx ∩ exact| / |exact|, averaged."""
+    def recall(
+        self, queries: np.ndarray, k: int = 10, *, exclude: list[np.ndarray] | None = None
+    ) -> RecallReport:
+        """recall@k of this index against an exact scan: |approx ∩ exact| / |exact|, averaged.
+
+        ``exclude`` (one array of item indices per query) measures what a server answers when it
+        leaves each user's seen items out; without it every item counts."""
         q = _as_matrix(queries)
         t0 = time.perf_counter()
-        exact_ids, _ = self.search(q, k, exact=True)
+        truth = self._truth(q, k, exclude)
         t1 = time.perf_counter()
-        approx_ids, _ = self.search(q, k)
+        return self._recall_against(q, k, exclude, truth, 1000 * (t1 - t0) / max(len(q), 1))
+
+    def _truth(self, q: np.ndarray, k: int, exclude: list[np.ndarray] | None) -> list[np.ndarray]:
+        """Each query's exact top-``k`` without its excluded items: one batched scan, ``k`` plus the
+        longest exclusion list deep, the excluded items then dropped."""
+        if exclude is None:
+            ids, _ = self.search(q, k, exact=True)
+            return [row[row >= 0] for row in ids]
+        if len(exclude) != len(q):
+            raise ValueError(f"exclude has {len(exclude)} arrays for {len(q)} queries")
+        depth = k + max((len(e) for e in exclude), default=0)
+        ids, _ = self.search(q, depth, exact=True)
+        out = []
+        for row, e in zip(ids, exclude, strict=True):
+            row = row[row >= 0]
+            out.append(row[~np.isin(row, e)][:k])
+        return out
+
+    def _recall_against(
+        self,
+        q: np.ndarray,
+        k: int,
+        exclude: list[np.ndarray] | None,
+        truth: list[np.ndarray],
+        exact_ms: float,
+    ) -> RecallReport:
+        t1 = time.perf_counter()
+        if exclude is None:
+            approx_ids, _ = self.search(q, k)
+            approx = list(approx_ids)
+        else:  # one search each, as the server does: the exclusions differ per query
+            approx = [self.search(q[i : i + 1], k, exclude=exclude[i])[0][0] for i in range(len(q))]
         t2 = time.perf_counter()
         hits = 0
         total = 0
-        for a, e in zip(approx_ids, exact_ids, strict=True):
-            e = e[e >= 0]
+        for a, e in zip(approx, truth, strict=True):
             hits += len(np.intersect1d(a[a >= 0], e))
             total += len(e)
         rep = RecallReport(
@@ -350,7 +385,7 @@ class VectorIndex:
             recall=hits / total if total else 1.0,
             n_queries=len(q),
             search_param=self.search_param,
-            exact_ms=1000 * (t1 - t0) / max(len(q), 1),
+            exact_ms=exact_ms,
             approx_ms=1000 * (t2 - t1) / max(len(q), 1),
         )
         self.last_recall = rep
@@ -363,15 +398,22 @@ class VectorIndex:
         target: float = 0.95,
         max_param: int = 1024,
         max_refine: int = 64,
+        *,
+        exclude: list[np.ndarray] | None = None,
     ) -> RecallReport:
         """Raise the search effort until recall@k ≥ ``target``, doubling one knob at a time.
 
         HNSW doubles ``efSearch`` and IVF ``nprobe`` (up to ``max_param``). IVF-PQ doubles
         ``nprobe`` while that still gains recall (≥ 0.01 a step) and ``refine`` (up to
         ``max_refine``) once it does not: past that point the misses are items whose list *was*
-        probed but whose compressed score ranked them out of the candidates.
+        probed but whose compressed score ranked them out of the candidates. ``exclude`` as in
+        :meth:`recall`. The exact answers are worked out once, not at every step.
         """
-        rep = self.recall(queries, k)
+        q = _as_matrix(queries)
+        t0 = time.perf_counter()
+        truth = self._truth(q, k, exclude)
+        exact_ms = 1000 * (time.perf_counter() - t0) / max(len(q), 1)
+        rep = self._recall_against(q, k, exclude, truth, exact_ms)
         if self.exact:
             return rep
         gain = 1.0
@@ -392,7 +434,7 @@ class VectorIndex:
                     self.nprobe = min(2 * self.nprobe, cap)
                 else:
                     break
-            rep = self.recall(queries, k)
+            rep = self._recall_against(q, k, exclude, truth, exact_ms)
             gain = rep.recall - before
         return rep
 
