@@ -175,3 +175,33 @@ def test_recall_with_exclusions_measures_what_is_served(rng: np.random.Generator
     assert report.recall >= 0.99 and report.n_queries == 30
     with pytest.raises(ValueError, match="2 arrays for 30 queries"):
         index.recall(q, exclude=seen[:2])
+
+
+@pytest.mark.parametrize("kind", ["ivf", "ivfpq"])
+def test_all_zero_items_stay_out_of_the_lists_but_are_still_answers(
+    kind: str, rng: np.random.Generator
+) -> None:
+    """Items without a vector score 0 for every query: IVF kinds keep them out of the inverted
+    lists (one list of identical codes every query scanned) and fill them in, lowest index first,
+    where fewer than k listed items score above 0: the exact scan's answer either way."""
+    x = np.abs(rng.standard_normal((4000, 16))).astype(np.float32)  # every inner product with q > 0 ...
+    zero = np.sort(rng.choice(4000, 600, replace=False))
+    x[zero] = 0
+    index = VectorIndex(x, kind=kind, nlist=16, nprobe=16, refine=64, seed=0)  # type: ignore[arg-type]
+    assert index.memory_bytes()["search"] < 4000 * 200 and len(index._zero) == 600
+    exact = VectorIndex(x, kind="exact")
+    pos = np.abs(rng.standard_normal((5, 16))).astype(np.float32)
+    ids, _ = index.search(pos, 10)
+    assert not np.isin(ids, zero).any()  # ... for these queries: no zero item belongs in a top 10
+    neg = -pos  # ... and below 0 for these: the zero items are the top
+    ex = zero[:3]
+    got, val = index.search(neg, 10, exclude=ex)
+    want, want_val = exact.search(neg, 10, exclude=ex)
+    # all tie at 0: the lowest eligible indices, in order (faiss's flat scan keeps the same ten,
+    # in its heap's order)
+    assert np.array_equal(got, np.tile(zero[3:13], (5, 1))) and (val == 0).all()
+    assert np.array_equal(np.sort(want, axis=1), got) and (want_val == 0).all()
+    # items added later: a zero vector joins the zero items, others the lists
+    new = index.add(np.vstack([np.zeros(16, np.float32), np.full(16, 10, np.float32)]))
+    assert index._zero[-1] == new[0]
+    assert index.search(np.ones((1, 16), np.float32), 1)[0][0, 0] == new[1]

@@ -115,6 +115,8 @@ class VectorIndex:
         self.nprobe = nprobe
         self.refine = refine if kind == "ivfpq" else 1
         self.last_recall: RecallReport | None = None
+        #: IVF kinds: items whose vector is all zeros, kept out of the inverted lists (see _with_zero)
+        self._zero = np.zeros(0, np.int64)
         self._index: faiss.Index
         t0 = time.perf_counter()
         if kind == "exact":
@@ -151,14 +153,19 @@ class VectorIndex:
                 index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
             # k-means needs ~39 points per centroid and gains little past ~64: a sample is enough
             # and keeps training to minutes at 10M (faiss would otherwise sample 256 per centroid)
-            size = min(n, train_size or 64 * nlist)
+            live = np.flatnonzero(np.any(x != 0, axis=1))
+            self._zero = np.setdiff1d(np.arange(n, dtype=np.int64), live)
+            if len(live) < max(nlist, 256 if kind == "ivfpq" else 1):
+                live, self._zero = np.arange(n, dtype=np.int64), np.zeros(0, np.int64)
+            size = min(len(live), train_size or 64 * nlist)
             rng = np.random.default_rng(seed)
-            sample = x if size >= n else x[np.sort(rng.choice(n, size, replace=False))]
+            pick = live if size >= len(live) else live[np.sort(rng.choice(len(live), size, replace=False))]
+            sample = x[pick]
             index.cp.seed = seed
             index.cp.max_points_per_centroid = max(64, -(-size // nlist))
             index.train(sample)
             del sample
-            self._add_chunked(index, x, add_chunk, progress)
+            self._add_chunked(index, x, add_chunk, progress, ids=live if len(self._zero) else None)
             index.nprobe = min(nprobe, nlist)
             self.nprobe = index.nprobe
             self._quantizer = quantizer  # keep it alive: the IVF index does not own it
@@ -167,13 +174,23 @@ class VectorIndex:
 
     @staticmethod
     def _add_chunked(
-        index: faiss.Index, x: np.ndarray, chunk: int, progress: Callable[[int, int], None] | None
+        index: faiss.Index,
+        x: np.ndarray,
+        chunk: int,
+        progress: Callable[[int, int], None] | None,
+        ids: np.ndarray | None = None,
     ) -> None:
-        """Add in chunks: IVF assignment allocates (chunk × nlist) distances, and a long add reports."""
-        for start in range(0, len(x), max(1, chunk)):
-            index.add(x[start : start + chunk])
+        """Add in chunks: IVF assignment allocates (chunk × nlist) distances, and a long add reports.
+        ``ids``: add only these rows of ``x``, under their row numbers."""
+        total = len(x) if ids is None else len(ids)
+        for start in range(0, total, max(1, chunk)):
+            if ids is None:
+                index.add(x[start : start + chunk])
+            else:
+                part = np.ascontiguousarray(ids[start : start + chunk])
+                index.add_with_ids(x[part], part)
             if progress is not None:
-                progress(min(start + chunk, len(x)), len(x))
+                progress(min(start + chunk, total), total)
 
     # ------------------------------------------------------------------ facts
     def __len__(self) -> int:
@@ -274,7 +291,45 @@ class VectorIndex:
             if depth > k:
                 ids, dist = self._rerank(q, ids, k)
         dist = np.where(ids < 0, -np.inf, dist).astype(np.float32)
-        return ids.astype(np.int64), dist
+        ids = ids.astype(np.int64)
+        if index is self._index and len(self._zero):
+            ids, dist = self._with_zero(ids, dist, k, exclude, keep)
+        return ids, dist
+
+    def _with_zero(
+        self,
+        ids: np.ndarray,
+        dist: np.ndarray,
+        k: int,
+        exclude: np.ndarray | None,
+        keep: np.ndarray | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Merge in the all-zero items an IVF index leaves out of its lists.
+
+        Such items (an ALS item nobody interacted with has one; 47k of 1M in the benchmark
+        catalogue) score exactly 0 for every query. In the lists they all fell into one list of
+        identical vectors whose centroid (0) scores 0 too, so most queries scanned those 47k codes
+        for nothing: a third of the search time. Kept out, they can only belong in a top-k where
+        fewer than ``k`` listed items score above 0; there the eligible ones fill in, lowest index
+        first, which is the exact scan's order for equal scores."""
+        need = (ids[:, -1] < 0) | (dist[:, -1] <= 0)
+        if not need.any():
+            return ids, dist
+        zero = self._zero
+        if keep is not None:
+            zero = zero[keep[zero]]
+        elif exclude is not None and len(exclude):
+            zero = zero[~np.isin(zero, exclude)]
+        zero = zero[:k]
+        for r in np.flatnonzero(need):
+            cand = np.concatenate([ids[r][ids[r] >= 0], zero])
+            score = np.concatenate([dist[r][ids[r] >= 0], np.zeros(len(zero), np.float32)])
+            order = np.lexsort((cand, -score))[:k]
+            ids[r] = -1
+            dist[r] = -np.inf
+            ids[r, : len(order)] = cand[order]
+            dist[r, : len(order)] = score[order]
+        return ids, dist
 
     def _rerank(self, q: np.ndarray, cand: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact inner products of each query's candidates (``-1``: none), the top ``k`` kept; ties
@@ -314,7 +369,14 @@ class VectorIndex:
             start = len(self)
             self._flat.add(x)
             if self._index is not self._flat:
-                self._index.add(x)
+                new = np.arange(start, start + len(x), dtype=np.int64)
+                if len(self._zero):  # keep all-zero vectors out of the lists, as at build
+                    nz = np.any(x != 0, axis=1)
+                    self._zero = np.concatenate([self._zero, new[~nz]])
+                    if nz.any():
+                        self._index.add_with_ids(np.ascontiguousarray(x[nz]), np.ascontiguousarray(new[nz]))
+                else:
+                    self._index.add(x)
         return np.arange(start, start + len(x), dtype=np.int64)
 
     def vectors(self) -> np.ndarray:
