@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+
+import faiss
 import numpy as np
 import pytest
 
@@ -177,18 +180,21 @@ def test_recall_with_exclusions_measures_what_is_served(rng: np.random.Generator
         index.recall(q, exclude=seen[:2])
 
 
-@pytest.mark.parametrize("kind", ["ivf", "ivfpq"])
+@pytest.mark.parametrize("kind", ["hnsw", "ivf", "ivfpq"])
 def test_all_zero_items_stay_out_of_the_lists_but_are_still_answers(
     kind: str, rng: np.random.Generator
 ) -> None:
-    """Items without a vector score 0 for every query: IVF kinds keep them out of the inverted
-    lists (one list of identical codes every query scanned) and fill them in, lowest index first,
-    where fewer than k listed items score above 0: the exact scan's answer either way."""
+    """Items without a vector score 0 for every query: approximate kinds keep them out of the HNSW
+    graph or the inverted lists (one list of identical codes every query scanned) and fill them in,
+    lowest index first, where fewer than k indexed items score above 0: the exact scan's answer
+    either way."""
     x = np.abs(rng.standard_normal((4000, 16))).astype(np.float32)  # every inner product with q > 0 ...
     zero = np.sort(rng.choice(4000, 600, replace=False))
     x[zero] = 0
     index = VectorIndex(x, kind=kind, nlist=16, nprobe=16, refine=64, seed=0)  # type: ignore[arg-type]
-    assert index.memory_bytes()["search"] < 4000 * 200 and len(index._zero) == 600
+    assert int(index._index.ntotal) == 3400 and len(index._zero) == 600
+    if kind != "hnsw":
+        assert index.memory_bytes()["search"] < 4000 * 200
     exact = VectorIndex(x, kind="exact")
     pos = np.abs(rng.standard_normal((5, 16))).astype(np.float32)
     ids, _ = index.search(pos, 10)
@@ -205,3 +211,17 @@ def test_all_zero_items_stay_out_of_the_lists_but_are_still_answers(
     new = index.add(np.vstack([np.zeros(16, np.float32), np.full(16, 10, np.float32)]))
     assert index._zero[-1] == new[0]
     assert index.search(np.ones((1, 16), np.float32), 1)[0][0, 0] == new[1]
+
+
+def test_the_build_uses_every_core_and_gives_the_serving_setting_back(rng: np.random.Generator) -> None:
+    """A server searches on one faiss thread; its index build (HNSW inserts) runs on all of them."""
+    seen: list[int] = []
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        x = rng.standard_normal((500, 8)).astype(np.float32)
+        VectorIndex(x, kind="hnsw", progress=lambda done, total: seen.append(faiss.omp_get_max_threads()))
+        assert seen and seen[0] == len(os.sched_getaffinity(0))
+        assert faiss.omp_get_max_threads() == 1
+    finally:
+        faiss.omp_set_num_threads(before)

@@ -34,6 +34,7 @@ neighbours; those queries are answered by an exact scan of the allowed items ins
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -117,18 +118,64 @@ class VectorIndex:
         self.nprobe = nprobe
         self.refine = refine if kind == "ivfpq" else 1
         self.last_recall: RecallReport | None = None
-        #: IVF kinds: items whose vector is all zeros, kept out of the inverted lists (see _with_zero)
+        #: approximate kinds: items whose vector is all zeros, kept out of the graph or the inverted
+        #: lists (see _with_zero)
         self._zero = np.zeros(0, np.int64)
         self._index: faiss.Index
         t0 = time.perf_counter()
+        with _build_threads():
+            self._build(
+                x,
+                kind,
+                hnsw_m,
+                ef_construction,
+                ef_search,
+                nlist,
+                nprobe,
+                pq_m,
+                train_size,
+                add_chunk,
+                progress,
+                seed,
+            )
+        self.build_seconds = time.perf_counter() - t0
+
+    def _build(
+        self,
+        x: np.ndarray,
+        kind: str,
+        hnsw_m: int,
+        ef_construction: int,
+        ef_search: int,
+        nlist: int | None,
+        nprobe: int,
+        pq_m: int | None,
+        train_size: int | None,
+        add_chunk: int,
+        progress: Callable[[int, int], None] | None,
+        seed: int,
+    ) -> None:
+        n, d = x.shape
         if kind == "exact":
             self._index = self._flat
-        elif kind == "hnsw":
+            return
+        live = np.flatnonzero(np.any(x != 0, axis=1))
+        self._zero = np.setdiff1d(np.arange(n, dtype=np.int64), live)
+        if kind == "hnsw":
+            if len(live) == 0:  # nothing but zeros: a graph of them all rather than an empty one
+                live, self._zero = np.arange(n, dtype=np.int64), np.zeros(0, np.int64)
             hnsw = faiss.IndexHNSWFlat(d, hnsw_m, faiss.METRIC_INNER_PRODUCT)
             hnsw.hnsw.efConstruction = ef_construction
             hnsw.hnsw.efSearch = ef_search
-            self._add_chunked(hnsw, x, add_chunk, progress)
-            self._index = hnsw
+            self._hnsw = hnsw  # keep it alive: IndexIDMap does not own it
+            if len(self._zero):
+                # HNSW numbers its nodes 0..n-1 itself; the id map puts item indices on them (and
+                # translates ID selectors back), 8 bytes an item
+                self._index = faiss.IndexIDMap(hnsw)
+                self._add_chunked(self._index, x, add_chunk, progress, ids=live)
+            else:
+                self._add_chunked(hnsw, x, add_chunk, progress)
+                self._index = hnsw
         else:
             if kind == "ivfpq":
                 nlist = nlist or default_nlist(n)
@@ -155,8 +202,6 @@ class VectorIndex:
                 index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
             # k-means needs ~39 points per centroid and gains little past ~64: a sample is enough
             # and keeps training to minutes at 10M (faiss would otherwise sample 256 per centroid)
-            live = np.flatnonzero(np.any(x != 0, axis=1))
-            self._zero = np.setdiff1d(np.arange(n, dtype=np.int64), live)
             if len(live) < max(nlist, 256 if kind == "ivfpq" else 1):
                 live, self._zero = np.arange(n, dtype=np.int64), np.zeros(0, np.int64)
             size = min(len(live), train_size or 64 * nlist)
@@ -172,7 +217,6 @@ class VectorIndex:
             self.nprobe = index.nprobe
             self._quantizer = quantizer  # keep it alive: the IVF index does not own it
             self._index = index
-        self.build_seconds = time.perf_counter() - t0
 
     @staticmethod
     def _add_chunked(
@@ -229,9 +273,15 @@ class VectorIndex:
         if self._index is self._flat:
             search = 0
         elif self.kind == "hnsw":
-            h = self._index.hnsw  # type: ignore[attr-defined]
+            h = self._hnsw.hnsw
             links = faiss.vector_to_array(h.neighbors).nbytes + faiss.vector_to_array(h.offsets).nbytes
-            search = vectors + links + faiss.vector_to_array(h.levels).nbytes
+            id_map = int(self._index.ntotal) * 8 if self._index is not self._hnsw else 0
+            search = (
+                int(self._hnsw.ntotal) * self.dim * 4
+                + links
+                + faiss.vector_to_array(h.levels).nbytes
+                + id_map
+            )
         else:
             ivf = faiss.extract_index_ivf(self._index)
             search = int(ivf.ntotal) * (ivf.code_size + 8) + ivf.nlist * self.dim * 4
@@ -306,12 +356,13 @@ class VectorIndex:
         exclude: np.ndarray | None,
         keep: np.ndarray | None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Merge in the all-zero items an IVF index leaves out of its lists.
+        """Merge in the all-zero items an approximate index leaves out of its graph or lists.
 
         Such items (an ALS item nobody interacted with has one; 47k of 1M in the benchmark
-        catalogue) score exactly 0 for every query. In the lists they all fell into one list of
+        catalogue) score exactly 0 for every query. In IVF lists they all fell into one list of
         identical vectors (47k codes, 100 times the mean list), scanned for nothing whenever its
-        centroid, 0, ranked among the probed ones. Kept out, they can only belong in a top-k where
+        centroid, 0, ranked among the probed ones; in an HNSW graph they are 47k identical nodes
+        inserted (the build's cost) for nothing. Kept out, they can only belong in a top-k where
         fewer than ``k`` listed items score above 0; there the eligible ones fill in, lowest index
         first, which is the exact scan's order for equal scores."""
         need = (ids[:, -1] < 0) | (dist[:, -1] <= 0)
@@ -553,6 +604,20 @@ def default_pq_m(dim: int) -> int:
         if dim % m == 0:
             return m
     return 1
+
+
+class _build_threads:
+    """Every core for an index build (HNSW inserts, k-means, IVF assignment run on OpenMP), then
+    back to the process's setting: a server keeps one faiss thread for its single-query searches
+    (:func:`set_threads`), which left the 1M-item HNSW graph building on one core for 5 minutes."""
+
+    def __enter__(self) -> None:
+        self._old = faiss.omp_get_max_threads()
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        faiss.omp_set_num_threads(max(1, cores or 1))
+
+    def __exit__(self, *exc: object) -> None:
+        faiss.omp_set_num_threads(self._old)
 
 
 def _flat_params(sel: faiss.IDSelector | None) -> faiss.SearchParameters | None:
