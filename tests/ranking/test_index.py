@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+
+import faiss
 import numpy as np
 import pytest
 
@@ -155,3 +158,70 @@ def test_add_vectors_become_searchable(catalogue: np.ndarray) -> None:
     assert list(ids) == [5000, 5001, 5002] and len(index) == 5003
     found, _ = index.search(new, 1)
     assert list(found[:, 0]) == [5000, 5001, 5002]
+
+
+def test_recall_with_exclusions_measures_what_is_served(rng: np.random.Generator) -> None:
+    """Each query's excluded items leave both the exact and the approximate answer: an exact index
+    has recall 1 with them; an index that ignored them would be scored against items it may not
+    return."""
+    x = rng.standard_normal((3000, 16)).astype(np.float32)
+    q = rng.standard_normal((30, 16)).astype(np.float32)
+    index = VectorIndex(x, kind="exact")
+    top, _ = index.search(q, 20)
+    seen = [row[:5] for row in top]  # each query's five best items excluded
+    assert index.recall(q, 10, exclude=seen).recall == 1.0
+    truth = index._truth(q, 10, seen)
+    for t, e, row in zip(truth, seen, top, strict=True):
+        assert not np.isin(t, e).any() and np.array_equal(t, row[5:15])
+    hnsw = VectorIndex(x, kind="hnsw", ef_search=16)
+    report = hnsw.tune(q, 10, target=0.99, exclude=seen)
+    assert report.recall >= 0.99 and report.n_queries == 30
+    with pytest.raises(ValueError, match="2 arrays for 30 queries"):
+        index.recall(q, exclude=seen[:2])
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivf", "ivfpq"])
+def test_all_zero_items_stay_out_of_the_lists_but_are_still_answers(
+    kind: str, rng: np.random.Generator
+) -> None:
+    """Items without a vector score 0 for every query: approximate kinds keep them out of the HNSW
+    graph or the inverted lists (one list of identical codes every query scanned) and fill them in,
+    lowest index first, where fewer than k indexed items score above 0: the exact scan's answer
+    either way."""
+    x = np.abs(rng.standard_normal((4000, 16))).astype(np.float32)  # every inner product with q > 0 ...
+    zero = np.sort(rng.choice(4000, 600, replace=False))
+    x[zero] = 0
+    index = VectorIndex(x, kind=kind, nlist=16, nprobe=16, refine=64, seed=0)  # type: ignore[arg-type]
+    assert int(index._index.ntotal) == 3400 and len(index._zero) == 600
+    if kind != "hnsw":
+        assert index.memory_bytes()["search"] < 4000 * 200
+    exact = VectorIndex(x, kind="exact")
+    pos = np.abs(rng.standard_normal((5, 16))).astype(np.float32)
+    ids, _ = index.search(pos, 10)
+    assert not np.isin(ids, zero).any()  # ... for these queries: no zero item belongs in a top 10
+    neg = -pos  # ... and below 0 for these: the zero items are the top
+    ex = zero[:3]
+    got, val = index.search(neg, 10, exclude=ex)
+    want, want_val = exact.search(neg, 10, exclude=ex)
+    # all tie at 0: the lowest eligible indices, in order (faiss's flat scan keeps the same ten,
+    # in its heap's order)
+    assert np.array_equal(got, np.tile(zero[3:13], (5, 1))) and (val == 0).all()
+    assert np.array_equal(np.sort(want, axis=1), got) and (want_val == 0).all()
+    # items added later: a zero vector joins the zero items, others the lists
+    new = index.add(np.vstack([np.zeros(16, np.float32), np.full(16, 10, np.float32)]))
+    assert index._zero[-1] == new[0]
+    assert index.search(np.ones((1, 16), np.float32), 1)[0][0, 0] == new[1]
+
+
+def test_the_build_uses_every_core_and_gives_the_serving_setting_back(rng: np.random.Generator) -> None:
+    """A server searches on one faiss thread; its index build (HNSW inserts) runs on all of them."""
+    seen: list[int] = []
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        x = rng.standard_normal((500, 8)).astype(np.float32)
+        VectorIndex(x, kind="hnsw", progress=lambda done, total: seen.append(faiss.omp_get_max_threads()))
+        assert seen and seen[0] == len(os.sched_getaffinity(0))
+        assert faiss.omp_get_max_threads() == 1
+    finally:
+        faiss.omp_set_num_threads(before)

@@ -39,6 +39,7 @@ from implicit.cpu.bpr import BayesianPersonalizedRanking
 from pydantic import Field
 from threadpoolctl import threadpool_limits
 
+from lmrec._threads import single_blas_thread
 from lmrec.data.dataset import Dataset
 from lmrec.models.base import EmbeddingRecommender, ModelConfig, QueryBatch
 
@@ -147,7 +148,7 @@ class ALS(_ImplicitMF):
         h = self._matrix(batch.history)
         if len(batch) == 0:
             return np.zeros((0, self.item_factors_.shape[1]), np.float32)
-        with threadpool_limits(1, "blas"):
+        with single_blas_thread():  # per request: threadpool_limits itself costs ~4 ms
             u = self._solver.recalculate_user(np.arange(len(batch)), h)
         return np.asarray(u, dtype=np.float32).reshape(len(batch), -1)
 
@@ -196,7 +197,7 @@ class BPR(_ImplicitMF):
         h = batch.history
         # many small BLAS calls: a BLAS thread pool only adds synchronisation (10x slower when the
         # machine is busy), so run them single-threaded
-        with threadpool_limits(1, "blas"):
+        with single_blas_thread():
             for q in range(len(batch)):
                 row = h.indices[h.indptr[q] : h.indptr[q + 1]]
                 pos = np.unique(row[h.data[h.indptr[q] : h.indptr[q + 1]] > 0])

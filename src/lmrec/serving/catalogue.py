@@ -143,6 +143,33 @@ def find_catalogue(artifact_dir: str | os.PathLike[str]) -> Path | None:
     return None
 
 
+class LazyTerms(Sequence[frozenset[str]]):
+    """Each item's content words (:func:`~lmrec.rerank.explain.keywords_of` of its title and text),
+    worked out the first time an item's are asked for and kept.
+
+    Only explanations of free-text queries read them, for the ten or so items of a list; working
+    them out for every item at load took minutes of start-up at 1M items (two regex passes and a
+    set per item), most of the server's time to ready."""
+
+    def __init__(self, texts: list[str | None]) -> None:
+        self._texts = texts
+        self._done: dict[int, frozenset[str]] = {}
+
+    def __len__(self) -> int:
+        return len(self._texts)
+
+    def __getitem__(self, i: int) -> frozenset[str]:  # type: ignore[override]
+        i = int(i)
+        got = self._done.get(i)
+        if got is None:
+            got = self._done[i] = frozenset(keywords_of(self._texts[i]))
+        return got
+
+    def forget(self, i: int) -> None:
+        """Item ``i``'s text changed: work its words out again when next asked."""
+        self._done.pop(i, None)
+
+
 class Catalogue:
     """Per-item titles, tags, terms and fields, aligned to an item vocabulary (see module doc)."""
 
@@ -152,7 +179,9 @@ class Catalogue:
         n = len(item_vocab)
         self.titles: list[str | None] = [None] * n
         self.tags: list[frozenset[str]] = [frozenset()] * n
-        self.terms: list[frozenset[str]] = [frozenset()] * n
+        #: each item's title and text, joined: :attr:`terms` reads them when first asked
+        self._texts: list[str | None] = [None] * n
+        self.terms = LazyTerms(self._texts)
         self._fields: dict[str, list[Any]] = {}
         #: each field's value kind (:func:`value_kind`, merged over its non-null cells)
         self._kinds: dict[str, str | None] = {}
@@ -204,12 +233,10 @@ class Catalogue:
         for c in tag_cols:
             tags.extend(t for t in split_tags(row.get(c)) if t not in tags)
         self.tags[i] = frozenset(tags)
-        words = keywords_of(self.titles[i])
-        for c in text_cols:
-            v = row.get(c)
-            if v is not None:
-                words |= keywords_of(str(v))
-        self.terms[i] = frozenset(words)
+        texts = [self.titles[i]] + [str(v) for v in (row.get(c) for c in text_cols) if v is not None]
+        joined = "\n".join(t for t in texts if t)
+        self._texts[i] = joined or None
+        self.terms.forget(i)
         for c in field_cols:
             if c not in self._fields:
                 self._fields[c] = [None] * self._n
@@ -252,7 +279,7 @@ class Catalogue:
         self._n += 1
         self.titles.append(None)
         self.tags.append(frozenset())
-        self.terms.append(frozenset())
+        self._texts.append(None)
         for col in self._fields.values():
             col.append(None)
         row = {"title": title, "tags": list(tags), "description": text, **fields}

@@ -39,17 +39,22 @@ def build_index(model: EmbeddingRecommender, vectors: np.ndarray, config: Servin
     )
     model.set_ranker(IndexRanker(index))
     if not index.exact:
-        sample = tuning_queries(model, vectors, 200, config.seed)
-        rep = index.tune(sample, k=10, target=config.ann_target_recall)
+        sample, seen = tuning_queries(model, vectors, 200, config.seed)
+        rep = index.tune(sample, k=10, target=config.ann_target_recall, exclude=seen)
         log.info("ANN %r: recall@10 vs exact = %.3f", index, rep.recall)
         if rep.recall < config.ann_target_recall:
             log.warning("ANN recall %.3f below target %.2f", rep.recall, config.ann_target_recall)
     return index
 
 
-def tuning_queries(model: EmbeddingRecommender, vectors: np.ndarray, n: int, seed: int) -> np.ndarray:
+def tuning_queries(
+    model: EmbeddingRecommender, vectors: np.ndarray, n: int, seed: int
+) -> tuple[np.ndarray, list[np.ndarray] | None]:
     """Queries for the start-up recall check: the query vectors of ``n`` sampled known users (what
-    the index will be asked), else ``n`` sampled item vectors. All-zero vectors are left out: every
+    the index will be asked) with each user's history, which a request leaves out of its answer by
+    default (``exclude_seen``), else ``n`` sampled item vectors and no exclusions. Recall with the
+    history left out is what users get, and it is lower: at 1M ALS items, nprobe 256 measured
+    0.958 over every item and ~0.94 with the history left out. All-zero vectors are left out: every
     item ties with them, so their "exact top-10" is arbitrary and their recall meaningless (an ALS
     item with no interactions has one). Item vectors are a poor stand-in for a model whose users and
     items differ (ALS user factors are not item factors): tuned on them, a 1M-item IVF-PQ index
@@ -59,6 +64,7 @@ def tuning_queries(model: EmbeddingRecommender, vectors: np.ndarray, n: int, see
 
     rng = np.random.default_rng(seed)
     q: np.ndarray | None = None
+    seen: list[np.ndarray] | None = None
     users = model.user_vocab
     if users is not None and len(users):
         ids = users.external(np.sort(rng.choice(len(users), min(n, len(users)), replace=False)))
@@ -67,11 +73,19 @@ def tuning_queries(model: EmbeddingRecommender, vectors: np.ndarray, n: int, see
         except UnsupportedQueryError:  # a model that ranks for histories or text, not user ids
             batch = None
         if batch is not None and not batch.fallback_mask.all():
-            q = np.asarray(model.query_vectors(batch.take(np.flatnonzero(~batch.fallback_mask))), np.float32)
+            known = batch.take(np.flatnonzero(~batch.fallback_mask))
+            q = np.asarray(model.query_vectors(known), np.float32)
+            h = known.history
+            seen = [
+                np.unique(h.indices[h.indptr[r] : h.indptr[r + 1]]).astype(np.int64) for r in range(len(q))
+            ]
     if q is None:
         q = vectors[rng.choice(len(vectors), min(n, len(vectors)), replace=False)]
-    q = q[np.abs(q).sum(axis=1) > 0]
-    return q if len(q) else vectors[:1]
+    nonzero = np.abs(q).sum(axis=1) > 0
+    if seen is not None:
+        seen = [e for e, ok in zip(seen, nonzero, strict=True) if ok]
+    q = q[nonzero]
+    return (q, seen) if len(q) else (vectors[:1], None)
 
 
 def normalise(x: np.ndarray) -> np.ndarray:
