@@ -46,6 +46,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from ann_recall import single_query_latency  # noqa: E402
 
 from lmrec.ranking.index import VectorIndex, clustered_vectors  # noqa: E402
 
@@ -67,18 +70,6 @@ def rss_bytes() -> int:
 def recall_at_k(approx: np.ndarray, exact: np.ndarray) -> float:
     hits = sum(len(np.intersect1d(a[a >= 0], e[e >= 0])) for a, e in zip(approx, exact, strict=True))
     return hits / max(1, int((exact >= 0).sum()))
-
-
-def single_query_latency(index: VectorIndex, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """One query at a time on one faiss thread (the server's way); ids and per-query ms."""
-    faiss.omp_set_num_threads(1)
-    ids = np.empty((len(queries), k), np.int64)
-    ms = np.empty(len(queries))
-    for i in range(len(queries)):
-        t0 = time.perf_counter()
-        ids[i] = index.search(queries[i : i + 1], k)[0][0]
-        ms[i] = 1000 * (time.perf_counter() - t0)
-    return ids, ms
 
 
 def _set(index: VectorIndex, param: int, refine: int) -> None:
