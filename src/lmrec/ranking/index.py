@@ -279,7 +279,7 @@ class VectorIndex:
             search = 0
         elif self.kind == "hnsw":
             h = self._hnsw.hnsw
-            links = faiss.vector_to_array(h.neighbors).nbytes + faiss.vector_to_array(h.offsets).nbytes
+            links = faiss.vector_to_array(h.neighbors).nbytes + faiss.vector_to_array(h.offsets).nbytes  # type: ignore[attr-defined]
             id_map = int(self._index.ntotal) * 8 if self._index is not self._hnsw else 0
             search = (
                 int(self._hnsw.ntotal) * self.dim * 4
