@@ -122,6 +122,8 @@ class Vocabulary:
 
     def external(self, indices: Iterable[int] | np.ndarray) -> list[Any]:
         ids = self._ids
+        if isinstance(indices, np.ndarray) and indices.dtype.kind in "iu":
+            return [ids[i] for i in indices.tolist()]  # Python ints at once, not numpy scalars one by one
         return [ids[int(i)] for i in indices]
 
     def extend(self, new_ids: Iterable[Any]) -> Vocabulary:

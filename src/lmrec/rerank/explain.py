@@ -140,22 +140,28 @@ def explain(
         order = np.lexsort((part, -part_sims), axis=1)
         top_idx = np.take_along_axis(part, order, axis=1)
         top_sim = np.take_along_axis(part_sims, order, axis=1)
+    # Python ints and floats once for the whole list (the same values: float32 -> float is exact);
+    # converting numpy scalars one by one was most of this function's own time on a 10-item list
+    driver_ids = hist[top_idx].tolist() if top_idx is not None else None
+    driver_sims = top_sim.tolist() if top_sim is not None else None
+    n_tags = len(tags) if tags is not None else 0
     out: list[Because] = []
-    for r_pos, item in enumerate(rec):
+    for r_pos, item in enumerate(rec.tolist()):
         drivers: list[tuple[int, float]] = []
-        if top_idx is not None and top_sim is not None:
+        if driver_ids is not None and driver_sims is not None:
             drivers = [
-                (int(hist[j]), float(v))
-                for j, v in zip(top_idx[r_pos], top_sim[r_pos], strict=True)
+                (h, v)
+                for h, v in zip(driver_ids[r_pos], driver_sims[r_pos], strict=True)
                 if v > min_similarity
             ]
         weights: dict[str, float] = {}
-        if tags is not None and item < len(tags):
+        if tags is not None and item < n_tags:
             own = tags[item]
-            for h, s in drivers:
-                if h < len(tags):
-                    for t in own & tags[h]:
-                        weights[t] = weights.get(t, 0.0) + s
+            if own:
+                for h, s in drivers:
+                    if h < n_tags:
+                        for t in own & tags[h]:
+                            weights[t] = weights.get(t, 0.0) + s
         if query_terms:
             own_terms = set(item_terms[item]) if item_terms is not None and item < len(item_terms) else set()
             own_tags = {t.lower(): t for t in tags[item]} if tags is not None and item < len(tags) else {}
@@ -164,9 +170,12 @@ def explain(
                     weights[own_tags[term]] = weights.get(own_tags[term], 0.0) + 1.0
                 elif term in own_terms:
                     weights[term] = weights.get(term, 0.0) + 1.0
-        idf = tag_idf or {}
-        ranked = sorted(weights, key=lambda t: (-weights[t] * idf.get(t, 1.0), t))
-        out.append(Because(items=drivers, keywords=ranked[:max_keywords]))
+        if weights:
+            idf = tag_idf or {}
+            ranked = sorted(weights, key=lambda t: (-weights[t] * idf.get(t, 1.0), t))[:max_keywords]
+        else:
+            ranked = []
+        out.append(Because(items=drivers, keywords=ranked))
     return out
 
 

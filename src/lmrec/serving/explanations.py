@@ -50,14 +50,18 @@ def explanations(
     evidence_ids = (
         dict(zip(evidence_idx.tolist(), item_ids(evidence_idx), strict=True)) if len(evidence_idx) else {}
     )
+    title = catalogue.title
+    # Python numbers for the whole list at once (the same values as float() / int() of each element)
+    scores = ranked.scores[ranked.order].tolist()
+    propensities = ranked.propensities.tolist()
     items: list[dict[str, Any]] = []
-    for slot, (pos, item_idx, item_id) in enumerate(zip(ranked.order, chosen, ids, strict=True)):
+    for slot, (item_idx, item_id) in enumerate(zip(chosen.tolist(), ids, strict=True)):
         evidence = None
         if because is not None:
             b = because[slot]
             evidence = {
                 "items": [
-                    {"item_id": evidence_ids[int(h)], "similarity": round(s, 4), "title": catalogue.title(h)}
+                    {"item_id": evidence_ids[h], "similarity": round(s, 4), "title": title(h)}
                     for h, s in b.items
                 ],
                 "keywords": b.keywords,
@@ -65,10 +69,10 @@ def explanations(
         items.append(
             {
                 "item_id": item_id,
-                "score": float(ranked.scores[pos]),
+                "score": float(scores[slot]),
                 "rank": slot + 1,
-                "propensity": float(ranked.propensities[slot]),
-                "title": catalogue.title(int(item_idx)),
+                "propensity": float(propensities[slot]),
+                "title": title(item_idx),
                 "because": evidence,
             }
         )

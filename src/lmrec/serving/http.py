@@ -82,16 +82,17 @@ class AccessLog:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            route = scope.get("route")
-            record = {
-                "method": scope.get("method", ""),
-                "path": scope.get("path", ""),
-                "route": getattr(route, "path", None),
-                "status": status["code"],
-                "latency_ms": round((time.perf_counter() - start) * 1000, 3),
-                "request_id": request_id,
-            }
-            access_log.info(json.dumps(record), extra={"access": record})
+            if access_log.isEnabledFor(logging.INFO):  # no record built for a log nobody reads
+                route = scope.get("route")
+                record = {
+                    "method": scope.get("method", ""),
+                    "path": scope.get("path", ""),
+                    "route": getattr(route, "path", None),
+                    "status": status["code"],
+                    "latency_ms": round((time.perf_counter() - start) * 1000, 3),
+                    "request_id": request_id,
+                }
+                access_log.info(json.dumps(record), extra={"access": record})
 
 
 def _is_json(headers: list[tuple[bytes, bytes]]) -> bool:
