@@ -64,7 +64,7 @@ from lmrec.errors import LmrecError
 from lmrec.models.base import ModelConfig, QueryBatch
 from lmrec.models.neural import NeuralRecommender, ScoreFn
 from lmrec.nn.lora import LoraTextEncoder
-from lmrec.nn.losses import resolve_loss
+from lmrec.nn.losses import log_frequency, resolve_loss
 from lmrec.nn.training import NeuralTrainConfig
 from lmrec.nn.two_tower import TwoTowerNet, left_pad, next_item_windows, text_neighbours
 from lmrec.text.profiles import ProfileConfig
@@ -207,7 +207,6 @@ class TwoTower(NeuralRecommender):
         n_items = data.n_items
         counts = np.bincount(train.interactions["item_idx"].to_numpy(), minlength=n_items).astype(np.float64)
         known = counts > 0
-        log_freq = np.log(np.maximum(counts, 1e-12) / max(counts.sum(), 1.0))
         neighbours = None
         if cfg.hard_negatives and text is not None:
             neighbours = text_neighbours(text, known, cfg.hard_negative_pool)
@@ -216,7 +215,7 @@ class TwoTower(NeuralRecommender):
             n_items,
             None if text is None else torch.from_numpy(text),
             loss=resolve_loss(cfg.loss, int(known.sum()), full="full_softmax", sampled="sampled_softmax"),
-            item_log_freq=torch.from_numpy(log_freq).float(),
+            item_log_freq=log_frequency(counts),
             user_profiles=None if profiles is None else torch.from_numpy(profiles),
             text_neighbours=None if neighbours is None else torch.from_numpy(neighbours),
         )

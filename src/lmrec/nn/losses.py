@@ -35,7 +35,7 @@ label_smoothing=0.0, reduction="mean")``
     ``target (...)`` item indices (rows equal to ``ignore_index`` are skipped). ``item_mask`` (bool
     ``(n_items,)``) removes items from the softmax (e.g. items absent from training).
 
-``mixed_negatives(pos_ids, pool, log_freq, *, in_batch, uniform)``
+``log_frequency(counts)`` and ``mixed_negatives(pos_ids, pool, log_freq, *, in_batch, uniform)``
     The shared negatives of a sampled softmax (bounded in-batch positives + uniform draws, sorted
     and distinct) with their logQ under the mixture of both samplers.
 
@@ -56,6 +56,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -98,6 +99,13 @@ def resolve_loss(loss: str, n_train_items: int, *, full: str, sampled: str) -> s
     if loss != "auto":
         return loss
     return full if n_train_items <= FULL_SOFTMAX_MAX_ITEMS else sampled
+
+
+def log_frequency(counts: np.ndarray) -> Tensor:
+    """Log training frequency per item from interaction ``counts`` (the logQ that
+    :func:`mixed_negatives` scales; items never seen get log(1e-12), never -inf)."""
+    c = np.asarray(counts, dtype=np.float64)
+    return torch.from_numpy(np.log(np.maximum(c, 1e-12) / max(float(c.sum()), 1.0))).float()
 
 
 def mixed_negatives(

@@ -19,6 +19,7 @@ from lmrec.nn.item_repr import ItemRepresentation
 from lmrec.nn.losses import (
     bce_with_negatives,
     full_softmax_ce,
+    log_frequency,
     mixed_negatives,
     resolve_loss,
     sampled_softmax,
@@ -130,9 +131,7 @@ class SequenceNet(RecLightningModule):
 
     def set_item_frequency(self, counts: np.ndarray) -> None:
         """Training interaction counts per item (the sampled softmax's logQ; training only)."""
-        c = torch.as_tensor(np.asarray(counts, dtype=np.float64))
-        log_freq = torch.log(c.clamp(min=1e-12) / max(float(c.sum()), 1.0)).float()
-        self.item_log_freq.copy_(log_freq.to(self.item_log_freq.device))
+        self.item_log_freq.copy_(log_frequency(counts).to(self.item_log_freq.device))
 
     def _sample(self, shape: tuple[int, ...]) -> Tensor:
         """Uniform random training items (never cold ones) of the given shape."""
