@@ -38,6 +38,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -104,6 +105,68 @@ def _goal_ratios(ndcg: dict[str, float], singles: list[str]) -> tuple[float | No
     return (round(h / ease, 3) if ease else None), (round(min(ratios), 3) if ratios else None)
 
 
+def _datasets(run: dict[str, Any] | list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The per-dataset results of a hybrid.json: the finished summary, or a run's partial list."""
+    return run["datasets"] if isinstance(run, dict) else run
+
+
+def _reused_tuning(path: Path, dataset: str) -> dict[str, dict[str, Any]]:
+    """The per-model rows (params, best epoch, validation score) of ``dataset`` in an earlier run."""
+    for ds in _datasets(json.loads(Path(path).read_text())):
+        if ds["dataset"] == dataset:
+            return {m: r for m, r in ds["models"].items() if m != "hybrid"}
+    raise SystemExit(f"--reuse-tuning {path}: no results for dataset {dataset!r}")
+
+
+def _reused(m: str, reused: dict[str, dict[str, Any]], args: argparse.Namespace) -> SimpleNamespace:
+    """A stand-in for :class:`lmrec.tuning.TuneResult` built from an earlier run's row of ``m``."""
+    if m not in reused:
+        raise SystemExit(f"--reuse-tuning {args.reuse_tuning}: no tuned row for model {m!r}")
+    row = reused[m]
+    params = {**_common_params(m, args), **_seeded(m, row["params"], args.seed)}
+    return SimpleNamespace(
+        params=params, best_epoch=row.get("best_epoch"), best_value=row["valid_ndcg"], n_trials=row["trials"]
+    )
+
+
+def combine(paths: list[Path]) -> list[dict[str, Any]]:
+    """Per dataset and model: test NDCG@10 of each run (one per seed), their mean and sd, and the
+    issue's ratios on the seed means. Runs must share the tuned configuration (``--reuse-tuning``)."""
+    by_ds: dict[str, dict[str, dict[int, float]]] = {}
+    seeds = []
+    for p in paths:
+        summary = json.loads((p / "hybrid.json" if p.is_dir() else p).read_text())
+        if not isinstance(summary, dict):
+            raise SystemExit(f"--combine {p}: an unfinished run (no summary with its seed)")
+        seeds.append(summary["seed"])
+        for ds in summary["datasets"]:
+            for m, r in ds["models"].items():
+                by_ds.setdefault(ds["dataset"], {}).setdefault(m, {})[summary["seed"]] = r["ndcg@10"]
+    if len(set(seeds)) != len(seeds):
+        raise SystemExit(f"--combine: the runs repeat a seed ({seeds})")
+    out = []
+    for name, models in by_ds.items():
+        rows = {}
+        for m, vals in models.items():
+            v = np.array(list(vals.values()))
+            rows[m] = {
+                "ndcg@10_by_seed": vals,
+                "mean": round(float(v.mean()), 4),
+                "sd": round(float(v.std(ddof=1)), 4) if len(v) > 1 else None,
+                "n": len(v),
+            }
+        singles = [m for m in rows if m != "hybrid"]
+        entry: dict[str, Any] = {"dataset": name, "models": rows}
+        if "hybrid" in rows and singles:
+            vs_ease, vs_min = _goal_ratios({m: r["mean"] for m, r in rows.items()}, singles)
+            entry["targets"] = {
+                "seed_mean_hybrid_vs_ease": vs_ease,
+                "seed_mean_hybrid_vs_every_single_min": vs_min,
+            }
+        out.append(entry)
+    return out
+
+
 def _leak_free(split: Split) -> Split:
     return replace(split, train=drop_heldout_text(split.train, [split.valid, split.test]))
 
@@ -125,17 +188,22 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
     results: list[EvalResult] = []
     rows: dict[str, dict[str, Any]] = {}
     fitted: dict[str, Any] = {}  # the refitted single models, for --share-fits
+    reused = _reused_tuning(args.reuse_tuning, name) if args.reuse_tuning else {}
     for m in models:
         t = time.perf_counter()
-        tr = tune(
-            m,
-            split,
-            n_trials=args.trials,
-            timeout=args.timeout,
-            seed=args.seed,
-            fixed_params=_common_params(m, args),
-        )
-        tune_s = time.perf_counter() - t
+        if reused:  # the configuration an earlier run chose on validation, seeded with --seed
+            tr = _reused(m, reused, args)
+            tune_s = float(reused[m].get("tune_s") or 0.0)
+        else:
+            tr = tune(
+                m,
+                split,
+                n_trials=args.trials,
+                timeout=args.timeout,
+                seed=args.seed,
+                fixed_params=_common_params(m, args),
+            )
+            tune_s = time.perf_counter() - t
         t = time.perf_counter()
         refit[m] = refit_params(m, tr.params, tr.best_epoch)
         model = create_model(m, **refit[m])
@@ -287,6 +355,22 @@ def markdown(all_results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def combined_markdown(combined: list[dict[str, Any]]) -> str:
+    lines = ["| dataset | model | NDCG@10 per seed | mean ± sd (n) |", "|---|---|---|---|"]
+    for ds in combined:
+        for m, r in ds["models"].items():
+            per = ", ".join(f"{s}: {v:.4f}" for s, v in r["ndcg@10_by_seed"].items())
+            sd = "–" if r["sd"] is None else f"{r['sd']:.4f}"
+            lines.append(f"| {ds['dataset']} | {m} | {per} | {r['mean']:.4f} ± {sd} ({r['n']}) |")
+        if ds.get("targets"):
+            t = ds["targets"]
+            lines.append(
+                f"| {ds['dataset']} | **goals on seed means** | hybrid / EASE {t['seed_mean_hybrid_vs_ease']} "
+                f"(≥ 1.15) | hybrid / best single {t['seed_mean_hybrid_vs_every_single_min']} (≥ 1.05) |"
+            )
+    return "\n".join(lines)
+
+
 def plot(all_results: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
 
@@ -340,8 +424,32 @@ def main(argv: list[str] | None = None) -> int:
         help="the hybrid's final stage reuses the single models' train+valid refits (same spec, same "
         "data) instead of fitting its generators again; its refit time then leaves those fits out",
     )
+    p.add_argument(
+        "--reuse-tuning",
+        type=Path,
+        default=None,
+        help="an earlier run's hybrid.json: take each model's tuned configuration and best epoch from "
+        "it instead of tuning again (to refit and test it with another --seed)",
+    )
+    p.add_argument(
+        "--combine",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="finished run folders (or their hybrid.json) of one seed each: "
+        "print NDCG@10 per seed, mean and sd, and the goal ratios on the seed means",
+    )
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
+    if args.combine:
+        combined = combine(args.combine)
+        print(json.dumps(combined, indent=2, default=str))
+        print(combined_markdown(combined))
+        if args.out:
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / "seeds.json").write_text(json.dumps(combined, indent=2, default=str))
+            (args.out / "seeds.md").write_text(combined_markdown(combined) + "\n")
+        return 0
 
     import torch
 
@@ -358,6 +466,7 @@ def main(argv: list[str] | None = None) -> int:
         "leave-last-out, full ranking, seen items excluded",
         "budget": {"trials": args.trials, "timeout_s": args.timeout},
         "seed": args.seed,
+        "reused_tuning": None if args.reuse_tuning is None else str(args.reuse_tuning),
         "machine": {
             "python": platform.python_version(),
             "cpu_count": os.cpu_count(),
