@@ -7,7 +7,7 @@ setting: recall@10 against exact, single-query latency (one thread, one query at
 server runs it: p50/p99) and batch throughput. It also runs :meth:`VectorIndex.tune` (what the
 server does at start-up) and reports the parameter it settles on for recall ≥ 0.95.
 
-The data (:func:`~lmrec.ranking.index.clustered_vectors`): by default 2,000 overlapping clusters in
+The data (:func:`~lmrec.ranking.synthetic.clustered_vectors`): by default 2,000 overlapping clusters in
 a 16-dimensional latent space mapped into 64 dimensions (cluster noise as large as the spread of
 the centres), a stand-in for real item embeddings, which are clustered and of low intrinsic
 dimension. ``--intrinsic-dim 0`` gives the hard case (isotropic noise in all 64 dimensions, larger
@@ -38,7 +38,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from lmrec.ranking.index import VectorIndex, clustered_vectors  # noqa: E402
+from lmrec.ranking.index import VectorIndex  # noqa: E402
+from lmrec.ranking.synthetic import clustered_vectors  # noqa: E402
 
 
 def recall_at_k(approx: np.ndarray, exact: np.ndarray) -> float:

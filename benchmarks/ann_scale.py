@@ -16,7 +16,7 @@ IVF-flat for comparison. It reports, per index:
 * what :meth:`VectorIndex.tune` (the server's start-up step) settles on for recall ≥ ``--target``,
   tuned on 200 *other* queries and then measured on the 1000.
 
-Data (:func:`~lmrec.ranking.index.clustered_vectors`, seeded): a latent-factor mixture, 2000
+Data (:func:`~lmrec.ranking.synthetic.clustered_vectors`, seeded): a latent-factor mixture, 2000
 clusters in a ``--intrinsic-dim`` (32) latent space mapped linearly into 64 dimensions plus a little
 full-rank noise, L2-normalised; queries are fresh points from the same clusters. That is a harder
 setting for PQ than ``benchmarks/ann_recall.py``'s 16 latent dimensions.
@@ -50,7 +50,8 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from ann_recall import single_query_latency  # noqa: E402
 
-from lmrec.ranking.index import VectorIndex, clustered_vectors  # noqa: E402
+from lmrec.ranking.index import VectorIndex  # noqa: E402
+from lmrec.ranking.synthetic import clustered_vectors  # noqa: E402
 
 GRIDS: dict[str, list[tuple[int, int]]] = {
     # (search param, refine)

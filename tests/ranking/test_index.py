@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from lmrec.ranking import topk
-from lmrec.ranking.index import DEFAULT_REFINE, VectorIndex, clustered_vectors, default_nlist, default_pq_m
+from lmrec.ranking.index import DEFAULT_REFINE, VectorIndex, default_nlist, default_pq_m
+from lmrec.ranking.index_recall import exact_truth
+from lmrec.ranking.synthetic import clustered_vectors
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +172,7 @@ def test_recall_with_exclusions_measures_what_is_served(rng: np.random.Generator
     top, _ = index.search(q, 20)
     seen = [row[:5] for row in top]  # each query's five best items excluded
     assert index.recall(q, 10, exclude=seen).recall == 1.0
-    truth = index._truth(q, 10, seen)
+    truth = exact_truth(index, q, 10, seen)
     for t, e, row in zip(truth, seen, top, strict=True):
         assert not np.isin(t, e).any() and np.array_equal(t, row[5:15])
     hnsw = VectorIndex(x, kind="hnsw", ef_search=16)

@@ -19,7 +19,7 @@ from lmrec.ranking.masking import mask_scores
 from lmrec.ranking.rankers import ExactRanker, IndexRanker, Ranker, rank_scores
 from lmrec.ranking.topk import topk
 
-_LAZY = {"VectorIndex": "lmrec.ranking.index", "clustered_vectors": "lmrec.ranking.index"}
+_LAZY = {"VectorIndex": "lmrec.ranking.index", "clustered_vectors": "lmrec.ranking.synthetic"}
 
 
 def __getattr__(name: str) -> Any:

@@ -21,7 +21,7 @@ vectors do not fit in memory needs a sharded index (see docs/retrieval.md), not 
 Approximate indexes come with a *recall check*: :meth:`VectorIndex.recall` compares the approximate
 top-k with an exact scan on a sample of queries, and :meth:`VectorIndex.tune` raises ``efSearch``
 (HNSW) or ``nprobe`` (IVF, IVF-PQ; and IVF-PQ's ``refine`` once more lists stop helping) until the
-measured recall@k reaches the target. The server runs the
+measured recall@k reaches the target (both in :mod:`lmrec.ranking.index_recall`). The server runs the
 check when it builds an index and reports the measured recall on ``/health`` and ``/metrics``.
 :class:`~lmrec.ranking.rankers.IndexRanker` puts an index behind ``EmbeddingRecommender.rank``.
 
@@ -38,11 +38,12 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Literal
 
 import faiss
 import numpy as np
+
+from lmrec.ranking.index_recall import RecallReport, measure_recall, tune_index
 
 IndexKind = Literal["auto", "exact", "hnsw", "ivf", "ivfpq"]
 
@@ -57,21 +58,6 @@ IVFPQ_THRESHOLD = 2_000_000
 HNSW_ADD_CHUNK = 100_000
 #: IVF-PQ's default re-ranking depth: ``refine × k`` compressed candidates re-scored exactly
 DEFAULT_REFINE = 8
-
-
-@dataclass(frozen=True)
-class RecallReport:
-    """Measured recall@k of the approximate index against an exact scan."""
-
-    k: int
-    recall: float
-    n_queries: int
-    #: efSearch (HNSW) or nprobe (IVF, IVF-PQ) in effect when measured; 0 for exact
-    search_param: int
-    exact_ms: float
-    approx_ms: float
-    #: CPU (this thread) per approximate query: unlike ``approx_ms``, barely moved by other work
-    approx_cpu_ms: float = 0.0
 
 
 def set_threads(n: int | None) -> None:
@@ -458,59 +444,7 @@ class VectorIndex:
 
         ``exclude`` (one array of item indices per query) measures what a server answers when it
         leaves each user's seen items out; without it every item counts."""
-        q = _as_matrix(queries)
-        t0 = time.perf_counter()
-        truth = self._truth(q, k, exclude)
-        t1 = time.perf_counter()
-        return self._recall_against(q, k, exclude, truth, 1000 * (t1 - t0) / max(len(q), 1))
-
-    def _truth(self, q: np.ndarray, k: int, exclude: list[np.ndarray] | None) -> list[np.ndarray]:
-        """Each query's exact top-``k`` without its excluded items: one batched scan, ``k`` plus the
-        longest exclusion list deep, the excluded items then dropped."""
-        if exclude is None:
-            ids, _ = self.search(q, k, exact=True)
-            return [row[row >= 0] for row in ids]
-        if len(exclude) != len(q):
-            raise ValueError(f"exclude has {len(exclude)} arrays for {len(q)} queries")
-        depth = k + max((len(e) for e in exclude), default=0)
-        ids, _ = self.search(q, depth, exact=True)
-        out = []
-        for row, e in zip(ids, exclude, strict=True):
-            row = row[row >= 0]
-            out.append(row[~np.isin(row, e)][:k])
-        return out
-
-    def _recall_against(
-        self,
-        q: np.ndarray,
-        k: int,
-        exclude: list[np.ndarray] | None,
-        truth: list[np.ndarray],
-        exact_ms: float,
-    ) -> RecallReport:
-        t1 = time.perf_counter()
-        c1 = time.thread_time()
-        if exclude is None:
-            approx_ids, _ = self.search(q, k)
-            approx = list(approx_ids)
-        else:  # one search each, as the server does: the exclusions differ per query
-            approx = [self.search(q[i : i + 1], k, exclude=exclude[i])[0][0] for i in range(len(q))]
-        t2 = time.perf_counter()
-        cpu_ms = 1000 * (time.thread_time() - c1) / max(len(q), 1)
-        hits = 0
-        total = 0
-        for a, e in zip(approx, truth, strict=True):
-            hits += len(np.intersect1d(a[a >= 0], e))
-            total += len(e)
-        rep = RecallReport(
-            k=k,
-            recall=hits / total if total else 1.0,
-            n_queries=len(q),
-            search_param=self.search_param,
-            exact_ms=exact_ms,
-            approx_ms=1000 * (t2 - t1) / max(len(q), 1),
-            approx_cpu_ms=cpu_ms,
-        )
+        rep = measure_recall(self, _as_matrix(queries), k, exclude)
         self.last_recall = rep
         return rep
 
@@ -524,72 +458,10 @@ class VectorIndex:
         *,
         exclude: list[np.ndarray] | None = None,
     ) -> RecallReport:
-        """Raise the search effort until recall@k ≥ ``target``, doubling one knob at a time.
-
-        HNSW doubles ``efSearch`` and IVF ``nprobe`` (up to ``max_param``). IVF-PQ tries both of
-        its knobs each step, ``nprobe`` (missed items in lists not probed) and ``refine`` (up to
-        ``max_refine``; missed items whose list was probed but whose compressed score ranked them
-        out of the candidates), and takes the cheaper way up (:meth:`_tune_ivfpq`). ``exclude`` as in
-        :meth:`recall`. The exact answers are worked out once, not at every step.
-        """
-        q = _as_matrix(queries)
-        t0 = time.perf_counter()
-        truth = self._truth(q, k, exclude)
-        exact_ms = 1000 * (time.perf_counter() - t0) / max(len(q), 1)
-        rep = self._recall_against(q, k, exclude, truth, exact_ms)
-        if self.exact:
-            return rep
-        if self.kind == "ivfpq":
-            return self._tune_ivfpq(q, k, target, exclude, truth, exact_ms, rep, max_param, max_refine)
-        while rep.recall < target:
-            if self.kind == "hnsw":
-                if self.ef_search >= max_param:
-                    break
-                self.ef_search = min(2 * self.ef_search, max_param)
-            else:
-                if self.nprobe >= min(max_param, self.nlist):
-                    break
-                self.nprobe = min(2 * self.nprobe, max_param, self.nlist)
-            rep = self._recall_against(q, k, exclude, truth, exact_ms)
-        return rep
-
-    def _tune_ivfpq(
-        self,
-        q: np.ndarray,
-        k: int,
-        target: float,
-        exclude: list[np.ndarray] | None,
-        truth: list[np.ndarray],
-        exact_ms: float,
-        rep: RecallReport,
-        max_param: int,
-        max_refine: int,
-    ) -> RecallReport:
-        """IVF-PQ's two knobs, one doubling a step: both are tried and the step taken is the cheaper
-        one that reaches ``target``, else the one with more recall per extra millisecond of CPU.
-        Doubling ``nprobe`` whenever that gained 0.01 (the rule before) went to 1024 of 2048 lists at
-        1M items (11 ms of search a request) without trying a deeper re-ranking, which costs little:
-        ``refine × k`` exact inner products."""
-        cap = min(max_param, self.nlist)
-        while rep.recall < target:
-            tried: list[tuple[tuple[int, float], int, int, RecallReport]] = []
-            for nprobe, refine in (
-                (min(2 * self.nprobe, cap), self.refine),
-                (self.nprobe, min(2 * self.refine, max_refine)),
-            ):
-                if (nprobe, refine) == (self.nprobe, self.refine):
-                    continue
-                old = self.nprobe, self.refine
-                self.nprobe, self.refine = nprobe, refine
-                r = self._recall_against(q, k, exclude, truth, exact_ms)
-                self.nprobe, self.refine = old
-                gain = r.recall - rep.recall
-                extra = max(r.approx_cpu_ms - rep.approx_cpu_ms, 1e-3)
-                key = (0, r.approx_cpu_ms) if r.recall >= target else (1, -gain / extra)
-                tried.append((key, nprobe, refine, r))
-            if not tried:
-                break
-            _, self.nprobe, self.refine, rep = min(tried, key=lambda t: t[0])
+        """Raise the search effort until recall@k ≥ ``target`` (:func:`~lmrec.ranking.index_recall.tune_index`:
+        ``efSearch`` for HNSW, ``nprobe`` for IVF, ``nprobe`` or ``refine`` for IVF-PQ). ``exclude``
+        as in :meth:`recall`; the index keeps the tuned setting."""
+        rep = tune_index(self, _as_matrix(queries), k, target, max_param, max_refine, exclude=exclude)
         self.last_recall = rep
         return rep
 
@@ -656,59 +528,11 @@ def _as_matrix(x: np.ndarray) -> np.ndarray:
     return arr
 
 
-def clustered_vectors(
-    n: int,
-    dim: int = 64,
-    *,
-    n_clusters: int = 1000,
-    spread: float = 0.35,
-    intrinsic_dim: int | None = None,
-    seed: int = 0,
-    normalize: bool = True,
-) -> np.ndarray:
-    """A synthetic catalogue with cluster structure, for index benchmarks and tests.
-
-    Real item embeddings are clustered and have a low intrinsic dimension; i.i.d. noise is the
-    worst case for graph and IVF indexes and not what a server sees. Without ``intrinsic_dim``,
-    points are cluster centres on the unit sphere plus isotropic noise of norm ≈ ``4 · spread``
-    (a hard setting: the noise dominates). With ``intrinsic_dim = r``, clusters live in an
-    r-dimensional latent space (centres ~ N(0, I), noise ``spread``) mapped linearly into ``dim``
-    dimensions plus a little full-rank noise, as sentence and MF embeddings roughly do. The same
-    ``seed`` gives the same centres, so queries drawn with it come from the catalogue's clusters.
-    """
-    rng = np.random.default_rng(seed)
-    if intrinsic_dim:
-        centres = rng.standard_normal((n_clusters, intrinsic_dim)).astype(np.float32)
-        proj = (rng.standard_normal((intrinsic_dim, dim)) / math.sqrt(intrinsic_dim)).astype(np.float32)
-    else:
-        centres = rng.standard_normal((n_clusters, dim)).astype(np.float32)
-        centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-        proj = None
-    out = np.empty((n, dim), np.float32)
-    step = 200_000
-    # a second stream for the points, so that n does not change the centres
-    prng = np.random.default_rng([seed, n])
-    for start in range(0, n, step):
-        m = min(step, n - start)
-        assign = prng.integers(0, n_clusters, m)
-        if proj is not None:
-            latent = centres[assign] + spread * prng.standard_normal((m, centres.shape[1])).astype(np.float32)
-            block = latent @ proj + 0.05 * prng.standard_normal((m, dim)).astype(np.float32)
-        else:
-            noise = prng.standard_normal((m, dim)).astype(np.float32)
-            block = centres[assign] + spread * noise / math.sqrt(dim) * 4
-        if normalize:
-            block /= np.linalg.norm(block, axis=1, keepdims=True)
-        out[start : start + m] = block
-    return out
-
-
 __all__ = [
     "DEFAULT_REFINE",
     "IVFPQ_THRESHOLD",
     "RecallReport",
     "VectorIndex",
-    "clustered_vectors",
     "default_nlist",
     "default_pq_m",
     "set_threads",
