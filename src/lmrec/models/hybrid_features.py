@@ -23,7 +23,7 @@ from lmrec.ranking import rank_scores
 from lmrec.text.profiles import ProfileConfig
 
 if TYPE_CHECKING:
-    from lmrec.models.hybrid import HybridConfig
+    from lmrec.models.hybrid_config import HybridConfig
 
 FeatureGroup = Literal["scores", "popularity", "text", "metadata", "history"]
 FEATURE_GROUPS: tuple[FeatureGroup, ...] = ("scores", "popularity", "text", "metadata", "history")
