@@ -19,7 +19,8 @@ One step shows one item ``i`` and:
    − loss_repeat·max(0, rep − repeat_threshold))`` where ``rep`` is the item's largest cosine
    similarity to the last ``recent_len`` *shown* items: relevant (clicked) and diverse items raise it,
    ignored and repetitive ones lower it;
-3. the user leaves with probability ``leave_base + leave_slope·(1 − s)``;
+3. the user leaves with probability ``leave_base·m + leave_slope·(1 − s)``, where the session's
+   patience ``m`` is a log-normal draw of mean 1 and spread ``leave_spread``;
 4. the reward is ``click + continue_bonus·(stayed)``.
 
 The myopic trap this builds in: items closest to the history are the likeliest clicks and also the
@@ -75,6 +76,10 @@ class DynamicsConfig(BaseModel):
     repeat_threshold: float = Field(0.5, ge=-1.0, le=1.0)
     #: leave probability of a fully satisfied user (calibrated)
     leave_base: float = Field(0.01, ge=0.0, le=1.0)
+    #: spread of users' patience: each session's ``leave_base`` is multiplied by a log-normal draw
+    #: ``exp(σz − σ²/2)`` (mean 1) with this σ; real session lengths are bimodal (many one-item
+    #: sessions and many long ones), which one shared leave rate cannot produce (calibrated)
+    leave_spread: float = Field(0.0, ge=0.0)
     #: extra leave probability per unit of lost satisfaction (calibrated)
     leave_slope: float = Field(0.2, ge=0.0, le=1.0)
     #: reward for each step the user stays (the continuation term)
@@ -284,6 +289,8 @@ class Simulator:
         self.n_recent = np.zeros(b, dtype=np.int64)
         self.last_click = np.zeros(b)
         self.sat = np.ones(b)
+        sigma = c.leave_spread
+        self.leave_base = np.clip(c.leave_base * np.exp(sigma * rng.standard_normal(b) - sigma**2 / 2), 0.0, 1.0)
         self.alive = np.ones(b, dtype=bool)
         self.t = 0
         return self.observe()
@@ -346,7 +353,7 @@ class Simulator:
         self.sat = np.clip(
             self.sat + c.gain_click * click - c.loss_noclick * (~click) - c.loss_repeat * over, 0.0, 1.0
         )
-        p_leave = np.clip(c.leave_base + c.leave_slope * (1.0 - self.sat), 0.0, 1.0)
+        p_leave = np.clip(self.leave_base + c.leave_slope * (1.0 - self.sat), 0.0, 1.0)
         left = (self.rng.random(b) < p_leave) & live
         reward = np.where(live, click + c.continue_bonus * (~left), 0.0)
         # book-keeping for live users only
