@@ -41,18 +41,7 @@ from scipy import stats
 
 from lmrec.bandits import LinearThompson, LinUCB
 from lmrec.data.loaders.load import load_dataset
-from lmrec.models.mf import ALS, ALSConfig
-from lmrec.rl.calibrate import (
-    build_world,
-    calibrate_dynamics,
-    click_rows,
-    consecutive_cosines,
-    real_sessions,
-    simulate_sessions,
-    time_split,
-    user_groups,
-    vectors_from_model,
-)
+from lmrec.rl.calibrate import fit_simulator
 from lmrec.rl.ope import estimate, fit_reward_model
 from lmrec.rl.policies import (
     BanditPolicy,
@@ -67,65 +56,14 @@ from lmrec.rl.policies import (
     train_dqn,
     train_reinforce,
 )
-from lmrec.rl.simulator import ClickModel, DynamicsConfig, Simulator, World, auc
+from lmrec.rl.simulator import DynamicsConfig, Simulator, World
 
 HORIZON = 50
 LOGGING = SoftmaxBasePolicy(temperature=1.0, epsilon=0.1)
-BINS = [1, 2, 6, 11, 21, 50, 51]  # [1], [2-5], [6-10], [11-20], [21-49], [50]
-
-
-def histogram(lengths: np.ndarray) -> list[float]:
-    h, _ = np.histogram(np.minimum(lengths, HORIZON), bins=BINS)
-    return (h / h.sum()).round(3).tolist()
 
 
 def build(data_dir: str | None, quick: bool) -> dict[str, Any]:
     """Base model, world, click model, calibrated dynamics and the calibration report."""
-    data = load_dataset("ml-100k", data_dir)
-    train, held = time_split(data.interactions)
-    n_users, n_items = data.n_users, data.n_items
-    fit_u, valid_u, test_u = user_groups(n_users, seed=0)
-    model = ALS(ALSConfig(factors=32, num_threads=1)).fit(data.with_interactions(train))
-    if list(model.item_vocab.ids) != list(data.item_vocab.ids):
-        raise RuntimeError("ALS item vocabulary differs from the dataset's; the benchmark assumes one")
-    vec = vectors_from_model(model, data.user_vocab.ids)
-
-    def per_user(frame: Any) -> list[np.ndarray]:
-        out: list[list[int]] = [[] for _ in range(n_users)]
-        for u, i in zip(frame["user_idx"].to_numpy(), frame["item_idx"].to_numpy(), strict=True):
-            out[u].append(i)
-        return [np.asarray(x, dtype=np.int64) for x in out]
-
-    histories, held_lists = per_user(train), per_user(held)
-    pop = np.bincount(train["item_idx"].to_numpy(), minlength=n_items)
-    world = build_world(vec, histories, pop, None, pool_size=100)
-    Xf, yf = click_rows(world, held_lists, fit_u, seed=0)
-    world.click_model = ClickModel.fit(Xf, yf)
-    Xt, yt = click_rows(world, held_lists, test_u, seed=1)
-    click_report = {
-        "auc_test": auc(world.click_model.logits(Xt), yt),
-        "auc_test_base_score_only": auc(Xt[:, 0], yt),
-        "auc_fit": auc(world.click_model.logits(Xf), yf),
-        "n_fit_rows": len(yf),
-        "n_test_rows": len(yt),
-        "weights": dict(
-            zip(
-                ["base_score", "log_popularity", "hist_max_cos", "hist_mean_cos"],
-                world.click_model.weights.round(3).tolist(),
-                strict=True,
-            )
-        ),
-    }
-
-    def group_sessions(users: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-        import polars as pl
-
-        return real_sessions(data.interactions.filter(pl.col("user_idx").is_in(users.tolist())))
-
-    fit_len, fit_sess = group_sessions(fit_u)
-    test_len, test_sess = group_sessions(test_u)
-    threshold = float(np.quantile(consecutive_cosines(fit_sess, world.item_unit), 0.75))
-    base = DynamicsConfig(horizon=HORIZON, repeat_threshold=threshold)
     grid = None
     if quick:
         grid = {
@@ -135,41 +73,13 @@ def build(data_dir: str | None, quick: bool) -> dict[str, Any]:
             "leave_slope": (0.1,),
             "leave_spread": (1.0, 2.0),
         }
-    calibrated, table = calibrate_dynamics(
-        world, fit_u, np.minimum(fit_len, HORIZON), LOGGING, base, grid=grid, seed=0, progress=True
-    )
-    sim_len, sim_rep, sim_ctr = simulate_sessions(
-        Simulator(world, calibrated),
-        LOGGING,
-        np.repeat(test_u, 5),
-        np.random.default_rng(7),
-        repeat_threshold=threshold,
-    )
-    test_cos = consecutive_cosines(test_sess, world.item_unit)
-    real_trunc = np.minimum(test_len, HORIZON)
-    calibration = {
-        "session_gap_s": 1800,
-        "repeat_threshold": threshold,
-        "chosen": calibrated.model_dump(),
-        "grid_best_w1_fit": min(r["w1"] for r in table),
-        "grid_points": len(table),
-        "test_real_mean_length": float(real_trunc.mean()),
-        "test_sim_mean_length": float(sim_len.mean()),
-        "test_w1": float(stats.wasserstein_distance(sim_len, real_trunc)),
-        "test_ks": float(stats.ks_2samp(sim_len, real_trunc).statistic),
-        "bins": ["1", "2-5", "6-10", "11-20", "21-49", "50"],
-        "test_real_hist": histogram(real_trunc),
-        "test_sim_hist": histogram(sim_len),
-        "test_real_near_repeat_rate": float((test_cos > threshold).mean()),
-        "test_sim_near_repeat_rate": sim_rep,
-        "logging_policy_ctr": sim_ctr,
-    }
+    fitted = fit_simulator(load_dataset("ml-100k", data_dir), horizon=HORIZON, grid=grid, progress=True)
     return {
-        "world": world,
-        "dynamics": calibrated,
-        "groups": (fit_u, valid_u, test_u),
-        "click_model": click_report,
-        "calibration": calibration,
+        "world": fitted.world,
+        "dynamics": fitted.dynamics,
+        "groups": fitted.groups,
+        "click_model": fitted.report["click_model"],
+        "calibration": fitted.report["calibration"],
     }
 
 

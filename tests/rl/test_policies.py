@@ -29,7 +29,7 @@ def _value(sim, policy, seed=11):
 
 def test_dqn_beats_the_click_maximiser_where_clicks_cause_churn(sim):
     myopic = _value(sim, MyopicPolicy())
-    q = train_dqn(sim, np.arange(64), DQNConfig(iterations=20, batch_users=32, gamma=0.9))
+    q = train_dqn(sim, np.arange(64), DQNConfig(iterations=20, batch_users=32, gamma=0.9, hidden=64))
     learned = _value(sim, q)
     # the known optimum mixes diverse items in (about 10 per session); bait-only gets about 2.6
     assert learned > 2.0 * myopic

@@ -32,12 +32,14 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-from scipy.stats import wasserstein_distance
+from scipy.stats import ks_2samp, wasserstein_distance
 
-from lmrec.rl.simulator import ClickModel, DynamicsConfig, Simulator, World, click_features
+from lmrec.rl.simulator import ClickModel, DynamicsConfig, Simulator, World, auc, click_features
 
 
-def user_groups(n_users: int, fractions: Sequence[float] = (0.6, 0.2, 0.2), seed: int = 0) -> list[np.ndarray]:
+def user_groups(
+    n_users: int, fractions: Sequence[float] = (0.6, 0.2, 0.2), seed: int = 0
+) -> list[np.ndarray]:
     """Disjoint random groups of user indices with the given shares."""
     perm = np.random.default_rng(seed).permutation(n_users)
     cuts = np.round(np.cumsum(fractions)[:-1] * n_users).astype(int)
@@ -69,9 +71,7 @@ def real_sessions(interactions: pl.DataFrame, gap: float = 1800.0) -> tuple[np.n
 
 def consecutive_cosines(sessions: list[np.ndarray], item_unit: np.ndarray) -> np.ndarray:
     """Cosine between each pair of consecutive items within sessions."""
-    pairs = [
-        np.einsum("nd,nd->n", item_unit[s[:-1]], item_unit[s[1:]]) for s in sessions if len(s) > 1
-    ]
+    pairs = [np.einsum("nd,nd->n", item_unit[s[:-1]], item_unit[s[1:]]) for s in sessions if len(s) > 1]
     return np.concatenate(pairs) if pairs else np.zeros(0)
 
 
@@ -241,13 +241,146 @@ def calibrate_dynamics(
     return best[1], table
 
 
+HISTOGRAM_BINS = [1, 2, 6, 11, 21, 50, 51]
+HISTOGRAM_LABELS = ["1", "2-5", "6-10", "11-20", "21-49", "50"]
+
+
+def length_histogram(lengths: np.ndarray, horizon: int) -> list[float]:
+    """Shares of sessions in :data:`HISTOGRAM_LABELS` bins (lengths truncated at ``horizon``)."""
+    bins = [b for b in HISTOGRAM_BINS if b <= horizon] + [horizon + 1]
+    h, _ = np.histogram(np.minimum(lengths, horizon), bins=sorted(set(bins)))
+    return (h / max(h.sum(), 1)).round(3).tolist()
+
+
+@dataclass
+class FittedSimulator:
+    """A calibrated simulator: its world and dynamics, the user groups, the base model, the report."""
+
+    world: World
+    dynamics: DynamicsConfig
+    #: (fit, validation, test) user indices
+    groups: tuple[np.ndarray, np.ndarray, np.ndarray]
+    model: Any
+    report: dict[str, Any]
+
+
+def _per_user(frame: pl.DataFrame, n_users: int) -> list[np.ndarray]:
+    out: list[list[int]] = [[] for _ in range(n_users)]
+    for u, i in zip(frame["user_idx"].to_numpy(), frame["item_idx"].to_numpy(), strict=True):
+        out[u].append(int(i))
+    return [np.asarray(x, dtype=np.int64) for x in out]
+
+
+def fit_simulator(
+    data: Any,
+    *,
+    model: Any = None,
+    horizon: int = 50,
+    pool_size: int = 100,
+    gap: float = 1800.0,
+    grid: dict[str, Sequence[float]] | None = None,
+    seed: int = 0,
+    max_group_users: int | None = None,
+    progress: bool = False,
+) -> FittedSimulator:
+    """The whole protocol of this module's docstring on a :class:`~lmrec.data.dataset.Dataset`.
+
+    ``model``: a fitted embedding model to use as the base (its item vocabulary must be the
+    dataset's); default ALS with 32 factors fitted here on the training part of the time split.
+    A model fitted on *all* interactions has seen the held-out events, so the click-model AUC
+    it reports is optimistic. ``max_group_users`` keeps only that many users per group (smoke runs).
+    """
+    from lmrec.rl.policies import SoftmaxBasePolicy
+
+    train, held = time_split(data.interactions)
+    n_users, n_items = data.n_users, data.n_items
+    fit_u, valid_u, test_u = (g[:max_group_users] for g in user_groups(n_users, seed=seed))
+    if model is None:
+        from lmrec.models.mf import ALS, ALSConfig
+
+        model = ALS(ALSConfig(factors=32, num_threads=1, seed=seed)).fit(data.with_interactions(train))
+    if list(model.item_vocab.ids) != list(data.item_vocab.ids):
+        raise ValueError(
+            "the base model's item vocabulary differs from the dataset's; fit it on this dataset"
+        )
+    vec = vectors_from_model(model, data.user_vocab.ids)
+    histories, held_lists = _per_user(train, n_users), _per_user(held, n_users)
+    pop = np.bincount(train["item_idx"].to_numpy(), minlength=n_items)
+    world = build_world(vec, histories, pop, None, pool_size=pool_size)
+    Xf, yf = click_rows(world, held_lists, fit_u, seed=seed)
+    world.click_model = ClickModel.fit(Xf, yf)
+    Xt, yt = click_rows(world, held_lists, test_u, seed=seed + 1)
+    click_report = {
+        "auc_test": auc(world.click_model.logits(Xt), yt),
+        "auc_test_base_score_only": auc(Xt[:, 0], yt),
+        "auc_fit": auc(world.click_model.logits(Xf), yf),
+        "n_fit_rows": len(yf),
+        "n_test_rows": len(yt),
+        "weights": dict(
+            zip(
+                ["base_score", "log_popularity", "hist_max_cos", "hist_mean_cos"],
+                world.click_model.weights.round(3).tolist(),
+                strict=True,
+            )
+        ),
+    }
+
+    def group_sessions(users: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        return real_sessions(data.interactions.filter(pl.col("user_idx").is_in(users.tolist())), gap)
+
+    fit_len, fit_sess = group_sessions(fit_u)
+    test_len, test_sess = group_sessions(test_u)
+    threshold = float(np.quantile(consecutive_cosines(fit_sess, world.item_unit), 0.75))
+    logging = SoftmaxBasePolicy(temperature=1.0, epsilon=0.1)
+    base = DynamicsConfig(horizon=horizon, pool_size=pool_size, repeat_threshold=threshold)
+    calibrated, table = calibrate_dynamics(
+        world, fit_u, np.minimum(fit_len, horizon), logging, base, grid=grid, seed=seed, progress=progress
+    )
+    sim_len, sim_rep, sim_ctr = simulate_sessions(
+        Simulator(world, calibrated),
+        logging,
+        np.repeat(test_u, 5),
+        np.random.default_rng(seed + 7),
+        repeat_threshold=threshold,
+    )
+    test_cos = consecutive_cosines(test_sess, world.item_unit)
+    real_trunc = np.minimum(test_len, horizon)
+    calibration = {
+        "session_gap_s": gap,
+        "repeat_threshold": threshold,
+        "chosen": calibrated.model_dump(),
+        "grid_best_w1_fit": min(r["w1"] for r in table),
+        "grid_points": len(table),
+        "test_real_mean_length": float(real_trunc.mean()),
+        "test_sim_mean_length": float(sim_len.mean()),
+        "test_w1": float(wasserstein_distance(sim_len, real_trunc)),
+        "test_ks": float(ks_2samp(sim_len, real_trunc).statistic),
+        "bins": HISTOGRAM_LABELS,
+        "test_real_hist": length_histogram(real_trunc, horizon),
+        "test_sim_hist": length_histogram(sim_len, horizon),
+        "test_real_near_repeat_rate": float((test_cos > threshold).mean()),
+        "test_sim_near_repeat_rate": sim_rep,
+        "logging_policy_ctr": sim_ctr,
+    }
+    return FittedSimulator(
+        world=world,
+        dynamics=calibrated,
+        groups=(fit_u, valid_u, test_u),
+        model=model,
+        report={"click_model": click_report, "calibration": calibration},
+    )
+
+
 __all__ = [
     "DEFAULT_GRID",
     "BaseVectors",
+    "FittedSimulator",
     "build_world",
     "calibrate_dynamics",
     "click_rows",
     "consecutive_cosines",
+    "fit_simulator",
+    "length_histogram",
     "real_sessions",
     "simulate_sessions",
     "time_split",

@@ -356,7 +356,7 @@ class DQNConfig(BaseModel):
 
     #: discount of future rewards (0.95: an effective horizon of ~20 steps)
     gamma: float = Field(0.95, gt=0.0, le=1.0)
-    hidden: int = Field(64, ge=1)
+    hidden: int = Field(32, ge=1)
     lr: float = Field(3e-3, gt=0.0)
     #: simulated users per rollout batch, and rollout batches
     batch_users: int = Field(64, ge=1)
@@ -466,7 +466,7 @@ class ReinforceConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     gamma: float = Field(0.95, gt=0.0, le=1.0)
-    hidden: int = Field(64, ge=1)
+    hidden: int = Field(32, ge=1)
     lr: float = Field(3e-3, gt=0.0)
     epochs: int = Field(100, ge=1)
     #: decisions per gradient step

@@ -290,7 +290,9 @@ class Simulator:
         self.last_click = np.zeros(b)
         self.sat = np.ones(b)
         sigma = c.leave_spread
-        self.leave_base = np.clip(c.leave_base * np.exp(sigma * rng.standard_normal(b) - sigma**2 / 2), 0.0, 1.0)
+        self.leave_base = np.clip(
+            c.leave_base * np.exp(sigma * rng.standard_normal(b) - sigma**2 / 2), 0.0, 1.0
+        )
         self.alive = np.ones(b, dtype=bool)
         self.t = 0
         return self.observe()
