@@ -298,7 +298,9 @@ def fit_simulator(
     if model is None:
         from lmrec.models.mf import ALS, ALSConfig
 
-        model = ALS(ALSConfig(factors=32, num_threads=1, seed=seed)).fit(data.with_interactions(train))
+        model = ALS(ALSConfig.model_validate({"factors": 32, "num_threads": 1, "seed": seed})).fit(
+            data.with_interactions(train)
+        )
     if list(model.item_vocab.ids) != list(data.item_vocab.ids):
         raise ValueError(
             "the base model's item vocabulary differs from the dataset's; fit it on this dataset"

@@ -137,13 +137,13 @@ class BanditPolicy(CandidatePolicy):
         a = np.zeros(len(obs.items), dtype=np.int64)
         p = np.ones(len(obs.items))
         for r in np.flatnonzero(obs.alive):
-            ranking = self.bandit.rank(self._features(obs, r), 1)
+            ranking = self.bandit.rank(self._features(obs, int(r)), 1)
             a[r], p[r] = ranking.order[0], ranking.propensities[0]
         return a, p
 
     def feedback(self, obs: Observation, actions: np.ndarray, result: StepResult) -> None:
         for r in np.flatnonzero(obs.alive):
-            self.bandit.update(self._features(obs, r)[actions[r]], float(result.click[r]))
+            self.bandit.update(self._features(obs, int(r))[actions[r]], float(result.click[r]))
 
 
 # ---------------------------------------------------------------------- learned policies
@@ -333,7 +333,7 @@ def rollout(
 
 def _stack(parts: list[dict[str, list[np.ndarray]]], horizon: int) -> Trajectories:
     """Concatenate batches along users, padding early-ended batches to the horizon (dead rows)."""
-    arrays = {}
+    arrays: dict[str, Any] = {}
     for k in parts[0]:
         cols = []
         for rec in parts:
@@ -355,21 +355,21 @@ class DQNConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     #: discount of future rewards (0.95: an effective horizon of ~20 steps)
-    gamma: float = Field(0.95, gt=0.0, le=1.0)
-    hidden: int = Field(32, ge=1)
-    lr: float = Field(3e-3, gt=0.0)
+    gamma: float = Field(default=0.95, gt=0.0, le=1.0)
+    hidden: int = Field(default=32, ge=1)
+    lr: float = Field(default=3e-3, gt=0.0)
     #: simulated users per rollout batch, and rollout batches
-    batch_users: int = Field(64, ge=1)
-    iterations: int = Field(40, ge=1)
+    batch_users: int = Field(default=64, ge=1)
+    iterations: int = Field(default=40, ge=1)
     #: minibatch size, and gradient steps per environment step
-    minibatch: int = Field(256, ge=1)
-    updates_per_step: int = Field(1, ge=1)
-    buffer: int = Field(100_000, ge=1)
+    minibatch: int = Field(default=256, ge=1)
+    updates_per_step: int = Field(default=1, ge=1)
+    buffer: int = Field(default=100_000, ge=1)
     #: exploration: ε decays linearly from start to end over the iterations
-    epsilon_start: float = Field(0.5, ge=0.0, le=1.0)
-    epsilon_end: float = Field(0.05, ge=0.0, le=1.0)
+    epsilon_start: float = Field(default=0.5, ge=0.0, le=1.0)
+    epsilon_end: float = Field(default=0.05, ge=0.0, le=1.0)
     #: Polyak rate of the target network
-    tau: float = Field(0.05, gt=0.0, le=1.0)
+    tau: float = Field(default=0.05, gt=0.0, le=1.0)
     seed: int = 0
 
 
@@ -465,18 +465,18 @@ class ReinforceConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    gamma: float = Field(0.95, gt=0.0, le=1.0)
-    hidden: int = Field(32, ge=1)
-    lr: float = Field(3e-3, gt=0.0)
-    epochs: int = Field(100, ge=1)
+    gamma: float = Field(default=0.95, gt=0.0, le=1.0)
+    hidden: int = Field(default=32, ge=1)
+    lr: float = Field(default=3e-3, gt=0.0)
+    epochs: int = Field(default=100, ge=1)
     #: decisions per gradient step
-    minibatch: int = Field(4096, ge=1)
+    minibatch: int = Field(default=4096, ge=1)
     #: K of the top-K correction: items the policy fills per request (1: plain off-policy REINFORCE)
-    top_k: int = Field(1, ge=1)
+    top_k: int = Field(default=1, ge=1)
     #: importance weights are capped (Chen et al.'s weight capping) to bound the variance
-    weight_cap: float = Field(10.0, gt=0.0)
+    weight_cap: float = Field(default=10.0, gt=0.0)
     #: entropy bonus that keeps the softmax from collapsing onto the logged choices too early
-    entropy: float = Field(0.01, ge=0.0)
+    entropy: float = Field(default=0.01, ge=0.0)
     seed: int = 0
 
 

@@ -57,33 +57,33 @@ class DynamicsConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     #: actions per step: the best not-yet-shown items of the pool, in base-model order
-    n_candidates: int = Field(20, ge=2)
+    n_candidates: int = Field(default=20, ge=2)
     #: base-model top items per user that the candidates are drawn from
-    pool_size: int = Field(100, ge=3)
+    pool_size: int = Field(default=100, ge=3)
     #: steps per session at most (truncation)
-    horizon: int = Field(50, ge=1)
+    horizon: int = Field(default=50, ge=1)
     #: consumed items the click features look at
-    history_len: int = Field(10, ge=1)
+    history_len: int = Field(default=10, ge=1)
     #: shown items that count towards an item's repetitiveness
-    recent_len: int = Field(5, ge=1)
+    recent_len: int = Field(default=5, ge=1)
     #: satisfaction gained by a click
-    gain_click: float = Field(0.05, ge=0.0)
+    gain_click: float = Field(default=0.05, ge=0.0)
     #: satisfaction lost by an ignored item (calibrated)
-    loss_noclick: float = Field(0.05, ge=0.0)
+    loss_noclick: float = Field(default=0.05, ge=0.0)
     #: satisfaction lost per unit of similarity above ``repeat_threshold`` (calibrated)
-    loss_repeat: float = Field(1.0, ge=0.0)
+    loss_repeat: float = Field(default=1.0, ge=0.0)
     #: cosine similarity to a recently shown item above which an item feels repetitive
-    repeat_threshold: float = Field(0.5, ge=-1.0, le=1.0)
+    repeat_threshold: float = Field(default=0.5, ge=-1.0, le=1.0)
     #: leave probability of a fully satisfied user (calibrated)
-    leave_base: float = Field(0.01, ge=0.0, le=1.0)
+    leave_base: float = Field(default=0.01, ge=0.0, le=1.0)
     #: spread of users' patience: each session's ``leave_base`` is multiplied by a log-normal draw
     #: ``exp(σz − σ²/2)`` (mean 1) with this σ; real session lengths are bimodal (many one-item
     #: sessions and many long ones), which one shared leave rate cannot produce (calibrated)
-    leave_spread: float = Field(0.0, ge=0.0)
+    leave_spread: float = Field(default=0.0, ge=0.0)
     #: extra leave probability per unit of lost satisfaction (calibrated)
-    leave_slope: float = Field(0.2, ge=0.0, le=1.0)
+    leave_slope: float = Field(default=0.2, ge=0.0, le=1.0)
     #: reward for each step the user stays (the continuation term)
-    continue_bonus: float = Field(0.1, ge=0.0)
+    continue_bonus: float = Field(default=0.1, ge=0.0)
     #: added to every click logit: shifts the click rate (robustness variants)
     click_shift: float = 0.0
 
@@ -314,7 +314,7 @@ class Simulator:
         rmask = self.recent >= 0
         rcos = np.einsum("bnd,brd->bnr", cu, w.item_unit[np.maximum(self.recent, 0)])
         rep = np.where(rmask[:, None, :], rcos, -1.0).max(-1)
-        rep = np.where(rmask.any(1)[:, None], rep, 0.0)
+        rep = np.where(np.any(rmask, axis=1)[:, None], rep, 0.0)
         self._rep = rep
         n_r = np.maximum(self.n_recent, 1)
         state = np.stack(

@@ -8,6 +8,7 @@ the report gives its mean session reward against the greedy base model on the *v
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -64,7 +65,7 @@ def train_policy(
     calibration grid and short training, for smoke tests)."""
     if algo not in ("reinforce", "dqn"):
         raise ValueError(f"unknown algorithm {algo!r}; choose reinforce or dqn")
-    grid = None
+    grid: dict[str, Sequence[float]] | None = None
     if quick:
         grid = {"loss_noclick": (0.05,), "loss_repeat": (1.0,), "leave_base": (0.05,), "leave_slope": (0.1,)}
         grid["leave_spread"] = (2.0,)
