@@ -47,3 +47,27 @@ def test_a_wrong_target_is_detected():
 def test_zero_propensity_is_refused():
     with pytest.raises(ValueError, match="propensities must be > 0"):
         estimate(np.ones((2, 2)) / 2, np.array([0, 1]), np.array([0.5, 0.0]), np.array([1.0, 0.0]))
+
+
+def test_logged_decisions_of_different_widths_are_estimated_without_bias():
+    from lmrec.bandits import LoggedDecision
+    from lmrec.rl.ope import estimate_logged
+
+    rng = np.random.default_rng(5)
+    decisions, truth = [], []
+    for _ in range(3000):
+        m = int(rng.integers(3, 8))
+        x = rng.standard_normal((m, 2))
+        p = 1 / (1 + np.exp(-2 * x[:, 0]))
+        a = int(rng.integers(m))  # uniform logging
+        decisions.append(LoggedDecision(x, a, 1.0 / m, float(rng.random() < p[a])))
+        truth.append(p[np.argmax(x[:, 0])])
+
+    def best_first(features):
+        out = np.zeros(len(features))
+        out[np.argmax(features[:, 0])] = 1.0
+        return out
+
+    est = estimate_logged(decisions, best_first, n_boot=200)
+    assert est["dr"].covers(float(np.mean(truth)))
+    assert est["ips"].covers(float(np.mean(truth)))

@@ -49,6 +49,31 @@ def test_rl_policy_fills_the_list_and_logs_propensities(served):
     assert len(imp.candidates) == served.state.config.candidates
 
 
+def test_off_policy_estimates_read_rl_lists_from_the_serving_log(served):
+    from lmrec.bandits import UniformPolicy, decisions_from_log
+    from lmrec.rl.ope import estimate_logged
+
+    st = served.state
+    for user in (2, 3, 4, 5):
+        body = served.client.post(
+            "/recommend", json={"user_id": user, "k": 5, "policy": "rl"}, headers=AUTH
+        ).json()
+        ev = {
+            "user_id": user,
+            "item_id": body["items"][0]["item_id"],
+            "event": "click",
+            "request_id": body["request_id"],
+        }
+        assert served.client.post("/feedback", json=ev, headers=AUTH).status_code == 200
+    st.store.flush()
+    vectors = lambda ids: st.features[st.model.item_vocab.indices(ids)]  # noqa: E731
+    decisions = decisions_from_log(st.store, vectors)
+    assert len(decisions) >= 20 and sum(d.reward for d in decisions) >= 4
+    uniform = UniformPolicy()
+    est = estimate_logged(decisions, lambda x: uniform.probabilities(x), n_boot=50)
+    assert all(np.isfinite(e.value) and e.ci_low <= e.ci_high for e in est.values())
+
+
 def test_rl_without_a_policy_is_refused(serve_plain):
     r = serve_plain.client.post("/recommend", json={"user_id": 1, "k": 5, "policy": "rl"}, headers=AUTH)
     assert r.status_code == 400 and "--rl-policy" in r.json()["detail"]

@@ -21,7 +21,7 @@ estimators are a few lines each, and writing them keeps the CIs and cross-fittin
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -141,4 +141,38 @@ def estimate(
     return out
 
 
-__all__ = ["ESTIMATORS", "Estimate", "estimate", "fit_reward_model"]
+def estimate_logged(
+    decisions: Sequence[Any],
+    target: Callable[[np.ndarray], np.ndarray],
+    *,
+    n_boot: int = 500,
+    seed: int = 0,
+) -> dict[str, Estimate]:
+    """IPS, SNIPS and DR on the serving event log.
+
+    ``decisions``: :class:`lmrec.bandits.LoggedDecision` rows, as
+    :func:`lmrec.bandits.decisions_from_log` reads them from the server's impressions and feedback
+    (every slot of every served list, with its propensity); ``target(features)`` gives the target
+    policy's probabilities over one decision's free candidates (e.g. a bandit's
+    ``probabilities``). Decisions have different numbers of candidates; shorter ones are padded
+    with candidates the target never picks.
+    """
+    if not decisions:
+        raise ValueError("no logged decisions: the event log has no served lists with candidates")
+    n = len(decisions)
+    width = max(len(d.features) for d in decisions)
+    dim = decisions[0].features.shape[1]
+    feats = np.zeros((n, width, dim))
+    probs = np.zeros((n, width))
+    for i, d in enumerate(decisions):
+        m = len(d.features)
+        feats[i, :m] = d.features
+        probs[i, :m] = target(d.features)
+    actions = np.array([d.chosen for d in decisions])
+    rewards = np.array([d.reward for d in decisions], dtype=np.float64)
+    props = np.array([d.propensity for d in decisions], dtype=np.float64)
+    q = fit_reward_model(feats, actions, rewards, seed=seed)
+    return estimate(probs, actions, props, rewards, q=q, n_boot=n_boot, seed=seed)
+
+
+__all__ = ["ESTIMATORS", "Estimate", "estimate", "estimate_logged", "fit_reward_model"]
