@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 from scipy import stats
+from tqdm.auto import tqdm
 
 from lmrec.bandits import LinearThompson, LinUCB
 from lmrec.data.loaders.load import load_dataset
@@ -126,7 +127,7 @@ def select(
     best = {}
     for name, grid in (("dqn", dqn_grid), ("reinforce", rf_grid)):
         scored = []
-        for cfg in grid:
+        for cfg in tqdm(grid, desc=f"select {name}"):
             pol = train_dqn(sim, fit_u, cfg) if name == "dqn" else train_reinforce(logs, cfg)
             v = float(rollout(sim, pol, users, np.random.default_rng(999))["reward"].mean())
             scored.append((v, cfg))
@@ -205,7 +206,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     per_seed: dict[str, dict[str, list[dict[str, Any]]]] = {v: {n: [] for n in names} for v in variants}
     ope_rows = []
     eval_users = np.repeat(test_u, args.sessions)
-    for seed in seeds:
+    for seed in tqdm(seeds, desc="seeds"):
         learned = train_policies(world, dyn, fit_u, seed, chosen["dqn"], chosen["reinforce"])
         for vname, vcfg in variants.items():
             sim = Simulator(world, vcfg)
