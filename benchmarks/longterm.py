@@ -275,6 +275,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "valid_greedy": chosen["valid_greedy"],
         },
         "results": summary,
+        "per_seed": {
+            v: {p: [{k: x for k, x in s.items() if k != "curve"} for s in runs] for p, runs in rows.items()}
+            for v, rows in per_seed.items()
+        },
         "ope": ope_rows,
         "timing_s": {"build": t_build, "select": t_select, "total": time.perf_counter() - t0},
         "load": os.getloadavg(),
