@@ -102,6 +102,15 @@ def serve(
             metavar="<name>", help="Bandit re-ranking: none, linucb or thompson.", rich_help_panel=_RANK
         ),
     ] = PolicyChoice.linucb,
+    rl_policy: Annotated[
+        Path | None,
+        typer.Option(
+            help="A policy folder from `lmrec rl train`; requests may then ask for policy rl.",
+            exists=True,
+            file_okay=False,
+            rich_help_panel=_RANK,
+        ),
+    ] = None,
     explore: Annotated[
         float,
         typer.Option(help="Exploration: LinUCB alpha / Thompson posterior scale.", rich_help_panel=_RANK),
@@ -165,6 +174,7 @@ def serve(
         ann_threshold=ann_threshold,
         ivfpq_threshold=ivfpq_threshold,
         policy=policy.value,
+        rl_policy=str(rl_policy) if rl_policy is not None else None,
         explore=explore,
         epsilon=epsilon,
         explore_by_default=explore_by_default,

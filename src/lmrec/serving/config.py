@@ -39,6 +39,8 @@ class ServingConfig(BaseModel):
     #: candidates re-ranked by the bandit / MMR
     candidates: int = Field(default=50, ge=1, le=1000)
     policy: Literal["none", "linucb", "thompson"] = "linucb"
+    #: a policy folder written by ``lmrec rl train``: requests may then ask for ``policy: "rl"``
+    rl_policy: str | None = None
     #: exploration knob: LinUCB's α or Thompson's posterior scale
     explore: float = Field(default=0.5, ge=0)
     #: uniform mixing inside exploration (gives every candidate a non-zero propensity)

@@ -191,6 +191,10 @@ def build_context(
             f"model {model.name} cannot serve text queries (supports: {', '.join(sorted(model.supports))})"
         )
     strict = config.strict_ids if strict is None else strict
+    if policy == "rl":
+        if config.rl_policy is None:
+            raise ServingError("policy rl was asked for but the server runs without one (--rl-policy)")
+        explore = True if explore is None else explore  # the RL policy fills the list from the pool
     explore = config.explore_by_default if explore is None else explore
     policy = policy or (config.policy if config.policy != "none" else None)
     if explore and policy is None:
@@ -438,7 +442,11 @@ class RecommendPipeline:
         """MMR (when ``ctx.diversity``), then the bandit (when ``ctx.policy``)."""
         st = self.state
         ranked = MMRReranker(ctx.diversity).rerank(ranked, st.features, ctx.k, keep_pool=ctx.explore)
-        if ctx.policy is not None:
+        if ctx.policy == "rl" and st.rl is not None:
+            with st.lock:  # the model's histories and popularity change under feedback
+                history, popularity = ctx.batch.sequences[0], st.model.popularity()
+            ranked = st.rl.rerank(ranked, st.features, ctx.k, history=history, popularity=popularity)
+        elif ctx.policy is not None:
             ranked = BanditReranker(st.bandits[ctx.policy], ctx.policy, st.lock).rerank(
                 ranked, st.features, ctx.k
             )
@@ -473,7 +481,7 @@ class RecommendPipeline:
             user_id=ctx.user_id,
             model=st.model.name,
             policy=ranked.policy,
-            explored=ranked.policy in st.bandits,
+            explored=ranked.policy in st.bandits or ranked.policy == "rl",
             fallback="popularity" if ctx.fallback else None,
             warnings=list(ctx.warnings),
             items=items,

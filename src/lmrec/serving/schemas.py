@@ -99,8 +99,9 @@ class RecommendRequest(_Body):
     explore: StrictBool | None = Field(
         default=None, description="Bandit exploration for this request (default: the server's setting)."
     )
-    policy: Literal["linucb", "thompson"] | None = Field(
-        default=None, description="Bandit policy (default: the server's)."
+    policy: Literal["linucb", "thompson", "rl"] | None = Field(
+        default=None,
+        description="Bandit policy, or rl (the server's long-term-reward policy); default: the server's.",
     )
     diversity: float | None = Field(
         default=None,
@@ -163,7 +164,7 @@ class RecommendResponse(BaseModel):
     request_id: str = Field(description="Send it back with feedback to credit this list.")
     user_id: Id | None = None
     model: str
-    policy: str = Field(description="model, mmr, linucb or thompson: what ordered this list.")
+    policy: str = Field(description="model, mmr, linucb, thompson or rl: what ordered this list.")
     explored: bool
     fallback: Literal["popularity"] | None = Field(
         default=None,

@@ -100,6 +100,8 @@ class ServingState:
         self.ready = False
         self.warm_s: float | None = None
         self.bandits: dict[str, LinearBandit] = {}
+        #: the long-term-reward policy (``config.rl_policy``), None without one
+        self.rl: Any = None
         self.metrics = ServerMetrics()
         self.pipeline = RecommendPipeline(self)
         self._replay_items()
@@ -186,6 +188,10 @@ class ServingState:
         else:
             features = svd_item_features(self.model, cfg.feature_dim, cfg.seed)
         self.features = normalise(features)
+        if cfg.rl_policy is not None:
+            from lmrec.rl.serving import RLReranker
+
+            self.rl = RLReranker.load(cfg.rl_policy, epsilon=cfg.epsilon, seed=cfg.seed)
         if cfg.policy != "none":
             dim = 1 + self.features.shape[1]
             for name in ("linucb", "thompson"):

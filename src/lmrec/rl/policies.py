@@ -1,0 +1,576 @@
+"""Policies that pick one of the base model's candidates per step, and their training.
+
+Every policy maps an :class:`~lmrec.rl.simulator.Observation` (a batch of users, ``N`` candidates
+each) to next-item probabilities ``(B, N)``; acting samples from them and returns the propensity of
+the chosen item, which is what the serving log and off-policy evaluation need.
+
+* :class:`GreedyPolicy`: the base model's top candidate (the myopic baseline).
+* :class:`SoftmaxBasePolicy`: a softmax over the base scores mixed with uniform: the *logging*
+  policy whose propensities the off-policy learners and estimators re-weight.
+* :class:`BanditPolicy`: wraps :class:`lmrec.bandits.LinUCB` / :class:`~lmrec.bandits.LinearThompson`
+  (features ``[scaled base score, item vector]``; they learn online from clicks).
+* :class:`QPolicy`, trained by :func:`train_dqn`: a value-based policy. ``Q(s, a) = MLP([state
+  features, features of candidate a])``, one network shared by all candidates. Why hand-written and
+  not stable-baselines3's DQN: SB3's Q-network outputs one value per *fixed* action index, but
+  here the action set is a different list of items at every step, so the value must be a function
+  of the candidate's features (as in SlateQ's item-wise Q, Ie et al. 2019), which SB3's DQN
+  cannot express without a custom policy class larger than this loop. The algorithm is DQN as
+  published (Mnih et al. 2015: replay buffer, target network) plus the double-DQN target.
+* :class:`SoftmaxPolicy`, trained by :func:`train_reinforce`: REINFORCE with the top-K off-policy
+  correction (Chen et al., WSDM 2019) on *logged* trajectories with their propensities.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from tqdm.auto import tqdm
+
+from lmrec.bandits.base import LinearBandit, make_features
+from lmrec.rl.simulator import CANDIDATE_FEATURES, STATE_FEATURES, Observation, Simulator, StepResult
+
+N_INPUT = len(STATE_FEATURES) + len(CANDIDATE_FEATURES)
+
+
+class Policy(Protocol):
+    name: str
+
+    def probabilities(self, obs: Observation) -> np.ndarray: ...
+
+    def act(self, obs: Observation, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def feedback(self, obs: Observation, actions: np.ndarray, result: StepResult) -> None: ...
+
+
+def _sample(probs: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """One draw per row of ``probs`` and its probability."""
+    u = rng.random((len(probs), 1))
+    a = (probs.cumsum(1) < u).sum(1)
+    a = np.minimum(a, probs.shape[1] - 1)
+    return a, probs[np.arange(len(probs)), a]
+
+
+class CandidatePolicy:
+    """Acting by sampling from :meth:`probabilities`; no learning from feedback by default."""
+
+    name = "policy"
+
+    def probabilities(self, obs: Observation) -> np.ndarray:
+        raise NotImplementedError
+
+    def act(self, obs: Observation, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        return _sample(self.probabilities(obs), rng)
+
+    def feedback(self, obs: Observation, actions: np.ndarray, result: StepResult) -> None:
+        return None
+
+
+class GreedyPolicy(CandidatePolicy):
+    """Always the base model's best candidate (candidates arrive in base-model order)."""
+
+    name = "greedy"
+
+    def probabilities(self, obs: Observation) -> np.ndarray:
+        p = np.zeros(obs.items.shape)
+        p[:, 0] = 1.0
+        return p
+
+
+class MyopicPolicy(CandidatePolicy):
+    """The likeliest click now: argmax of the click model's logit (a candidate feature)."""
+
+    name = "myopic"
+
+    def probabilities(self, obs: Observation) -> np.ndarray:
+        logit = obs.cand_feats[..., CANDIDATE_FEATURES.index("click_logit")]
+        p = np.zeros(logit.shape)
+        p[np.arange(len(p)), logit.argmax(1)] = 1.0
+        return p
+
+
+class UniformPolicy(CandidatePolicy):
+    name = "uniform"
+
+    def probabilities(self, obs: Observation) -> np.ndarray:
+        return np.full(obs.items.shape, 1.0 / obs.items.shape[1])
+
+
+class SoftmaxBasePolicy(CandidatePolicy):
+    """``(1 − ε)·softmax(z / T) + ε/N`` over the base scores ``z`` (standardised within the list)."""
+
+    name = "softmax_base"
+
+    def __init__(self, temperature: float = 1.0, epsilon: float = 0.1) -> None:
+        if temperature <= 0 or not 0 <= epsilon <= 1:
+            raise ValueError(f"need temperature > 0 and epsilon in [0, 1], got {temperature}, {epsilon}")
+        self.temperature = temperature
+        self.epsilon = epsilon
+
+    def probabilities(self, obs: Observation) -> np.ndarray:
+        s = obs.base_scores
+        z = (s - s.mean(1, keepdims=True)) / (s.std(1, keepdims=True) + 1e-9) / self.temperature
+        e = np.exp(z - z.max(1, keepdims=True))
+        n = s.shape[1]
+        return (1 - self.epsilon) * e / e.sum(1, keepdims=True) + self.epsilon / n
+
+
+class BanditPolicy(CandidatePolicy):
+    """A :class:`~lmrec.bandits.base.LinearBandit` choosing one item per step, learning from clicks."""
+
+    def __init__(self, bandit: LinearBandit, item_vectors: np.ndarray) -> None:
+        self.bandit = bandit
+        self.item_vectors = np.asarray(item_vectors, dtype=np.float64)
+        self.name = bandit.name
+
+    def _features(self, obs: Observation, row: int) -> np.ndarray:
+        return make_features(obs.base_scores[row], self.item_vectors[obs.items[row]])
+
+    def probabilities(self, obs: Observation) -> np.ndarray:
+        return np.stack([self.bandit.probabilities(self._features(obs, r)) for r in range(len(obs.items))])
+
+    def act(self, obs: Observation, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        a = np.zeros(len(obs.items), dtype=np.int64)
+        p = np.ones(len(obs.items))
+        for r in np.flatnonzero(obs.alive):
+            ranking = self.bandit.rank(self._features(obs, int(r)), 1)
+            a[r], p[r] = ranking.order[0], ranking.propensities[0]
+        return a, p
+
+    def feedback(self, obs: Observation, actions: np.ndarray, result: StepResult) -> None:
+        for r in np.flatnonzero(obs.alive):
+            self.bandit.update(self._features(obs, int(r))[actions[r]], float(result.click[r]))
+
+
+# ---------------------------------------------------------------------- learned policies
+@dataclass
+class Scaler:
+    """Standardises ``[state, candidate]`` inputs with statistics of the training data."""
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    @classmethod
+    def fit(cls, state: np.ndarray, cand: np.ndarray) -> Scaler:
+        x = np.concatenate(
+            [np.broadcast_to(state[:, None, :], (*cand.shape[:2], state.shape[1])), cand], axis=-1
+        ).reshape(-1, N_INPUT)
+        std = x.std(0)
+        return cls(mean=x.mean(0), std=np.where(std > 1e-9, std, 1.0))
+
+    def inputs(self, state: np.ndarray, cand: np.ndarray) -> torch.Tensor:
+        """``(B, N, N_INPUT)`` float32 tensor."""
+        x = np.concatenate(
+            [np.broadcast_to(state[:, None, :], (*cand.shape[:2], state.shape[1])), cand], axis=-1
+        )
+        return torch.from_numpy(((x - self.mean) / self.std).astype(np.float32))
+
+
+def make_net(hidden: int, seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(
+        torch.nn.Linear(N_INPUT, hidden),
+        torch.nn.ReLU(),
+        torch.nn.Linear(hidden, hidden),
+        torch.nn.ReLU(),
+        torch.nn.Linear(hidden, 1),
+    )
+
+
+class ScoredPolicy(CandidatePolicy):
+    """A network scoring each (state, candidate) pair; subclasses turn scores into probabilities."""
+
+    def __init__(self, net: torch.nn.Module, scaler: Scaler) -> None:
+        self.net = net
+        self.scaler = scaler
+
+    @torch.no_grad()
+    def scores(self, obs: Observation) -> np.ndarray:
+        self.net.eval()
+        return self.net(self.scaler.inputs(obs.state_feats, obs.cand_feats)).squeeze(-1).numpy()
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Tensors for safetensors (network weights plus the input scaler)."""
+        out = {f"net.{k}": v.detach().clone() for k, v in self.net.state_dict().items()}
+        out["scaler.mean"] = torch.from_numpy(self.scaler.mean.astype(np.float64))
+        out["scaler.std"] = torch.from_numpy(self.scaler.std.astype(np.float64))
+        return out
+
+
+class QPolicy(ScoredPolicy):
+    """ε-greedy on the learned ``Q(s, a)`` (``epsilon`` gives every candidate a propensity)."""
+
+    name = "dqn"
+
+    def __init__(self, net: torch.nn.Module, scaler: Scaler, epsilon: float = 0.0) -> None:
+        super().__init__(net, scaler)
+        self.epsilon = epsilon
+
+    def probabilities(self, obs: Observation) -> np.ndarray:
+        q = self.scores(obs)
+        p = np.zeros(q.shape)
+        p[np.arange(len(q)), q.argmax(1)] = 1.0
+        return (1 - self.epsilon) * p + self.epsilon / q.shape[1]
+
+
+class SoftmaxPolicy(ScoredPolicy):
+    """``softmax(score / temperature)``; ``greedy=True`` serves the argmax (propensity 1)."""
+
+    name = "reinforce"
+
+    def __init__(
+        self, net: torch.nn.Module, scaler: Scaler, *, greedy: bool = True, epsilon: float = 0.0
+    ) -> None:
+        super().__init__(net, scaler)
+        self.greedy = greedy
+        self.epsilon = epsilon
+
+    def softmax(self, obs: Observation) -> np.ndarray:
+        s = self.scores(obs)
+        e = np.exp(s - s.max(1, keepdims=True))
+        return e / e.sum(1, keepdims=True)
+
+    def probabilities(self, obs: Observation) -> np.ndarray:
+        p = self.softmax(obs)
+        if self.greedy:
+            g = np.zeros(p.shape)
+            g[np.arange(len(p)), p.argmax(1)] = 1.0
+            p = g
+        return (1 - self.epsilon) * p + self.epsilon / p.shape[1]
+
+
+# ---------------------------------------------------------------------- rollouts
+@dataclass
+class Trajectories:
+    """Logged sessions, time-major: ``state (T, B, S)``, ``cand (T, B, N, F)``, the rest ``(T, B)``."""
+
+    state: np.ndarray
+    cand: np.ndarray
+    action: np.ndarray
+    propensity: np.ndarray
+    reward: np.ndarray
+    click: np.ndarray
+    alive: np.ndarray
+    #: (T, B, N) true click probabilities (kept for OPE ground truth)
+    click_prob: np.ndarray
+    per_step: dict[str, Any] = field(default_factory=dict)
+
+    def returns(self, gamma: float) -> np.ndarray:
+        g = np.zeros_like(self.reward)
+        acc = np.zeros(self.reward.shape[1])
+        for t in range(len(self.reward) - 1, -1, -1):
+            acc = self.reward[t] + gamma * acc
+            g[t] = acc
+        return g
+
+
+def rollout(
+    sim: Simulator,
+    policy: Policy,
+    users: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    batch_size: int = 256,
+    record: bool = False,
+) -> dict[str, Any]:
+    """Run ``policy`` for one session per user. Returns per-user ``reward``/``clicks``/``length``,
+    the per-step mean ``reward_curve`` (over all users, zero after they leave), ``first_ctr``, and
+    with ``record=True`` the :class:`Trajectories`."""
+    c = sim.config
+    users = np.asarray(users)
+    out_r, out_c, out_len, curve, first, trajs = [], [], [], np.zeros(c.horizon), [], []
+    for start in range(0, len(users), batch_size):
+        u = users[start : start + batch_size]
+        obs = sim.reset(u, rng)
+        tot_r, tot_c, length = np.zeros(len(u)), np.zeros(len(u)), np.zeros(len(u))
+        rec: dict[str, list[np.ndarray]] = {
+            k: [] for k in Trajectories.__dataclass_fields__ if k != "per_step"
+        }
+        while not sim.done:
+            t = sim.t
+            a, p = policy.act(obs, rng)
+            res = sim.step(a, obs)
+            policy.feedback(obs, a, res)
+            if t == 0:
+                first.append(res.click)
+            if record:
+                for k, v in (
+                    ("state", obs.state_feats),
+                    ("cand", obs.cand_feats),
+                    ("action", a),
+                    ("propensity", p),
+                    ("reward", res.reward),
+                    ("click", res.click),
+                    ("alive", obs.alive),
+                    ("click_prob", obs.click_prob),
+                ):
+                    rec[k].append(v)
+            tot_r += res.reward
+            tot_c += res.click
+            length += obs.alive
+            curve[t] += res.reward.sum()
+            obs = sim.observe()
+        out_r.append(tot_r)
+        out_c.append(tot_c)
+        out_len.append(length)
+        if record:
+            trajs.append(rec)
+    result: dict[str, Any] = {
+        "reward": np.concatenate(out_r),
+        "clicks": np.concatenate(out_c),
+        "length": np.concatenate(out_len),
+        "reward_curve": curve / len(users),
+        "first_ctr": float(np.concatenate(first).mean()),
+    }
+    if record:
+        result["trajectories"] = _stack(trajs, c.horizon)
+    return result
+
+
+def _stack(parts: list[dict[str, list[np.ndarray]]], horizon: int) -> Trajectories:
+    """Concatenate batches along users, padding early-ended batches to the horizon (dead rows)."""
+    arrays: dict[str, Any] = {}
+    for k in parts[0]:
+        cols = []
+        for rec in parts:
+            a = np.stack(rec[k])
+            if len(a) < horizon:
+                pad = np.zeros((horizon - len(a), *a.shape[1:]), dtype=a.dtype)
+                if k == "propensity":
+                    pad += 1
+                a = np.concatenate([a, pad])
+            cols.append(a)
+        arrays[k] = np.concatenate(cols, axis=1)
+    return Trajectories(**arrays)
+
+
+# ---------------------------------------------------------------------- DQN
+class DQNConfig(BaseModel):
+    """DQN hyperparameters (chosen on validation users; see benchmarks/longterm.py)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    #: discount of future rewards (0.95: an effective horizon of ~20 steps)
+    gamma: float = Field(default=0.95, gt=0.0, le=1.0)
+    hidden: int = Field(default=32, ge=1)
+    lr: float = Field(default=3e-3, gt=0.0)
+    #: simulated users per rollout batch, and rollout batches
+    batch_users: int = Field(default=64, ge=1)
+    iterations: int = Field(default=40, ge=1)
+    #: minibatch size, and gradient steps per environment step
+    minibatch: int = Field(default=256, ge=1)
+    updates_per_step: int = Field(default=1, ge=1)
+    buffer: int = Field(default=100_000, ge=1)
+    #: exploration: ε decays linearly from start to end over the iterations
+    epsilon_start: float = Field(default=0.5, ge=0.0, le=1.0)
+    epsilon_end: float = Field(default=0.05, ge=0.0, le=1.0)
+    #: Polyak rate of the target network
+    tau: float = Field(default=0.05, gt=0.0, le=1.0)
+    seed: int = 0
+
+
+def train_dqn(
+    sim: Simulator,
+    users: np.ndarray,
+    config: DQNConfig | None = None,
+    *,
+    progress: bool = False,
+    callback: Callable[[int, QPolicy], None] | None = None,
+) -> QPolicy:
+    """Train :class:`QPolicy` online in ``sim`` on sessions of ``users`` (double DQN, replay buffer)."""
+    cfg = config or DQNConfig()
+    rng = np.random.default_rng(cfg.seed)
+    c = sim.config
+    # scaler from a uniform-policy warm-up batch: inputs on a common scale before any learning
+    warm = rollout(
+        sim, UniformPolicy(), rng.choice(users, min(len(users), cfg.batch_users)), rng, record=True
+    )
+    tr = warm["trajectories"]
+    scaler = Scaler.fit(tr.state[tr.alive], tr.cand[tr.alive])
+    net = make_net(cfg.hidden, cfg.seed)
+    target = make_net(cfg.hidden, cfg.seed)
+    target.load_state_dict(net.state_dict())
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    policy = QPolicy(net, scaler)
+    n_s, n_f, n = len(STATE_FEATURES), len(CANDIDATE_FEATURES), c.n_candidates
+    cap = cfg.buffer
+    buf = {
+        "s": np.zeros((cap, n_s)),
+        "c": np.zeros((cap, n, n_f)),
+        "a": np.zeros(cap, dtype=np.int64),
+        "r": np.zeros(cap),
+        "s2": np.zeros((cap, n_s)),
+        "c2": np.zeros((cap, n, n_f)),
+        "d": np.zeros(cap),
+    }
+    size = ptr = 0
+    bar = tqdm(range(cfg.iterations), desc="dqn", disable=not progress)
+    for it in bar:
+        frac = it / max(cfg.iterations - 1, 1)
+        eps = cfg.epsilon_start + frac * (cfg.epsilon_end - cfg.epsilon_start)
+        obs = sim.reset(rng.choice(users, cfg.batch_users), rng)
+        while not sim.done:
+            live = np.flatnonzero(obs.alive)
+            policy.epsilon = eps
+            a, _ = policy.act(obs, rng)
+            res = sim.step(a, obs)
+            nxt = sim.observe()
+            done = res.left | (sim.t >= c.horizon)
+            m = len(live)
+            idx = (ptr + np.arange(m)) % cap
+            buf["s"][idx] = obs.state_feats[live]
+            buf["c"][idx] = obs.cand_feats[live]
+            buf["a"][idx] = a[live]
+            buf["r"][idx] = res.reward[live]
+            buf["s2"][idx] = nxt.state_feats[live]
+            buf["c2"][idx] = nxt.cand_feats[live]
+            buf["d"][idx] = done[live]
+            ptr = (ptr + m) % cap
+            size = min(size + m, cap)
+            net.train()
+            for _ in range(cfg.updates_per_step):
+                j = rng.integers(size, size=min(cfg.minibatch, size))
+                x = scaler.inputs(buf["s"][j], buf["c"][j])
+                q = net(x).squeeze(-1).gather(1, torch.from_numpy(buf["a"][j])[:, None]).squeeze(1)
+                with torch.no_grad():
+                    x2 = scaler.inputs(buf["s2"][j], buf["c2"][j])
+                    best = net(x2).squeeze(-1).argmax(1, keepdim=True)
+                    v2 = target(x2).squeeze(-1).gather(1, best).squeeze(1)
+                    y = (
+                        torch.from_numpy(buf["r"][j]).float()
+                        + cfg.gamma * (1 - torch.from_numpy(buf["d"][j]).float()) * v2
+                    )
+                loss = torch.nn.functional.smooth_l1_loss(q, y)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                with torch.no_grad():
+                    for pt, po in zip(target.parameters(), net.parameters(), strict=True):
+                        pt.mul_(1 - cfg.tau).add_(cfg.tau * po)
+            obs = nxt
+        if callback is not None:
+            policy.epsilon = 0.0
+            callback(it, policy)
+    policy.epsilon = 0.0
+    return policy
+
+
+# ---------------------------------------------------------------------- REINFORCE, top-K corrected
+class ReinforceConfig(BaseModel):
+    """Off-policy REINFORCE hyperparameters (chosen on validation users)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    gamma: float = Field(default=0.95, gt=0.0, le=1.0)
+    hidden: int = Field(default=32, ge=1)
+    lr: float = Field(default=3e-3, gt=0.0)
+    epochs: int = Field(default=100, ge=1)
+    #: decisions per gradient step
+    minibatch: int = Field(default=4096, ge=1)
+    #: K of the top-K correction: items the policy fills per request (1: plain off-policy REINFORCE)
+    top_k: int = Field(default=1, ge=1)
+    #: importance weights are capped (Chen et al.'s weight capping) to bound the variance
+    weight_cap: float = Field(default=10.0, gt=0.0)
+    #: entropy bonus that keeps the softmax from collapsing onto the logged choices too early
+    entropy: float = Field(default=0.01, ge=0.0)
+    seed: int = 0
+
+
+def topk_correction(pi: torch.Tensor, k: int) -> torch.Tensor:
+    """Chen et al.'s multiplier ``λ_K = K·(1 − π)^(K−1)``: the gradient of ``1 − (1 − π)^K``, the
+    probability that item ``a`` appears among ``K`` independent draws of the policy."""
+    return k * (1.0 - pi) ** (k - 1)
+
+
+def reinforce_loss(
+    scores: torch.Tensor,
+    action: torch.Tensor,
+    beta: torch.Tensor,
+    advantage: torch.Tensor,
+    *,
+    top_k: int,
+    weight_cap: float,
+    entropy: float,
+) -> torch.Tensor:
+    """``−mean(min(π/β, cap) · λ_K · A · log π(a|s)) − entropy·H(π)``, weights held fixed.
+
+    ``scores (M, N)``, ``action``/``beta``/``advantage`` ``(M,)``. The weight and λ_K multiply the
+    gradient but are not differentiated (the first-order approximation of the paper).
+    """
+    logp = torch.log_softmax(scores, dim=1)
+    logp_a = logp.gather(1, action[:, None]).squeeze(1)
+    with torch.no_grad():
+        pi_a = logp_a.exp()
+        w = torch.clamp(pi_a / beta, max=weight_cap) * topk_correction(pi_a, top_k)
+    ent = -(logp.exp() * logp).sum(1).mean()
+    return -(w * advantage * logp_a).mean() - entropy * ent
+
+
+def train_reinforce(
+    logs: Trajectories, config: ReinforceConfig | None = None, *, progress: bool = False
+) -> SoftmaxPolicy:
+    """Fit :class:`SoftmaxPolicy` on logged sessions (off-policy, top-K corrected REINFORCE).
+
+    The advantage is the discounted return minus its mean at the same time step (a baseline that
+    removes the drift of returns over the session without needing a critic).
+    """
+    cfg = config or ReinforceConfig()
+    rng = np.random.default_rng(cfg.seed)
+    g = logs.returns(cfg.gamma)
+    alive = logs.alive.astype(bool)
+    base = (g * alive).sum(1) / np.maximum(alive.sum(1), 1)
+    adv = (g - base[:, None])[alive]
+    adv = adv / (adv.std() + 1e-9)
+    state, cand = logs.state[alive], logs.cand[alive]
+    action, beta = logs.action[alive], logs.propensity[alive]
+    scaler = Scaler.fit(state, cand)
+    net = make_net(cfg.hidden, cfg.seed)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    x_all = scaler.inputs(state, cand)
+    a_all = torch.from_numpy(action.astype(np.int64))
+    b_all = torch.from_numpy(beta.astype(np.float32))
+    adv_all = torch.from_numpy(adv.astype(np.float32))
+    n = len(action)
+    for _ in tqdm(range(cfg.epochs), desc="reinforce", disable=not progress):
+        perm = torch.from_numpy(rng.permutation(n))
+        for s in range(0, n, cfg.minibatch):
+            j = perm[s : s + cfg.minibatch]
+            loss = reinforce_loss(
+                net(x_all[j]).squeeze(-1),
+                a_all[j],
+                b_all[j],
+                adv_all[j],
+                top_k=cfg.top_k,
+                weight_cap=cfg.weight_cap,
+                entropy=cfg.entropy,
+            )
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return SoftmaxPolicy(net, scaler)
+
+
+__all__ = [
+    "BanditPolicy",
+    "CandidatePolicy",
+    "DQNConfig",
+    "GreedyPolicy",
+    "MyopicPolicy",
+    "Policy",
+    "QPolicy",
+    "ReinforceConfig",
+    "Scaler",
+    "SoftmaxBasePolicy",
+    "SoftmaxPolicy",
+    "Trajectories",
+    "UniformPolicy",
+    "reinforce_loss",
+    "rollout",
+    "topk_correction",
+    "train_dqn",
+    "train_reinforce",
+]

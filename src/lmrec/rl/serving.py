@@ -1,0 +1,135 @@
+"""A trained RL policy as a serving re-ranker (``policy: "rl"`` in ``/recommend``).
+
+The server hands over the base model's candidate pool (best first). The list is filled slot by slot,
+each slot treated as one simulator step: the candidates are the ``n_candidates`` best free items of
+the pool, their features are the simulator's (:data:`~lmrec.rl.simulator.CANDIDATE_FEATURES`: base
+score, log popularity, cosine to the user's last items, repetitiveness against the slots already
+filled, the saved click model's logit), and the state features treat the filled slots as the
+recent steps, with their predicted click probabilities standing in for the clicks not yet seen.
+
+Each slot is drawn from ``(1 − ε)·π + ε/N`` (``π``: the policy's softmax for REINFORCE, its argmax
+for DQN), and that probability is logged as the slot's propensity, exactly as the bandits do, so
+the off-policy estimators can evaluate other policies on lists served this way.
+
+The features are only those the policy was trained on when the served model is the base model it
+was trained with (``lmrec rl train --model ARTIFACT``); with another model the base scores are on
+another scale.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from lmrec.rl.artifact import load_policy
+from lmrec.rl.policies import QPolicy, ScoredPolicy
+from lmrec.rl.simulator import ClickModel, DynamicsConfig, Observation, click_features
+
+
+@dataclass
+class RLReranker:
+    policy: ScoredPolicy
+    dynamics: DynamicsConfig
+    click_model: ClickModel
+    epsilon: float = 0.05
+    seed: int = 0
+    name: str = "rl"
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        self.rng = np.random.default_rng(self.seed)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], *, epsilon: float = 0.05, seed: int = 0) -> RLReranker:
+        policy, meta = load_policy(path)
+        return cls(policy, meta["dynamics"], meta["click_model"], epsilon=epsilon, seed=seed)
+
+    def _probabilities(self, obs: Observation) -> np.ndarray:
+        scores = self.policy.scores(obs)[0]
+        if isinstance(self.policy, QPolicy):
+            p = np.zeros_like(scores)
+            p[int(np.argmax(scores))] = 1.0
+        else:
+            e = np.exp(scores - scores.max())
+            p = e / e.sum()
+        return (1 - self.epsilon) * p + self.epsilon / len(p)
+
+    def rerank(
+        self,
+        ranked: Any,
+        features: np.ndarray,
+        k: int,
+        *,
+        history: np.ndarray,
+        popularity: np.ndarray,
+    ) -> Any:
+        """Fill ``k`` slots of ``ranked`` (a :class:`lmrec.serving.pipeline.Ranked`).
+
+        ``features``: unit item vectors (n_items, d); ``history``: the user's item indices, oldest
+        first; ``popularity``: interactions per item.
+        """
+        pool = np.asarray(ranked.pool)
+        if not len(pool):
+            return ranked
+        c = self.dynamics
+        scores = np.asarray(ranked.scores, dtype=np.float64)
+        # the pool arrives best first from the model; keep base order for "the best free items"
+        base_order = np.argsort(-scores, kind="stable")
+        k = min(int(k), len(pool))
+        hist = np.asarray(history, dtype=np.int64)[-c.history_len :]
+        hvec = features[hist] if len(hist) else np.zeros((0, features.shape[1]))
+        log_pop = np.log1p(np.asarray(popularity, dtype=np.float64))
+        free = np.ones(len(pool), dtype=bool)
+        order = np.empty(k, np.int64)
+        props = np.ones(k)
+        recent: list[int] = []
+        recent_p: list[float] = []
+        recent_rep: list[float] = []
+        for slot in range(k):
+            cand = base_order[free[base_order]][: c.n_candidates]
+            items = pool[cand]
+            cu = features[items]
+            f = click_features(
+                scores[cand][None],
+                log_pop[items][None],
+                cu[None],
+                hvec[None] if len(hvec) else np.zeros((1, 1, features.shape[1])),
+                np.ones((1, max(len(hvec), 1)), dtype=bool) if len(hvec) else np.zeros((1, 1), dtype=bool),
+            )
+            logit = self.click_model.logits(f)[0]
+            rep = (cu @ features[pool[recent[-c.recent_len :]]].T).max(1) if recent else np.zeros(len(cand))
+            n_r = max(len(recent_p[-c.recent_len :]), 1)
+            state = np.array(
+                [
+                    min(slot / c.horizon, 1.0),
+                    sum(recent_p[-c.recent_len :]) / n_r,
+                    sum(recent_rep[-c.recent_len :]) / n_r,
+                    recent_p[-1] if recent_p else 0.0,
+                    1.0,
+                ]
+            )
+            cand_feats = np.concatenate([f[0], rep[:, None], logit[:, None]], axis=1)
+            obs = Observation(
+                items=items[None],
+                base_scores=scores[cand][None],
+                cand_feats=cand_feats[None],
+                state_feats=state[None],
+                alive=np.ones(1, dtype=bool),
+                click_prob=np.zeros((1, len(cand))),
+            )
+            p = self._probabilities(obs)
+            with self._lock:
+                j = int(self.rng.choice(len(cand), p=p))
+            order[slot], props[slot] = cand[j], p[j]
+            free[cand[j]] = False
+            recent.append(int(cand[j]))
+            recent_p.append(float(1.0 / (1.0 + np.exp(-logit[j]))))
+            recent_rep.append(float(rep[j]))
+        return replace(ranked, order=order, propensities=props, policy=self.name, n_logged=len(pool))
+
+
+__all__ = ["RLReranker"]
