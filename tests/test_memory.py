@@ -154,7 +154,9 @@ def test_ease_at_200k_items_refuses_at_once_without_allocating() -> None:
     tracemalloc.start()
     t0 = time.perf_counter()
     try:
-        with pytest.raises(MemoryBudgetError, match=r"^EASE on 200,000 items .* needs [0-9.]+ GiB but") as err:
+        with pytest.raises(
+            MemoryBudgetError, match=r"^EASE on 200,000 items .* needs [0-9.]+ GiB but"
+        ) as err:
             EASE().fit(data)
         elapsed = time.perf_counter() - t0
         _, peak = tracemalloc.get_traced_memory()
