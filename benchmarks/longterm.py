@@ -43,19 +43,16 @@ from tqdm.auto import tqdm
 from lmrec.bandits import LinearThompson, LinUCB
 from lmrec.data.loaders.load import load_dataset
 from lmrec.rl.calibrate import fit_simulator
+from lmrec.rl.learners import DQNConfig, ReinforceConfig, train_dqn, train_reinforce
 from lmrec.rl.ope import estimate, fit_reward_model
 from lmrec.rl.policies import (
     BanditPolicy,
-    DQNConfig,
     GreedyPolicy,
     MyopicPolicy,
-    ReinforceConfig,
     SoftmaxBasePolicy,
     SoftmaxPolicy,
     UniformPolicy,
     rollout,
-    train_dqn,
-    train_reinforce,
 )
 from lmrec.rl.simulator import DynamicsConfig, Simulator, World
 

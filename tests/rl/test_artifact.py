@@ -7,7 +7,8 @@ from typer.testing import CliRunner
 from lmrec.cli import app
 from lmrec.errors import LmrecError
 from lmrec.rl.artifact import META, load_policy, save_policy
-from lmrec.rl.policies import ReinforceConfig, SoftmaxBasePolicy, rollout, train_reinforce
+from lmrec.rl.learners import ReinforceConfig, train_reinforce
+from lmrec.rl.policies import SoftmaxBasePolicy, rollout
 from lmrec.rl.simulator import Simulator
 from lmrec.rl.synthetic import toy_dynamics, toy_world
 

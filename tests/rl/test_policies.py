@@ -2,17 +2,15 @@ import numpy as np
 import pytest
 import torch
 
-from lmrec.rl.policies import (
+from lmrec.rl.learners import (
     DQNConfig,
-    MyopicPolicy,
     ReinforceConfig,
-    SoftmaxBasePolicy,
     reinforce_loss,
-    rollout,
     topk_correction,
     train_dqn,
     train_reinforce,
 )
+from lmrec.rl.policies import MyopicPolicy, SoftmaxBasePolicy, rollout
 from lmrec.rl.simulator import Simulator
 from lmrec.rl.synthetic import toy_dynamics, toy_world
 

@@ -9,7 +9,8 @@ import pytest
 from lmrec.data.dataset import Dataset
 from lmrec.models.ease import EASE
 from lmrec.rl.artifact import save_policy
-from lmrec.rl.policies import ReinforceConfig, SoftmaxBasePolicy, rollout, train_reinforce
+from lmrec.rl.learners import ReinforceConfig, train_reinforce
+from lmrec.rl.policies import SoftmaxBasePolicy, rollout
 from lmrec.rl.simulator import Simulator
 from lmrec.rl.synthetic import toy_dynamics, toy_world
 from tests.serving.conftest import AUTH, Served, _read_mls

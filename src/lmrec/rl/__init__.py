@@ -7,20 +7,17 @@
 * :mod:`lmrec.rl.ope`: IPS, SNIPS and doubly robust estimates with bootstrap CIs.
 """
 
+from lmrec.rl.learners import DQNConfig, ReinforceConfig, train_dqn, train_reinforce
 from lmrec.rl.ope import Estimate, estimate, fit_reward_model
 from lmrec.rl.policies import (
     BanditPolicy,
-    DQNConfig,
     GreedyPolicy,
     MyopicPolicy,
     QPolicy,
-    ReinforceConfig,
     SoftmaxBasePolicy,
     SoftmaxPolicy,
     UniformPolicy,
     rollout,
-    train_dqn,
-    train_reinforce,
 )
 from lmrec.rl.simulator import ClickModel, DynamicsConfig, Observation, Simulator, World
 

@@ -17,16 +17,8 @@ import numpy as np
 
 from lmrec.rl.artifact import save_policy
 from lmrec.rl.calibrate import FittedSimulator, fit_simulator
-from lmrec.rl.policies import (
-    DQNConfig,
-    GreedyPolicy,
-    ReinforceConfig,
-    ScoredPolicy,
-    SoftmaxBasePolicy,
-    rollout,
-    train_dqn,
-    train_reinforce,
-)
+from lmrec.rl.learners import DQNConfig, ReinforceConfig, train_dqn, train_reinforce
+from lmrec.rl.policies import GreedyPolicy, ScoredPolicy, SoftmaxBasePolicy, rollout
 from lmrec.rl.simulator import Simulator
 
 Algo = Literal["reinforce", "dqn"]
