@@ -21,11 +21,14 @@ Privacy accounting always comes from Opacus's RDP accountant (``opacus.accountan
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
+import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -123,6 +126,32 @@ class FederatedRun:
     @property
     def epsilon(self) -> float | None:
         return self.rounds[-1].epsilon if self.rounds else None
+
+
+_FIELDS = ("users", "record_users", "record_items", "valid_users", "valid_items")
+
+
+def _save_clients(clients: list[ClientData], path: Path) -> None:
+    """All clients' arrays in one ``.npz`` (each field concatenated, with per-client offsets)."""
+    arrays: dict[str, np.ndarray] = {}
+    for f in _FIELDS:
+        parts = [np.asarray(getattr(d, f), np.int64) for d in clients]
+        arrays[f] = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+        arrays[f"{f}.offsets"] = np.concatenate([[0], np.cumsum([len(p) for p in parts])]).astype(np.int64)
+    np.savez(path, **arrays)  # type: ignore[arg-type]  # numpy stubs: allow_pickle clashes with **kwds
+
+
+@functools.lru_cache(maxsize=2)
+def _load_clients(path: str) -> list[ClientData]:
+    """The clients of ``path``, read once per process (a Ray actor serves many messages).
+
+    Flower's Ray backend pickles the ClientApp with every message; a ClientApp that captured the
+    data itself would ship every client's records with every message (943 clients: seconds each).
+    """
+    with np.load(path) as z:
+        cols = {f: (z[f], z[f"{f}.offsets"]) for f in _FIELDS}
+    n = len(cols["users"][1]) - 1
+    return [ClientData(*(v[o[i] : o[i + 1]] for v, o in (cols[f] for f in _FIELDS))) for i in range(n)]
 
 
 def _nbytes(content: RecordDict) -> int:
@@ -308,13 +337,16 @@ def simulate(
             return None
         return _epsilon(central_z, n_sampled / n_clients, server_round, delta)
 
+    folder = tempfile.TemporaryDirectory(prefix="lmrec-fed-")
+    data_file = str(Path(folder.name) / "clients.npz")
+    _save_clients(clients, Path(data_file))
     client_app = ClientApp()
 
     @client_app.train()
     def train(msg: Message, context: Context) -> Message:
         torch.set_num_threads(1)
         pid = int(context.node_config["partition-id"])
-        data = clients[pid]
+        data = _load_clients(data_file)[pid]
         server_round = int(_num(msg.content.config_records["config"], "server-round"))
         items = _items(msg.content)
         users = _user_factors(context, pid, len(data.users), c)
@@ -351,7 +383,7 @@ def simulate(
     @client_app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
         pid = int(context.node_config["partition-id"])
-        data = clients[pid]
+        data = _load_clients(data_file)[pid]
         items = _items(msg.content)
         users = _user_factors(context, pid, len(data.users), c)
         ndcg = 0.0
@@ -402,6 +434,7 @@ def simulate(
         )
     finally:
         flwr_log.setLevel(level)
+        folder.cleanup()
     if "items" not in final:
         raise RuntimeError("the Flower simulation ended without a model (see the log above)")
     return FederatedRun(
