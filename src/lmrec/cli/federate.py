@@ -63,6 +63,12 @@ def federate_cmd(
     from lmrec.evaluation import evaluate
     from lmrec.experiment import DatasetSpec, load_data, save_catalog
 
+    if model != "mf":
+        raise LmrecError(f"--model {model!r}: only 'mf' (federated BPR-MF) is available")
+    if dp not in ("record", "client"):
+        raise LmrecError(f"--dp {dp!r}: choose record or client")
+    if strategy not in ("fedavg", "fedprox", "fedadam"):
+        raise LmrecError(f"--strategy {strategy!r}: choose fedavg, fedprox or fedadam")
     try:
         from lmrec.federated import FedMF, FedMFConfig
         from lmrec.federated.report import plot_rounds
@@ -70,12 +76,6 @@ def federate_cmd(
         raise LmrecError(
             f"lmrec federate needs {exc.name}, which is not installed: pip install 'lmrec[federated]'"
         ) from None
-    if model != "mf":
-        raise LmrecError(f"--model {model!r}: only 'mf' (federated BPR-MF) is available")
-    if dp not in ("record", "client"):
-        raise LmrecError(f"--dp {dp!r}: choose record or client")
-    if strategy not in ("fedavg", "fedprox", "fedadam"):
-        raise LmrecError(f"--strategy {strategy!r}: choose fedavg, fedprox or fedadam")
     from pydantic import ValidationError
 
     from lmrec.models.registry import describe_validation_error
