@@ -81,17 +81,18 @@ def federate_cmd(
     from lmrec.models.registry import describe_validation_error
 
     try:
-        config = FedMFConfig(
-            iterations=rounds,
-            clients=clients,
-            partition=partition,
-            fraction=fraction,
-            strategy=strategy,  # type: ignore[arg-type]
-            dp=dp if dp_epsilon is not None else "none",  # type: ignore[arg-type]
-            dp_epsilon=dp_epsilon,
-            dp_delta=dp_delta,
-            seed=seed,
-        )
+        params: dict[str, object] = {
+            "iterations": rounds,
+            "clients": clients,
+            "partition": partition,
+            "fraction": fraction,
+            "strategy": strategy,
+            "dp": dp if dp_epsilon is not None else "none",
+            "dp_epsilon": dp_epsilon,
+            "dp_delta": dp_delta,
+            "seed": seed,
+        }
+        config = FedMFConfig(**params)  # type: ignore[arg-type]
     except ValidationError as exc:
         raise LmrecError(describe_validation_error(exc)) from None
     console, err = stdout_console(), stderr_console()
