@@ -12,7 +12,7 @@ Per seed:
 * ``device``: one client per user (943), 10% sampled per round; per-round validation NDCG@10 of the
   clients' own user factors, compared with the central run's final value measured the same way.
 
-Hyperparameters (Adam 0.003, 32 factors, 2 local epochs, batch 256, fold-in λ 0.1) were chosen on
+Hyperparameters (Adam 0.003, 32 factors, 1 local epoch, batch 256, fold-in λ 0.1) were chosen on
 validation NDCG@10 only, on the central model with an in-process FedAvg loop (the same local update
 the clients run); nothing here reads a test number before the end.
 

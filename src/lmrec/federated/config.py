@@ -27,7 +27,7 @@ class FedMFConfig(BPRConfig):
     #: λ of the serving-time fold-in (BPR's Newton step), not a training penalty
     regularization: float = Field(0.1, ge=0.0)
     #: local epochs over the client's records per round
-    local_epochs: int = Field(2, ge=1)
+    local_epochs: int = Field(1, ge=1)
     #: local batch size (DP: expected Poisson batch size)
     batch_size: int = Field(256, ge=1)
     #: number of clients (cross-silo); ignored when ``partition == "user"`` (one client per user)
