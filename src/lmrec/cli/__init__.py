@@ -22,7 +22,7 @@ app = typer.Typer(
 )
 
 #: modules under lmrec.cli that define ``register(app)``
-_AREAS = ("datasets", "experiment", "quickstart", "tune", "text", "serve", "score", "rl")
+_AREAS = ("datasets", "experiment", "quickstart", "tune", "text", "serve", "score", "rl", "federate")
 
 
 def _register_all() -> None:

@@ -34,6 +34,7 @@ _MODELS: dict[str, str] = {
     "bert4rec": "lmrec.models.bert4rec:BERT4Rec",
     "hybrid": "lmrec.models.hybrid:Hybrid",
     "unisrec": "lmrec.models.unisrec:UniSRec",
+    "fed_mf": "lmrec.federated.model:FedMF",
 }
 
 #: which optional extra provides the modules a model needs
@@ -43,6 +44,7 @@ _EXTRAS = {
     "sasrec": "torch",
     "bert4rec": "torch",
     "unisrec": "torch",
+    "fed_mf": "federated",
 }
 
 

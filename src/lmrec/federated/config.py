@@ -1,0 +1,67 @@
+"""The one config of federated MF (``fed_mf``): model, federation, strategy and privacy settings."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from lmrec.models.mf import BPRConfig
+
+
+class FedMFConfig(BPRConfig):
+    """Federated BPR-MF. The model fields are BPR's (the artifact *is* a BPR model: item factors with
+    a bias column, user vectors folded in from history); ``iterations`` counts federated rounds.
+
+    Defaults: chosen on ml-100k leave-last-out validation NDCG@10 (benchmarks/federated.py).
+    """
+
+    #: federated rounds
+    iterations: int = Field(30, ge=1)
+    #: local step size (on the batch-mean loss)
+    learning_rate: float = Field(0.003, gt=0.0)
+    #: local optimiser; Adam's moments start afresh every round (they are not sent)
+    local_optimizer: Literal["adam", "sgd"] = "adam"
+    #: local weight decay on every factor
+    weight_decay: float = Field(0.0, ge=0.0)
+    #: λ of the serving-time fold-in (BPR's Newton step), not a training penalty
+    regularization: float = Field(0.1, ge=0.0)
+    #: local epochs over the client's records per round
+    local_epochs: int = Field(1, ge=1)
+    #: local batch size (DP: expected Poisson batch size)
+    batch_size: int = Field(256, ge=1)
+    #: number of clients (cross-silo); ignored when ``partition == "user"`` (one client per user)
+    clients: int = Field(10, ge=1)
+    #: how users are split over clients: "hash", "user" (cross-device), "occupation", "zip" (first
+    #: character of ``zip_code``) or the name of any column of the dataset's user table
+    partition: str = "hash"
+    #: share of clients sampled for training each round (cross-device: 0.1)
+    fraction: float = Field(1.0, gt=0.0, le=1.0)
+    #: Flower strategy: FedAvg, FedProx (with ``proximal_mu``) or FedAdam (server-side Adam)
+    strategy: Literal["fedavg", "fedprox", "fedadam"] = "fedavg"
+    #: FedProx's μ
+    proximal_mu: float = Field(0.01, ge=0.0)
+    #: FedAdam's server learning rate η
+    server_learning_rate: float = Field(0.01, gt=0.0)
+    #: differential privacy: "record" = DP-SGD on each client (Opacus); "client" = Flower's
+    #: server-side fixed clipping + Gaussian noise on each client's update (user-level when one
+    #: client is one user)
+    dp: Literal["none", "record", "client"] = "none"
+    #: target ε over all rounds (Opacus picks the noise multiplier); or give ``noise_multiplier``
+    dp_epsilon: float | None = Field(None, gt=0.0)
+    #: Gaussian noise multiplier (σ / clipping norm); overrides ``dp_epsilon``
+    noise_multiplier: float | None = Field(None, ge=0.0)
+    #: clipping norm: per record ("record") or per client update ("client")
+    max_grad_norm: float = Field(1.0, gt=0.0)
+    #: δ of the reported ε; None: 1 / number of users
+    dp_delta: float | None = Field(None, gt=0.0, lt=1.0)
+    #: ray CPUs for the simulated clients (one client runs per CPU)
+    simulation_cpus: int = Field(1, ge=1)
+    #: SGD is the only local optimiser; implicit's thread setting has no meaning here
+    num_threads: int = Field(1, ge=0)
+
+    @model_validator(mode="after")
+    def _dp_needs_a_budget(self) -> FedMFConfig:
+        if self.dp != "none" and self.dp_epsilon is None and self.noise_multiplier is None:
+            raise ValueError(f"dp={self.dp!r} needs dp_epsilon or noise_multiplier")
+        return self

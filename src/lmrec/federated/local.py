@@ -1,0 +1,196 @@
+"""One client's local training step of federated BPR matrix factorisation, in torch.
+
+The client holds the interactions of its users and their user factors; the server sends the item
+factors ``V`` (``n_items x (factors + 1)``: the last column is an item bias, implicit's BPR layout,
+so the fold-in of :class:`lmrec.models.mf.BPR` serves the result). A local update is a few epochs of
+BPR on the client's records, one record = one (user, item) interaction with a freshly sampled
+negative item:
+
+    loss = softplus(-(u · (v_i - v_j) + b_i - b_j)),  weight decay λ on every factor
+
+and returns the new ``V``; the user factors are kept on the client (FCF, Ammad-ud-din et al. 2019)
+and never leave it.
+
+With ``noise_multiplier > 0`` the step is record-level DP-SGD through Opacus: Poisson-sampled
+batches, each record's gradient (over the user *and* item factors it touches) clipped to
+``max_grad_norm`` and Gaussian noise added. The user factors are inside the DP module on purpose:
+they are a function of every local record and they shape the item gradients of later steps, so only
+when they too are produced by the DP mechanism is the item-factor release covered by the
+accountant. Per-record gradient norms come from Opacus's ghost clipping, which never builds the
+``batch x n_items x dim`` per-sample gradient of the item table that its ``hooks`` mode would.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class LocalConfig:
+    """Hyperparameters of one local update (set by the server for every round)."""
+
+    factors: int
+    learning_rate: float
+    regularization: float
+    epochs: int
+    batch_size: int
+    #: 0: no DP; else Opacus's Gaussian noise multiplier (σ / clipping norm)
+    noise_multiplier: float = 0.0
+    #: per-record clipping norm (DP only)
+    max_grad_norm: float = 1.0
+    #: "adam" (fresh moments every round) or "sgd"
+    optimizer: str = "adam"
+    #: FedProx's proximal term μ/2 |V - V_global|² (0: off)
+    proximal_mu: float = 0.0
+
+
+class _BPR(nn.Module):
+    """User and item tables; ``forward(users, pairs)`` is the BPR logit of (positive, negative)."""
+
+    def __init__(self, users: np.ndarray, items: np.ndarray) -> None:
+        super().__init__()
+        self.users = nn.Embedding.from_pretrained(torch.from_numpy(users.copy()), freeze=False)
+        self.items = nn.Embedding.from_pretrained(torch.from_numpy(items.copy()), freeze=False)
+
+    def forward(self, users: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
+        u = self.users(users)  # (B, f)
+        v = self.items(pairs)  # (B, 2, f + 1): positive and negative, one call (one per-sample norm)
+        d = v[:, 0] - v[:, 1]
+        return (u * d[:, :-1]).sum(-1) + d[:, -1]
+
+
+@dataclass
+class LocalResult:
+    items: np.ndarray
+    users: np.ndarray
+    loss: float
+    #: DP-SGD steps taken and the Poisson sample rate used (for the accountant); 0 without DP
+    steps: int
+    sample_rate: float
+
+
+def local_update(
+    items: np.ndarray,
+    users: np.ndarray,
+    user_idx: np.ndarray,
+    item_idx: np.ndarray,
+    config: LocalConfig,
+    rng: np.random.Generator,
+) -> LocalResult:
+    """Train on one client's records (``user_idx`` local to ``users``, ``item_idx`` global) from the
+    item factors ``items``; return the new item and user factors and the mean training loss."""
+    n_items = items.shape[0]
+    n = len(user_idx)
+    model = _BPR(users.astype(np.float32), items.astype(np.float32))
+    anchor = torch.from_numpy(items.astype(np.float32)) if config.proximal_mu > 0 else None
+    opt = _optimizer(model, config)
+    seed = int(rng.integers(2**31))
+    torch.manual_seed(seed)
+    u_all = torch.from_numpy(user_idx.astype(np.int64))
+    i_all = torch.from_numpy(item_idx.astype(np.int64))
+    if n == 0:
+        return LocalResult(items.copy(), users.copy(), 0.0, 0, 0.0)
+    losses: list[float] = []
+    if config.noise_multiplier <= 0:
+        for _ in range(config.epochs):
+            order = torch.from_numpy(rng.permutation(n))
+            for start in range(0, n, config.batch_size):
+                b = order[start : start + config.batch_size]
+                neg = torch.from_numpy(rng.integers(0, n_items, len(b)))
+                logit = model(u_all[b], torch.stack([i_all[b], neg], 1))
+                loss = nn.functional.softplus(-logit).mean()
+                total = loss + _proximal(model, anchor, config.proximal_mu)
+                opt.zero_grad()
+                total.backward()
+                opt.step()
+                losses.append(float(loss.detach()))
+        return LocalResult(_numpy(model.items), _numpy(model.users), float(np.mean(losses)), 0, 0.0)
+    return _dp_update(model, opt, anchor, u_all, i_all, n_items, config, rng, seed)
+
+
+def _dp_update(
+    model: _BPR,
+    opt: torch.optim.Optimizer,
+    anchor: torch.Tensor | None,
+    u_all: torch.Tensor,
+    i_all: torch.Tensor,
+    n_items: int,
+    config: LocalConfig,
+    rng: np.random.Generator,
+    seed: int,
+) -> LocalResult:
+    from opacus import PrivacyEngine
+    from torch.utils.data import DataLoader, TensorDataset
+
+    n = len(u_all)
+    batch = min(config.batch_size, n)
+    # the negatives are drawn once per epoch and belong to the record: a record is (u, i, j)
+    neg = torch.from_numpy(rng.integers(0, n_items, (config.epochs, n)))
+    records = TensorDataset(torch.arange(n))
+    loader = DataLoader(records, batch_size=batch, generator=torch.Generator().manual_seed(seed))
+    with warnings.catch_warnings():
+        # "secure RNG turned off": expected in research use; the accountant is unaffected
+        warnings.simplefilter("ignore")
+        engine = PrivacyEngine(accountant="rdp", secure_mode=False)
+        dp_model, dp_opt, criterion, dp_loader = engine.make_private(
+            module=model,
+            optimizer=opt,
+            data_loader=loader,
+            criterion=nn.BCEWithLogitsLoss(),
+            noise_multiplier=config.noise_multiplier,
+            max_grad_norm=config.max_grad_norm,
+            poisson_sampling=True,
+            grad_sample_mode="ghost",
+        )
+    losses: list[float] = []
+    steps = 0
+    for epoch in range(config.epochs):
+        for (b,) in dp_loader:
+            if len(b) == 0:
+                continue  # a Poisson batch can be empty; Opacus counts the step in the accountant anyway
+            logit = dp_model(u_all[b], torch.stack([i_all[b], neg[epoch, b]], 1))
+            loss = criterion(logit, torch.ones_like(logit))
+            dp_opt.zero_grad()
+            with warnings.catch_warnings():
+                # Opacus hooks the embedding tables, whose inputs are indices: torch notes that the
+                # hook sees only output gradients, which is all the per-sample norms need
+                warnings.filterwarnings("ignore", "Full backward hook is firing", UserWarning)
+                loss.backward()
+            if anchor is not None:  # data-independent: added after clipping and noise
+                with torch.no_grad():
+                    model.items.weight.grad.add_(config.proximal_mu * (model.items.weight - anchor))
+            dp_opt.step()
+            losses.append(float(loss.detach()))
+        steps += len(dp_loader)
+    sample_rate = 1.0 / len(dp_loader)
+    return LocalResult(
+        _numpy(model.items),
+        _numpy(model.users),
+        float(np.mean(losses)) if losses else math.nan,
+        steps,
+        sample_rate,
+    )
+
+
+def _optimizer(model: _BPR, config: LocalConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(
+            model.parameters(), lr=config.learning_rate, weight_decay=config.regularization
+        )
+    return torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.regularization)
+
+
+def _proximal(model: _BPR, anchor: torch.Tensor | None, mu: float) -> torch.Tensor:
+    if anchor is None:
+        return torch.zeros(())
+    return 0.5 * mu * ((model.items.weight - anchor) ** 2).sum()
+
+
+def _numpy(table: nn.Embedding) -> np.ndarray:
+    return np.ascontiguousarray(table.weight.detach().numpy(), dtype=np.float32)

@@ -1,0 +1,38 @@
+"""`lmrec federate`: bad arguments fail with one line before anything is loaded or simulated."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+from typer.testing import CliRunner
+
+from lmrec.cli import app
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "two_tower"], "--model 'two_tower': only 'mf'"),
+        (["--dp", "shop"], "--dp 'shop': choose record or client"),
+        (["--strategy", "fedsgd"], "--strategy 'fedsgd': choose fedavg, fedprox or fedadam"),
+    ],
+)
+def test_bad_arguments_are_one_line(args: list[str], message: str) -> None:
+    res = runner.invoke(app, ["federate", *args])
+    assert res.exit_code != 0
+    assert message in " ".join(res.output.split())
+
+
+@pytest.mark.skipif(importlib.util.find_spec("flwr") is not None, reason="flwr is installed")
+def test_without_flwr_it_says_what_to_install() -> None:
+    res = runner.invoke(app, ["federate"])
+    assert res.exit_code != 0 and "pip install 'lmrec[federated]'" in " ".join(res.output.split())
+
+
+def test_a_bad_config_value_is_one_line() -> None:
+    pytest.importorskip("flwr")
+    res = runner.invoke(app, ["federate", "--fraction", "0"])
+    assert res.exit_code != 0 and "fraction" in res.output

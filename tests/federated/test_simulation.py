@@ -1,0 +1,128 @@
+"""A Flower simulation on a tiny dataset: two clients, two rounds, record-level DP.
+
+Each simulation starts Ray (about 15 s on a busy 2-core machine), so the module runs one and checks
+everything it can on it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("flwr")
+pytest.importorskip("opacus")
+
+from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
+
+from lmrec.data.split import Split, leave_last_out
+from lmrec.federated import FedMF, FedMFConfig, client_data
+from lmrec.federated.simulation import ClientData, _epsilon
+from lmrec.models.base import Recommender
+from lmrec.testing import make_checkerboard
+
+pytestmark = pytest.mark.distributed  # Ray starts a cluster of processes
+
+N_USERS, N_ITEMS, FACTORS = 24, 12, 4
+#: the only numbers a client may send: its record count and aggregate statistics
+ALLOWED_METRICS = {"num-examples", "loss", "epsilon", "ndcg"}
+
+
+@pytest.fixture(scope="module")
+def split() -> Split:
+    return leave_last_out(make_checkerboard(N_USERS, N_ITEMS))
+
+
+@pytest.fixture(scope="module")
+def model(split: Split) -> FedMF:
+    """Two clients (hash partition), two rounds, DP-SGD with noise multiplier 1, messages kept."""
+    config = FedMFConfig(
+        factors=FACTORS,
+        clients=2,
+        iterations=2,
+        local_epochs=1,
+        batch_size=16,
+        dp="record",
+        noise_multiplier=1.0,
+        seed=3,
+    )
+    return FedMF(config).fit(split.train, valid=split.valid, keep_messages=True)
+
+
+def _clients(split: Split, model: FedMF) -> list[ClientData]:
+    from lmrec.federated import partition_users
+
+    inter = split.train.interactions
+    owner = partition_users(split.train, "hash", 2, seed=model.config.seed)
+    return client_data(owner, inter["user_idx"].to_numpy(), inter["item_idx"].to_numpy())
+
+
+def leaks(content: RecordDict, clients: list[ClientData]) -> list[str]:
+    """What in a message the server received is not an item table or an allowed aggregate."""
+    problems = []
+    if content.config_records:
+        problems.append(f"config records {list(content.config_records)}")
+    for name, rec in content.array_records.items():
+        for key, arr in rec.items():
+            a = arr.numpy()
+            if key != "items" or a.shape != (N_ITEMS, FACTORS + 1) or a.dtype != np.float32:
+                problems.append(f"array {name}.{key} {a.dtype}{list(a.shape)}")
+    counts = {c.n_records for c in clients} | {len(c.users) for c in clients}
+    for rec in content.metric_records.values():
+        extra = set(rec) - ALLOWED_METRICS
+        if extra:
+            problems.append(f"metrics {sorted(extra)}")
+        n = rec.get("num-examples")
+        if not isinstance(n, (int, float)) or n not in counts:
+            problems.append(f"num-examples {n!r}")
+    return problems
+
+
+def test_two_clients_two_rounds(model: FedMF) -> None:
+    rounds = model.run_.rounds
+    assert [r.round for r in rounds] == [1, 2] and all(r.clients == 2 for r in rounds)
+    assert model.item_vectors().shape == (N_ITEMS, FACTORS + 1) and np.isfinite(model.item_vectors()).all()
+    # per client and round: the item table down and up for training, down again for evaluation
+    table = len(Array(np.zeros((N_ITEMS, FACTORS + 1), np.float32)).data)
+    assert rounds[0].bytes_up == 2 * table and rounds[0].bytes_down == 4 * table
+    assert all(r.valid_ndcg is not None and 0.0 <= r.valid_ndcg <= 1.0 for r in rounds)
+
+
+def test_the_server_receives_no_interactions(model: FedMF, split: Split) -> None:
+    clients = _clients(split, model)
+    received = model.run_.received
+    assert len(received) == 2 * 2 * 2  # 2 rounds x 2 clients x (train + evaluate replies)
+    for content in received:
+        assert leaks(content, clients) == []
+
+
+def test_the_leak_check_can_fail(model: FedMF, split: Split) -> None:
+    clients = _clients(split, model)
+    raw = np.stack([clients[0].record_users, clients[0].record_items], 1)
+    leaky = RecordDict(
+        {
+            "arrays": ArrayRecord({"items": Array(raw)}),
+            "metrics": MetricRecord({"num-examples": 999.0, "user_7_item": 4.0}),
+        }
+    )
+    assert len(leaks(leaky, clients)) == 3
+
+
+def test_epsilon_grows_with_rounds_and_shrinks_with_noise(model: FedMF) -> None:
+    eps = [r.epsilon for r in model.run_.rounds]
+    assert eps[0] is not None and eps[1] is not None and 0 < eps[0] < eps[1]
+    assert model.run_.delta == pytest.approx(1 / N_USERS)
+    # the accountant the clients call: more noise, less ε; more steps, more ε
+    assert _epsilon(2.0, 0.1, 100, 1e-3) < _epsilon(1.0, 0.1, 100, 1e-3) < _epsilon(1.0, 0.1, 200, 1e-3)
+
+
+def test_the_artifact_records_the_run_and_serves(model: FedMF, tmp_path: Path) -> None:
+    folder = model.save(tmp_path / "m")
+    extra = json.loads((folder / "model.json").read_text())["extra"]
+    assert [r["round"] for r in extra["rounds"]] == [1, 2]
+    assert extra["epsilon"] == pytest.approx(model.run_.rounds[-1].epsilon)
+    loaded = Recommender.load(folder)
+    np.testing.assert_allclose(loaded.score([0, 1]), model.score([0, 1]), rtol=1e-5)
+    assert loaded.recommend([0], k=3).height == 3
