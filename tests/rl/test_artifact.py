@@ -6,21 +6,13 @@ from typer.testing import CliRunner
 
 from lmrec.cli import app
 from lmrec.errors import LmrecError
-from lmrec.rl.artifact import META, load_policy, save_policy
-from lmrec.rl.learners import ReinforceConfig, train_reinforce
-from lmrec.rl.policies import SoftmaxBasePolicy, rollout
-from lmrec.rl.simulator import Simulator
-from lmrec.rl.synthetic import toy_dynamics, toy_world
+from lmrec.rl.artifact import META, load_policy
+from tests.rl.helpers import saved_toy_policy
 
 
 def test_saved_policy_comes_back_with_the_same_choices(tmp_path):
-    world = toy_world(n_users=16)
-    sim = Simulator(world, toy_dynamics())
-    logs = rollout(sim, SoftmaxBasePolicy(), np.arange(16), np.random.default_rng(0), record=True)
-    pi = train_reinforce(logs["trajectories"], ReinforceConfig(epochs=2, hidden=8))
-    save_policy(
-        pi, tmp_path / "p", kind="reinforce", hidden=8, dynamics=sim.config, click_model=world.click_model
-    )
+    pi, sim = saved_toy_policy(tmp_path / "p")
+    world = sim.world
     back, meta = load_policy(tmp_path / "p")
     obs = sim.reset(np.arange(16), np.random.default_rng(1))
     assert np.allclose(back.scores(obs), pi.scores(obs), atol=1e-6)

@@ -8,11 +8,7 @@ import pytest
 
 from lmrec.data.dataset import Dataset
 from lmrec.models.ease import EASE
-from lmrec.rl.artifact import save_policy
-from lmrec.rl.learners import ReinforceConfig, train_reinforce
-from lmrec.rl.policies import SoftmaxBasePolicy, rollout
-from lmrec.rl.simulator import Simulator
-from lmrec.rl.synthetic import toy_dynamics, toy_world
+from tests.rl.helpers import saved_toy_policy
 from tests.serving.conftest import AUTH, Served, _read_mls
 
 
@@ -23,13 +19,7 @@ def served(tmp_path_factory, data_home):
     popular = ratings.group_by("item_id").len().filter(pl.col("len") >= 60)["item_id"]
     ratings = ratings.filter(pl.col("item_id").is_in(popular.implode()))
     EASE(l2=100.0).fit(Dataset.from_frames(ratings, name="mls-rl")).save(tmp / "model")
-    world = toy_world(n_users=16)
-    sim = Simulator(world, toy_dynamics())
-    logs = rollout(sim, SoftmaxBasePolicy(), np.arange(16), np.random.default_rng(0), record=True)
-    pi = train_reinforce(logs["trajectories"], ReinforceConfig(epochs=2, hidden=8))
-    save_policy(
-        pi, tmp / "rl", kind="reinforce", hidden=8, dynamics=sim.config, click_model=world.click_model
-    )
+    saved_toy_policy(tmp / "rl")
     s = Served(tmp / "model", tmp / "events.db", rl_policy=str(tmp / "rl"), epsilon=0.1)
     yield s
     s.close()

@@ -1,0 +1,23 @@
+"""A small REINFORCE policy trained on the toy world and saved, shared by the artifact and serving tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from lmrec.rl.artifact import save_policy
+from lmrec.rl.learners import ReinforceConfig, train_reinforce
+from lmrec.rl.policies import SoftmaxBasePolicy, SoftmaxPolicy, rollout
+from lmrec.rl.simulator import Simulator
+from lmrec.rl.synthetic import toy_dynamics, toy_world
+
+
+def saved_toy_policy(folder: Path) -> tuple[SoftmaxPolicy, Simulator]:
+    """Train REINFORCE for two epochs on 16 toy users' logged sessions and save it to ``folder``."""
+    world = toy_world(n_users=16)
+    sim = Simulator(world, toy_dynamics())
+    logs = rollout(sim, SoftmaxBasePolicy(), np.arange(16), np.random.default_rng(0), record=True)
+    pi = train_reinforce(logs["trajectories"], ReinforceConfig(epochs=2, hidden=8))
+    save_policy(pi, folder, kind="reinforce", hidden=8, dynamics=sim.config, click_model=world.click_model)
+    return pi, sim
