@@ -73,7 +73,11 @@ def test_two_processes_share_one_study(tmp_path: Path) -> None:
     assert [p.returncode for p in procs] == [0, 0], outputs
     study = optuna.load_study(study_name="shared", storage=url)
     finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert 8 <= len(finished) <= 9  # the study's budget (one may overshoot by the other's last trial)
+    # both asked for 8 trials: 16 would mean two studies; the budget is the shared study's (one may
+    # overshoot by the other's last trial)
+    assert 8 <= len(finished) <= 9
     assert len(study.trials) == len(finished)
-    assert len({t.user_attrs["pid"] for t in finished}) == 2  # both processes ran trials
+    # which process ran how many trials depends on start-up timing (a loaded machine can start the
+    # second after the first has spent the budget), so only check that the trials came from them
+    assert {t.user_attrs["pid"] for t in finished} <= {p.pid for p in procs}
     assert len({tuple(sorted(t.params.items())) for t in finished}) >= 6  # they did not repeat each other
