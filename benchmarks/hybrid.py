@@ -129,6 +129,13 @@ def _reused(m: str, reused: dict[str, dict[str, Any]], args: argparse.Namespace)
     )
 
 
+def _seed_summary(by_seed: dict[int, float]) -> dict[str, Any]:
+    """Mean, sample sd (None for one seed) and count of one model's NDCG@10 over seeds."""
+    v = np.array(list(by_seed.values()), dtype=np.float64)
+    sd = round(float(v.std(ddof=1)), 4) if len(v) > 1 else None
+    return {"mean": round(float(v.mean()), 4), "sd": sd, "n": len(v)}
+
+
 def combine(paths: list[Path]) -> list[dict[str, Any]]:
     """Per dataset and model: test NDCG@10 of each run (one per seed), their mean and sd, and the
     issue's ratios on the seed means. Runs must share the tuned configuration (``--reuse-tuning``)."""
@@ -148,13 +155,7 @@ def combine(paths: list[Path]) -> list[dict[str, Any]]:
     for name, models in by_ds.items():
         rows = {}
         for m, vals in models.items():
-            v = np.array(list(vals.values()))
-            rows[m] = {
-                "ndcg@10_by_seed": vals,
-                "mean": round(float(v.mean()), 4),
-                "sd": round(float(v.std(ddof=1)), 4) if len(v) > 1 else None,
-                "n": len(v),
-            }
+            rows[m] = {"ndcg@10_by_seed": vals, **_seed_summary(vals)}
         singles = [m for m in rows if m != "hybrid"]
         entry: dict[str, Any] = {"dataset": name, "models": rows}
         if "hybrid" in rows and singles:
@@ -288,10 +289,10 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
             res = evaluate_refit(model, split, ks=KS, beyond_accuracy=False, auc=False)
             by_seed[s] = round(float(res.metrics["ndcg@10"]), 4)
             print(json.dumps({"dataset": name, "model": m, "seed": s, "ndcg@10": by_seed[s]}), flush=True)
-        vals = list(by_seed.values())
+        summary = _seed_summary(by_seed)
         rows[m]["ndcg@10_by_seed"] = by_seed
-        rows[m]["ndcg@10_seed_mean"] = round(sum(vals) / len(vals), 4)
-        rows[m]["ndcg@10_seed_sd"] = round(float(np.std(vals, ddof=1)), 4) if len(vals) > 1 else None
+        rows[m]["ndcg@10_seed_mean"] = summary["mean"]
+        rows[m]["ndcg@10_seed_sd"] = summary["sd"]
 
     # the paired-test baseline is the single model that validation ranks first: picked on
     # validation, like every other choice here; the goal below is checked against every single model

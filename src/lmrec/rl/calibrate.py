@@ -34,7 +34,8 @@ import numpy as np
 import polars as pl
 from scipy.stats import ks_2samp, wasserstein_distance
 
-from lmrec.rl.simulator import ClickModel, DynamicsConfig, Simulator, World, auc, click_features
+from lmrec.nn.click import roc_auc
+from lmrec.rl.simulator import ClickModel, DynamicsConfig, Simulator, World, click_features
 
 
 def user_groups(
@@ -313,9 +314,9 @@ def fit_simulator(
     world.click_model = ClickModel.fit(Xf, yf)
     Xt, yt = click_rows(world, held_lists, test_u, seed=seed + 1)
     click_report = {
-        "auc_test": auc(world.click_model.logits(Xt), yt),
-        "auc_test_base_score_only": auc(Xt[:, 0], yt),
-        "auc_fit": auc(world.click_model.logits(Xf), yf),
+        "auc_test": roc_auc(yt, world.click_model.logits(Xt)),
+        "auc_test_base_score_only": roc_auc(yt, Xt[:, 0]),
+        "auc_fit": roc_auc(yf, world.click_model.logits(Xf)),
         "n_fit_rows": len(yf),
         "n_test_rows": len(yt),
         "weights": dict(

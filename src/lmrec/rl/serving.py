@@ -82,7 +82,8 @@ class RLReranker:
         k = min(int(k), len(pool))
         hist = np.asarray(history, dtype=np.int64)[-c.history_len :]
         hvec = features[hist] if len(hist) else np.zeros((0, features.shape[1]))
-        log_pop = np.log1p(np.asarray(popularity, dtype=np.float64))
+        # the pool's log popularity only: the whole catalogue's would be O(n_items) per request
+        log_pop = np.log1p(np.asarray(popularity, dtype=np.float64)[pool])
         free = np.ones(len(pool), dtype=bool)
         order = np.empty(k, np.int64)
         props = np.ones(k)
@@ -95,7 +96,7 @@ class RLReranker:
             cu = features[items]
             f = click_features(
                 scores[cand][None],
-                log_pop[items][None],
+                log_pop[cand][None],
                 cu[None],
                 hvec[None] if len(hvec) else np.zeros((1, 1, features.shape[1])),
                 np.ones((1, max(len(hvec), 1)), dtype=bool) if len(hvec) else np.zeros((1, 1), dtype=bool),

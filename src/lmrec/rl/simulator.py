@@ -144,18 +144,6 @@ class ClickModel:
         )
 
 
-def auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve (Mann–Whitney, ties averaged)."""
-    from scipy.stats import rankdata
-
-    labels = np.asarray(labels).astype(bool)
-    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
-    if n_pos == 0 or n_neg == 0:
-        raise ValueError("AUC needs both positive and negative labels")
-    r = rankdata(scores)
-    return float((r[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
 def _unit(v: np.ndarray) -> np.ndarray:
     n = np.linalg.norm(v, axis=-1, keepdims=True)
     return np.divide(v, n, out=np.zeros_like(v), where=n > 0)
@@ -387,6 +375,5 @@ __all__ = [
     "Simulator",
     "StepResult",
     "World",
-    "auc",
     "click_features",
 ]
