@@ -3,7 +3,14 @@
 Protocol (details in :mod:`lmrec.rl.calibrate`):
 
 * users split 60/20/20 into fit / validation / test (seed 0); each user's first 80% of events train
-  the base model (ALS, 32 factors) and form the simulated history; the rest is held out;
+  the base model and form the simulated history; the rest is held out. The base model is SASRec
+  (``--base sasrec``, the default; epochs by early stopping on 10% of users' last training event),
+  which is also the *sequence encoder*: every simulated click is appended to the history and the
+  history re-encoded, so the candidates, the greedy baseline and the policies' ``seq_score`` /
+  ``seq_drift`` features follow the session (``--base als``: ALS with 32 factors, static scores);
+* every step shows a slate of ``--slate-size`` items (default 3); the user scans it top-down and
+  clicks at most one (cascade); the REINFORCE top-K correction uses K = the slate size and DQN
+  values a slate as the mean of its items' Q (slate-Q decomposition);
 * click model: logistic on [base score, log popularity, max/mean cosine to the last 10 items],
   fitted on fit users' held-out events (4 popularity-sampled negatives each), AUC on test users;
 * dynamics: grid-searched so that simulated session lengths under the logging policy (softmax over
@@ -18,12 +25,13 @@ Protocol (details in :mod:`lmrec.rl.calibrate`):
   RL policies and reseeds the simulator); 95% CI = t-interval over the 3 seed means. The robustness
   simulator changes parameters no policy was trained or selected on (repetition loss ×1.5, leave
   slope ×1.5, click logits −0.3, repetition threshold −0.05);
-* OPE: logging-policy sessions on test users; IPS / SNIPS / DR estimates (bootstrap 95% CI) of each
+* OPE: logging-policy sessions of one item per step (off-policy estimators of a single decision) on
+  test users; IPS / SNIPS / DR estimates (bootstrap 95% CI) of each
   target policy's per-decision click rate on the logged states, against the simulator's exact value
   ``mean Σ_a π(a|x)·P(click|x,a)`` on the same states.
 
     python benchmarks/longterm.py [--data-dir ../shared/data] [--seeds 0,1,2] [--sessions 5]
-        [--out-dir benchmarks/results/longterm] [--quick]
+        [--base sasrec|als] [--slate-size 3] [--out-dir benchmarks/results/longterm] [--quick]
 """
 
 from __future__ import annotations
@@ -60,7 +68,19 @@ HORIZON = 50
 LOGGING = SoftmaxBasePolicy(temperature=1.0, epsilon=0.1)
 
 
-def build(data_dir: str | None, quick: bool) -> dict[str, Any]:
+def base_model(data: Any, kind: str, seed: int, quick: bool) -> Any:
+    """The base model fitted on the training part of the time split (None: fit_simulator's ALS)."""
+    if kind == "als":
+        return None
+    from lmrec.models.sasrec import SASRec
+    from lmrec.rl.calibrate import time_split
+
+    train, _ = time_split(data.interactions)
+    cfg = {"max_epochs": 2 if quick else 40, "seed": seed, "progress_bar": False}
+    return SASRec(val_fraction=0.1, train=cfg).fit(data.with_interactions(train))
+
+
+def build(data_dir: str | None, quick: bool, base: str, slate_size: int) -> dict[str, Any]:
     """Base model, world, click model, calibrated dynamics and the calibration report."""
     grid = None
     if quick:
@@ -71,8 +91,20 @@ def build(data_dir: str | None, quick: bool) -> dict[str, Any]:
             "leave_slope": (0.1,),
             "leave_spread": (1.0, 2.0),
         }
-    fitted = fit_simulator(load_dataset("ml-100k", data_dir), horizon=HORIZON, grid=grid, progress=True)
+    data = load_dataset("ml-100k", data_dir)
+    model = base_model(data, base, 0, quick)
+    fitted = fit_simulator(
+        data,
+        model=model,
+        horizon=HORIZON,
+        grid=grid,
+        slate_size=slate_size,
+        max_group_users=80 if quick else None,
+        progress=True,
+    )
+    report = getattr(model, "report_", None)
     return {
+        "base_epochs": getattr(report, "n_epochs", None),
         "world": fitted.world,
         "dynamics": fitted.dynamics,
         "groups": fitted.groups,
@@ -146,7 +178,7 @@ def ci(values: list[float]) -> tuple[float, float, float]:
 def ope_check(
     world: World, dyn: DynamicsConfig, test_u: np.ndarray, policies: dict[str, Any], seed: int
 ) -> list[dict[str, Any]]:
-    sim = Simulator(world, dyn)
+    sim = Simulator(world, dyn.model_copy(update={"slate_size": 1}))
     tr = rollout(sim, LOGGING, np.repeat(test_u, 3), np.random.default_rng(500 + seed), record=True)[
         "trajectories"
     ]
@@ -163,7 +195,7 @@ def ope_check(
         alive=np.ones(n, dtype=bool),
         click_prob=tr.click_prob[alive],
     )
-    a, prop, r = tr.action[alive], tr.propensity[alive], tr.click[alive]
+    a, prop, r = tr.action[alive][:, 0], tr.propensity[alive][:, 0], tr.click[alive]
     q = fit_reward_model(obs.cand_feats, a, r, seed=seed)
     rows = []
     for name, pol in policies.items():
@@ -187,12 +219,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--sessions", type=int, default=5, help="sessions per test user per seed")
     ap.add_argument("--out-dir", default="benchmarks/results/longterm")
+    ap.add_argument("--base", choices=("sasrec", "als"), default="sasrec", help="base model / state encoder")
+    ap.add_argument("--slate-size", type=int, default=3, help="items shown per step")
     ap.add_argument("--quick", action="store_true", help="small grids and few iterations (smoke run)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     seeds = [int(s) for s in args.seeds.split(",")]
-    built = build(args.data_dir, args.quick)
+    built = build(args.data_dir, args.quick, args.base, args.slate_size)
     world, dyn = built["world"], built["dynamics"]
     fit_u, valid_u, test_u = built["groups"]
     t_build = time.perf_counter() - t0
@@ -260,6 +294,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         summary[vname] = rows
     result = {
         "dataset": "ml-100k",
+        "base": args.base,
+        "base_epochs": built["base_epochs"],
+        "state_encoder": built["calibration"].get("state_encoder"),
+        "slate_size": args.slate_size,
         "seeds": seeds,
         "sessions_per_user": args.sessions,
         "n_test_users": len(test_u),
@@ -296,7 +334,11 @@ def fmt(t: tuple[float, float, float], p: int = 2) -> str:
 
 
 def markdown(result: dict[str, Any]) -> str:
-    lines = []
+    lines = [
+        f"ml-100k simulator; base model {result['base']} (state encoder: {result['state_encoder']}); "
+        f"slate of {result['slate_size']} per step; {result['sessions_per_user']} sessions per test user; "
+        f"{result['timing_s']['total']:.0f} s"
+    ]
     for vname, rows in result["results"].items():
         lines += [
             f"\n### {vname} simulator (test users, {len(result['seeds'])} seeds, 95% CI)\n",

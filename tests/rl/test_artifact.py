@@ -29,10 +29,14 @@ def test_rl_train_command_writes_a_policy(tmp_path, data_home):
     out = tmp_path / "policy"
     res = CliRunner().invoke(
         app,
-        ["rl", "train", "ml-100k", "--out", str(out), "--quick", "--data-dir", str(data_home), "--json"],
+        [
+            *("rl", "train", "ml-100k", "--out", str(out), "--quick", "--slate-size", "2"),
+            *("--data-dir", str(data_home), "--json"),
+        ],
     )
     assert res.exit_code == 0, res.output
     report = json.loads(res.output)
     assert 0.5 < report["click_model"]["auc_test"] <= 1.0
     _, meta = load_policy(out)
     assert meta["kind"] == "reinforce" and meta["report"]["valid_reward"] > 0
+    assert meta["dynamics"].slate_size == 2

@@ -46,3 +46,12 @@ def test_repetition_empties_satisfaction_and_diversity_keeps_it():
 def test_pool_must_cover_horizon():
     with pytest.raises(ValueError, match="pool_size"):
         Simulator(toy_world(n_users=2), DynamicsConfig(pool_size=30, horizon=20, n_candidates=20))
+
+
+def test_slate_env_follows_gymnasium_api():
+    env = RecSimEnv(toy_world(n_users=4, pool=80), toy_dynamics(slate_size=3, pool_size=80))
+    check_env(env, skip_render_check=True)
+    assert env.action_space.shape == (3,)
+    env.reset(seed=0)
+    _obs, _reward, _term, _trunc, info = env.step(np.array([0, 0, 1]))  # a repeat is shown once
+    assert env.sim.shown.sum() == 2 and isinstance(info["click"], bool)

@@ -75,3 +75,24 @@ def serve_plain(served, tmp_path):
     s = Served(served.artifact, tmp_path / "e.db")
     yield s
     s.close()
+
+
+def test_slate_policy_fills_the_list_a_slate_at_a_time():
+    from lmrec.rl.learners import ReinforceConfig, train_reinforce
+    from lmrec.rl.policies import SoftmaxBasePolicy, rollout
+    from lmrec.rl.serving import RLReranker
+    from lmrec.rl.simulator import Simulator
+    from lmrec.rl.synthetic import toy_dynamics, toy_world
+    from lmrec.serving.pipeline import Ranked
+
+    world = toy_world(n_users=16, pool=80)
+    sim = Simulator(world, toy_dynamics(slate_size=3, pool_size=80))
+    logs = rollout(sim, SoftmaxBasePolicy(), np.arange(16), np.random.default_rng(0), record=True)
+    pi = train_reinforce(logs["trajectories"], ReinforceConfig(epochs=2, hidden=8))
+    rr = RLReranker(pi, sim.config, world.click_model, epsilon=0.1)
+    pool = world.pools[0, :30]
+    ranked = Ranked(pool=pool, scores=world.pool_scores[0, :30], order=np.arange(7), propensities=np.ones(7))
+    unit = world.item_vectors / np.linalg.norm(world.item_vectors, axis=1, keepdims=True)
+    out = rr.rerank(ranked, unit, 7, history=np.arange(5), popularity=world.popularity)
+    assert len(set(out.order.tolist())) == 7 and out.policy == "rl"
+    assert ((out.propensities >= 0.1 / 6) & (out.propensities <= 1)).all()

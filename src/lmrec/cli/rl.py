@@ -20,9 +20,15 @@ def train_command(
     model: Annotated[
         Path | None,
         typer.Option(
-            "--model", help="A saved embedding model as the base (default: ALS fitted here).", exists=True
+            "--model",
+            help="A saved embedding model as the base (default: ALS fitted here); a sequence model "
+            "(sasrec, bert4rec, unisrec) also re-encodes the state after every simulated click.",
+            exists=True,
         ),
     ] = None,
+    slate_size: Annotated[
+        int, typer.Option("--slate-size", min=1, help="Items the policy fills per step (a slate).")
+    ] = 1,
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Dataset home.")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     quick: Annotated[bool, typer.Option("--quick", help="Coarse calibration, short training.")] = False,
@@ -48,7 +54,14 @@ def train_command(
 
         base = Recommender.load(model)
     data = load_dataset(dataset, data_dir)
-    trained = train_policy(data, algo=algo, model=base, seed=seed, quick=quick)  # type: ignore[arg-type]
+    trained = train_policy(
+        data,
+        algo=algo,  # type: ignore[arg-type]
+        model=base,
+        seed=seed,
+        quick=quick,
+        slate_size=slate_size,
+    )
     trained.save(out)
     r = trained.report
     c = r["calibration"]

@@ -36,6 +36,7 @@ from scipy.stats import ks_2samp, wasserstein_distance
 
 from lmrec.nn.click import roc_auc
 from lmrec.rl.simulator import ClickModel, DynamicsConfig, Simulator, World, click_features
+from lmrec.rl.state import HistoryEncoder
 
 
 def user_groups(
@@ -185,7 +186,8 @@ def simulate_sessions(
         while not sim.done:
             a, _ = policy.act(obs, rng)
             res = sim.step(a, obs)
-            item = obs.items[np.arange(len(u)), a]
+            slot = np.maximum(res.clicked_slot, 0)
+            item = obs.items[np.arange(len(u)), np.asarray(a).reshape(len(u), -1)[np.arange(len(u)), slot]]
             clicked = res.click > 0
             both = clicked & (last >= 0)
             if both.any():
@@ -282,6 +284,9 @@ def fit_simulator(
     grid: dict[str, Sequence[float]] | None = None,
     seed: int = 0,
     max_group_users: int | None = None,
+    slate_size: int = 1,
+    encode_state: bool | None = None,
+    state_len: int = 50,
     progress: bool = False,
 ) -> FittedSimulator:
     """The whole protocol of this module's docstring on a :class:`~lmrec.data.dataset.Dataset`.
@@ -290,6 +295,10 @@ def fit_simulator(
     dataset's); default ALS with 32 factors fitted here on the training part of the time split.
     A model fitted on *all* interactions has seen the held-out events, so the click-model AUC
     it reports is optimistic. ``max_group_users`` keeps only that many users per group (smoke runs).
+    ``slate_size``: items per step (the pool grows to ``horizon·slate_size + 20``).
+    ``encode_state``: re-encode each simulated history with ``model`` at every step (the state from
+    the sequence encoder, :mod:`lmrec.rl.state`); None turns it on for sequence models (SASRec,
+    BERT4Rec, UniSRec); ``state_len`` newest items are encoded.
     """
     from lmrec.rl.policies import SoftmaxBasePolicy
 
@@ -306,10 +315,21 @@ def fit_simulator(
         raise ValueError(
             "the base model's item vocabulary differs from the dataset's; fit it on this dataset"
         )
-    vec = vectors_from_model(model, data.user_vocab.ids)
+    if encode_state is None:
+        from lmrec.models.sasrec import SequentialRecommender
+
+        encode_state = isinstance(model, SequentialRecommender)
+    pool_size = max(pool_size, horizon * slate_size + 20)
     histories, held_lists = _per_user(train, n_users), _per_user(held, n_users)
+    encoder = HistoryEncoder(model, max_len=state_len) if encode_state else None
+    if encoder is not None:
+        # the session-start state is the encoder's reading of the training history
+        vec = BaseVectors(user_vectors=encoder.encode(histories), item_vectors=encoder.item_vectors)
+    else:
+        vec = vectors_from_model(model, data.user_vocab.ids)
     pop = np.bincount(train["item_idx"].to_numpy(), minlength=n_items)
     world = build_world(vec, histories, pop, None, pool_size=pool_size)
+    world.encoder = encoder
     Xf, yf = click_rows(world, held_lists, fit_u, seed=seed)
     world.click_model = ClickModel.fit(Xf, yf)
     Xt, yt = click_rows(world, held_lists, test_u, seed=seed + 1)
@@ -335,7 +355,9 @@ def fit_simulator(
     test_len, test_sess = group_sessions(test_u)
     threshold = float(np.quantile(consecutive_cosines(fit_sess, world.item_unit), 0.75))
     logging = SoftmaxBasePolicy(temperature=1.0, epsilon=0.1)
-    base = DynamicsConfig(horizon=horizon, pool_size=pool_size, repeat_threshold=threshold)
+    base = DynamicsConfig(
+        horizon=horizon, pool_size=pool_size, repeat_threshold=threshold, slate_size=slate_size
+    )
     calibrated, table = calibrate_dynamics(
         world, fit_u, np.minimum(fit_len, horizon), logging, base, grid=grid, seed=seed, progress=progress
     )
@@ -352,6 +374,7 @@ def fit_simulator(
         "session_gap_s": gap,
         "repeat_threshold": threshold,
         "chosen": calibrated.model_dump(),
+        "state_encoder": type(model).__name__ if world.encoder is not None else None,
         "grid_best_w1_fit": min(r["w1"] for r in table),
         "grid_points": len(table),
         "test_real_mean_length": float(real_trunc.mean()),

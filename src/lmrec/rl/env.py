@@ -30,8 +30,9 @@ class RecSimEnv(gym.Env):
     """One simulated user per episode as a ``gymnasium.Env``.
 
     Observation: ``[state features, candidate features]`` (:meth:`Observation.flat`); action: the
-    position of the shown item among the ``n_candidates`` candidates (``Discrete``); reward: click
-    plus the continuation bonus; ``terminated`` when the user leaves, ``truncated`` at the horizon.
+    position of the shown item among the ``n_candidates`` candidates (``Discrete``), or with
+    ``slate_size > 1`` the slate's positions (``MultiDiscrete``; a repeated position is shown once);
+    reward: click plus the continuation bonus; ``terminated`` when the user leaves, ``truncated`` at the horizon.
     ``info["click"]`` says whether the item was clicked.
     """
 
@@ -47,7 +48,11 @@ class RecSimEnv(gym.Env):
         dim = len(STATE_FEATURES) + c.n_candidates * len(CANDIDATE_FEATURES)
         # finite bounds (gymnasium warns on infinite ones); features are scores, log counts and cosines
         self.observation_space = spaces.Box(-1e4, 1e4, shape=(dim,), dtype=np.float32)
-        self.action_space = spaces.Discrete(c.n_candidates)
+        self.action_space: spaces.Space[Any] = (
+            spaces.Discrete(c.n_candidates)
+            if c.slate_size == 1
+            else spaces.MultiDiscrete([c.n_candidates] * c.slate_size)
+        )
         self._obs: Observation | None = None
 
     def reset(
@@ -61,7 +66,8 @@ class RecSimEnv(gym.Env):
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if self._obs is None:
             raise RuntimeError("call reset() before step()")
-        res = self.sim.step(np.array([int(action)]), self._obs)
+        k = self.sim.config.slate_size
+        res = self.sim.step(np.asarray(action, dtype=np.int64).reshape(1, k), self._obs)
         self._obs = self.sim.observe()
         terminated = bool(res.left[0])
         truncated = not terminated and self.sim.t >= self.sim.config.horizon

@@ -49,7 +49,12 @@ def train_dqn(
     progress: bool = False,
     callback: Callable[[int, QPolicy], None] | None = None,
 ) -> QPolicy:
-    """Train :class:`QPolicy` online in ``sim`` on sessions of ``users`` (double DQN, replay buffer)."""
+    """Train :class:`QPolicy` online in ``sim`` on sessions of ``users`` (double DQN, replay buffer).
+
+    With slates (``slate_size > 1``) it learns the item-wise ``Q`` of a slate-Q decomposition: the
+    slate's value is the mean of its items' ``Q``, regressed on the step's reward plus the discounted
+    value of the next state's best slate (its top-k items by ``Q``), as in double DQN.
+    """
     cfg = config or DQNConfig()
     rng = np.random.default_rng(cfg.seed)
     c = sim.config
@@ -64,12 +69,12 @@ def train_dqn(
     target.load_state_dict(net.state_dict())
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     policy = QPolicy(net, scaler)
-    n_s, n_f, n = len(STATE_FEATURES), len(CANDIDATE_FEATURES), c.n_candidates
+    n_s, n_f, n, k = len(STATE_FEATURES), len(CANDIDATE_FEATURES), c.n_candidates, c.slate_size
     cap = cfg.buffer
     buf = {
         "s": np.zeros((cap, n_s)),
         "c": np.zeros((cap, n, n_f)),
-        "a": np.zeros(cap, dtype=np.int64),
+        "a": np.zeros((cap, k), dtype=np.int64),
         "r": np.zeros(cap),
         "s2": np.zeros((cap, n_s)),
         "c2": np.zeros((cap, n, n_f)),
@@ -103,11 +108,12 @@ def train_dqn(
             for _ in range(cfg.updates_per_step):
                 j = rng.integers(size, size=min(cfg.minibatch, size))
                 x = scaler.inputs(buf["s"][j], buf["c"][j])
-                q = net(x).squeeze(-1).gather(1, torch.from_numpy(buf["a"][j])[:, None]).squeeze(1)
+                # slate-Q: a slate's value is the mean of its items' values
+                q = net(x).squeeze(-1).gather(1, torch.from_numpy(buf["a"][j])).mean(1)
                 with torch.no_grad():
                     x2 = scaler.inputs(buf["s2"][j], buf["c2"][j])
-                    best = net(x2).squeeze(-1).argmax(1, keepdim=True)
-                    v2 = target(x2).squeeze(-1).gather(1, best).squeeze(1)
+                    best = net(x2).squeeze(-1).topk(k, dim=1).indices
+                    v2 = target(x2).squeeze(-1).gather(1, best).mean(1)
                     y = (
                         torch.from_numpy(buf["r"][j]).float()
                         + cfg.gamma * (1 - torch.from_numpy(buf["d"][j]).float()) * v2
@@ -139,8 +145,9 @@ class ReinforceConfig(BaseModel):
     epochs: int = Field(default=100, ge=1)
     #: decisions per gradient step
     minibatch: int = Field(default=4096, ge=1)
-    #: K of the top-K correction: items the policy fills per request (1: plain off-policy REINFORCE)
-    top_k: int = Field(default=1, ge=1)
+    #: K of the top-K correction: items the policy fills per request (1: plain off-policy REINFORCE);
+    #: :func:`train_reinforce` uses the logs' slate size when this is None
+    top_k: int | None = Field(default=None, ge=1)
     #: importance weights are capped (Chen et al.'s weight capping) to bound the variance
     weight_cap: float = Field(default=10.0, gt=0.0)
     #: entropy bonus that keeps the softmax from collapsing onto the logged choices too early
@@ -184,7 +191,9 @@ def train_reinforce(
     """Fit :class:`SoftmaxPolicy` on logged sessions (off-policy, top-K corrected REINFORCE).
 
     The advantage is the discounted return minus its mean at the same time step (a baseline that
-    removes the drift of returns over the session without needing a critic).
+    removes the drift of returns over the session without needing a critic). With slates every
+    shown item is one draw of the policy (Chen et al.'s K independent draws): each gets the step's
+    advantage, its own logged propensity, and the ``λ_K`` multiplier with ``K`` = the slate size.
     """
     cfg = config or ReinforceConfig()
     rng = np.random.default_rng(cfg.seed)
@@ -195,24 +204,29 @@ def train_reinforce(
     adv = adv / (adv.std() + 1e-9)
     state, cand = logs.state[alive], logs.cand[alive]
     action, beta = logs.action[alive], logs.propensity[alive]
+    if action.ndim == 1:
+        action, beta = action[:, None], beta[:, None]
+    k = action.shape[1]
+    top_k = cfg.top_k or k
     scaler = Scaler.fit(state, cand)
     net = make_net(cfg.hidden, cfg.seed)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     x_all = scaler.inputs(state, cand)
     a_all = torch.from_numpy(action.astype(np.int64))
     b_all = torch.from_numpy(beta.astype(np.float32))
-    adv_all = torch.from_numpy(adv.astype(np.float32))
+    adv_all = torch.from_numpy(np.repeat(adv[:, None], k, axis=1).astype(np.float32))
     n = len(action)
     for _ in tqdm(range(cfg.epochs), desc="reinforce", disable=not progress):
         perm = torch.from_numpy(rng.permutation(n))
         for s in range(0, n, cfg.minibatch):
             j = perm[s : s + cfg.minibatch]
+            scores = net(x_all[j]).squeeze(-1)
             loss = reinforce_loss(
-                net(x_all[j]).squeeze(-1),
-                a_all[j],
-                b_all[j],
-                adv_all[j],
-                top_k=cfg.top_k,
+                scores.repeat_interleave(k, dim=0),
+                a_all[j].reshape(-1),
+                b_all[j].reshape(-1),
+                adv_all[j].reshape(-1),
+                top_k=top_k,
                 weight_cap=cfg.weight_cap,
                 entropy=cfg.entropy,
             )

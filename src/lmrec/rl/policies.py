@@ -1,8 +1,12 @@
 """Policies that pick one of the base model's candidates per step, and their training.
 
 Every policy maps an :class:`~lmrec.rl.simulator.Observation` (a batch of users, ``N`` candidates
-each) to next-item probabilities ``(B, N)``; acting samples from them and returns the propensity of
-the chosen item, which is what the serving log and off-policy evaluation need.
+each) to next-item probabilities ``(B, N)``; acting fills a slate of ``obs.slate_size`` distinct
+candidates and returns, per slate item, its probability under the policy's per-draw distribution
+(the propensity the serving log, the top-K correction and off-policy evaluation need). Stochastic
+policies draw the slate without replacement (Gumbel top-k, which for one item is an exact draw);
+deterministic ones take their ``ranking`` top-k, each slot swapped for a random free candidate with
+probability ε.
 
 * :class:`GreedyPolicy`: the base model's top candidate (the myopic baseline).
 * :class:`SoftmaxBasePolicy`: a softmax over the base scores mixed with uniform: the *logging*
@@ -10,7 +14,8 @@ the chosen item, which is what the serving log and off-policy evaluation need.
 * :class:`BanditPolicy`: wraps :class:`lmrec.bandits.LinUCB` / :class:`~lmrec.bandits.LinearThompson`
   (features ``[scaled base score, item vector]``; they learn online from clicks).
 * :class:`QPolicy`, trained by :func:`lmrec.rl.learners.train_dqn`: a value-based policy. ``Q(s, a) = MLP([state
-  features, features of candidate a])``, one network shared by all candidates. Why hand-written and
+  features, features of candidate a])``, one network shared by all candidates; a slate is the
+  top-k items by ``Q`` and its value the mean of theirs (a slate-Q decomposition). Why hand-written and
   not stable-baselines3's DQN: SB3's Q-network outputs one value per *fixed* action index, but
   here the action set is a different list of items at every step, so the value must be a function
   of the candidate's features (as in SlateQ's item-wise Q, Ie et al. 2019), which SB3's DQN
@@ -44,50 +49,94 @@ class Policy(Protocol):
     def feedback(self, obs: Observation, actions: np.ndarray, result: StepResult) -> None: ...
 
 
-def _sample(probs: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """One draw per row of ``probs`` and its probability."""
-    u = rng.random((len(probs), 1))
-    a = (probs.cumsum(1) < u).sum(1)
-    a = np.minimum(a, probs.shape[1] - 1)
-    return a, probs[np.arange(len(probs)), a]
+def _sample(probs: np.ndarray, rng: np.random.Generator, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """``k`` distinct draws per row of ``probs`` without replacement (Gumbel top-k: for ``k = 1`` an
+    exact draw), and each drawn item's probability. Shapes ``(B, k)``."""
+    with np.errstate(divide="ignore"):
+        key = np.log(probs) + rng.gumbel(size=probs.shape)
+    a = np.argsort(-key, axis=1, kind="stable")[:, :k]
+    return a, np.take_along_axis(probs, a, 1)
+
+
+def _epsilon_top(ranking: np.ndarray, k: int, epsilon: float, rng: np.random.Generator) -> np.ndarray:
+    """``(B, k)`` positions: the ``k`` best by ``ranking``, each slot replaced with probability
+    ``epsilon`` by a uniformly drawn candidate not yet in the slate."""
+    order = np.argsort(-ranking, axis=1, kind="stable")
+    if epsilon <= 0:
+        return order[:, :k]
+    b, n = ranking.shape
+    out = np.empty((b, k), dtype=np.int64)
+    taken = np.zeros((b, n), dtype=bool)
+    rows = np.arange(b)
+    for j in range(k):
+        free_rank = np.where(taken[rows[:, None], order], n, np.arange(n))
+        best = order[rows, free_rank.argmin(1)]
+        rnd = _sample(np.where(taken, 0.0, 1.0) / np.maximum((~taken).sum(1, keepdims=True), 1), rng)[0][:, 0]
+        out[:, j] = np.where(rng.random(b) < epsilon, rnd, best)
+        taken[rows, out[:, j]] = True
+    return out
 
 
 class CandidatePolicy:
-    """Acting by sampling from :meth:`probabilities`; no learning from feedback by default."""
+    """Acting by sampling slates from :meth:`probabilities`; no learning from feedback by default.
+
+    Deterministic policies set ``stochastic = False`` and provide :meth:`ranking` (and ``epsilon``).
+    """
 
     name = "policy"
+    stochastic = True
+    epsilon = 0.0
 
     def probabilities(self, obs: Observation) -> np.ndarray:
         raise NotImplementedError
 
+    def ranking(self, obs: Observation) -> np.ndarray:
+        """(B, N) what a deterministic policy's slate is the top of."""
+        raise NotImplementedError
+
     def act(self, obs: Observation, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        return _sample(self.probabilities(obs), rng)
+        """``(B, slate_size)`` candidate positions and their propensities."""
+        p = self.probabilities(obs)
+        if self.stochastic:
+            return _sample(p, rng, obs.slate_size)
+        a = _epsilon_top(self.ranking(obs), obs.slate_size, self.epsilon, rng)
+        return a, np.take_along_axis(p, a, 1)
 
     def feedback(self, obs: Observation, actions: np.ndarray, result: StepResult) -> None:
         return None
 
 
+def _greedy_probabilities(ranking: np.ndarray, epsilon: float) -> np.ndarray:
+    """``(1 − ε)·onehot(argmax) + ε/N``: the per-draw distribution of an ε-greedy policy."""
+    p = np.zeros(ranking.shape)
+    p[np.arange(len(p)), ranking.argmax(1)] = 1.0
+    return (1 - epsilon) * p + epsilon / ranking.shape[1]
+
+
 class GreedyPolicy(CandidatePolicy):
-    """Always the base model's best candidate (candidates arrive in base-model order)."""
+    """The base model's best candidates (candidates arrive in current base-model order)."""
 
     name = "greedy"
+    stochastic = False
+
+    def ranking(self, obs: Observation) -> np.ndarray:
+        return -np.broadcast_to(np.arange(obs.items.shape[1], dtype=np.float64), obs.items.shape)
 
     def probabilities(self, obs: Observation) -> np.ndarray:
-        p = np.zeros(obs.items.shape)
-        p[:, 0] = 1.0
-        return p
+        return _greedy_probabilities(self.ranking(obs), 0.0)
 
 
 class MyopicPolicy(CandidatePolicy):
-    """The likeliest click now: argmax of the click model's logit (a candidate feature)."""
+    """The likeliest clicks now: top of the click model's logit (a candidate feature)."""
 
     name = "myopic"
+    stochastic = False
+
+    def ranking(self, obs: Observation) -> np.ndarray:
+        return obs.cand_feats[..., CANDIDATE_FEATURES.index("click_logit")]
 
     def probabilities(self, obs: Observation) -> np.ndarray:
-        logit = obs.cand_feats[..., CANDIDATE_FEATURES.index("click_logit")]
-        p = np.zeros(logit.shape)
-        p[np.arange(len(p)), logit.argmax(1)] = 1.0
-        return p
+        return _greedy_probabilities(self.ranking(obs), 0.0)
 
 
 class UniformPolicy(CandidatePolicy):
@@ -106,18 +155,20 @@ class SoftmaxBasePolicy(CandidatePolicy):
         if temperature <= 0 or not 0 <= epsilon <= 1:
             raise ValueError(f"need temperature > 0 and epsilon in [0, 1], got {temperature}, {epsilon}")
         self.temperature = temperature
-        self.epsilon = epsilon
+        self.mix = epsilon
 
     def probabilities(self, obs: Observation) -> np.ndarray:
         s = obs.base_scores
         z = (s - s.mean(1, keepdims=True)) / (s.std(1, keepdims=True) + 1e-9) / self.temperature
         e = np.exp(z - z.max(1, keepdims=True))
         n = s.shape[1]
-        return (1 - self.epsilon) * e / e.sum(1, keepdims=True) + self.epsilon / n
+        return (1 - self.mix) * e / e.sum(1, keepdims=True) + self.mix / n
 
 
 class BanditPolicy(CandidatePolicy):
-    """A :class:`~lmrec.bandits.base.LinearBandit` choosing one item per step, learning from clicks."""
+    """A :class:`~lmrec.bandits.base.LinearBandit` filling each slate, learning from clicks (the
+    clicked item is a positive, the slate items above it negatives: the cascade says they were seen;
+    a slate without a click makes every item a negative)."""
 
     def __init__(self, bandit: LinearBandit, item_vectors: np.ndarray) -> None:
         self.bandit = bandit
@@ -131,16 +182,22 @@ class BanditPolicy(CandidatePolicy):
         return np.stack([self.bandit.probabilities(self._features(obs, r)) for r in range(len(obs.items))])
 
     def act(self, obs: Observation, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        a = np.zeros(len(obs.items), dtype=np.int64)
-        p = np.ones(len(obs.items))
+        k = obs.slate_size
+        a = np.tile(np.arange(k, dtype=np.int64), (len(obs.items), 1))
+        p = np.ones((len(obs.items), k))
         for r in np.flatnonzero(obs.alive):
-            ranking = self.bandit.rank(self._features(obs, int(r)), 1)
-            a[r], p[r] = ranking.order[0], ranking.propensities[0]
+            ranking = self.bandit.rank(self._features(obs, int(r)), k)
+            a[r], p[r] = ranking.order[:k], ranking.propensities[:k]
         return a, p
 
     def feedback(self, obs: Observation, actions: np.ndarray, result: StepResult) -> None:
+        actions = np.asarray(actions).reshape(len(obs.items), -1)
         for r in np.flatnonzero(obs.alive):
-            self.bandit.update(self._features(obs, int(r))[actions[r]], float(result.click[r]))
+            x = self._features(obs, int(r))
+            slot = int(result.clicked_slot[r])
+            seen = actions.shape[1] if slot < 0 else slot + 1
+            for j in range(seen):
+                self.bandit.update(x[actions[r, j]], float(j == slot))
 
 
 # ---------------------------------------------------------------------- learned policies
@@ -199,23 +256,25 @@ class ScoredPolicy(CandidatePolicy):
 
 
 class QPolicy(ScoredPolicy):
-    """ε-greedy on the learned ``Q(s, a)`` (``epsilon`` gives every candidate a propensity)."""
+    """ε-greedy on the learned ``Q(s, a)`` (``epsilon`` gives every candidate a propensity); a slate
+    is the top-k candidates by ``Q``."""
 
     name = "dqn"
+    stochastic = False
 
     def __init__(self, net: torch.nn.Module, scaler: Scaler, epsilon: float = 0.0) -> None:
         super().__init__(net, scaler)
         self.epsilon = epsilon
 
+    def ranking(self, obs: Observation) -> np.ndarray:
+        return self.scores(obs)
+
     def probabilities(self, obs: Observation) -> np.ndarray:
-        q = self.scores(obs)
-        p = np.zeros(q.shape)
-        p[np.arange(len(q)), q.argmax(1)] = 1.0
-        return (1 - self.epsilon) * p + self.epsilon / q.shape[1]
+        return _greedy_probabilities(self.scores(obs), self.epsilon)
 
 
 class SoftmaxPolicy(ScoredPolicy):
-    """``softmax(score / temperature)``; ``greedy=True`` serves the argmax (propensity 1)."""
+    """``softmax(score)``; ``greedy=True`` serves the top-k by score (propensity 1 for the first)."""
 
     name = "reinforce"
 
@@ -225,6 +284,10 @@ class SoftmaxPolicy(ScoredPolicy):
         super().__init__(net, scaler)
         self.greedy = greedy
         self.epsilon = epsilon
+        self.stochastic = not greedy
+
+    def ranking(self, obs: Observation) -> np.ndarray:
+        return self.scores(obs)
 
     def softmax(self, obs: Observation) -> np.ndarray:
         s = self.scores(obs)

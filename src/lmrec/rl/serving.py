@@ -1,15 +1,21 @@
 """A trained RL policy as a serving re-ranker (``policy: "rl"`` in ``/recommend``).
 
-The server hands over the base model's candidate pool (best first). The list is filled slot by slot,
-each slot treated as one simulator step: the candidates are the ``n_candidates`` best free items of
-the pool, their features are the simulator's (:data:`~lmrec.rl.simulator.CANDIDATE_FEATURES`: base
-score, log popularity, cosine to the user's last items, repetitiveness against the slots already
-filled, the saved click model's logit), and the state features treat the filled slots as the
-recent steps, with their predicted click probabilities standing in for the clicks not yet seen.
+The server hands over the base model's candidate pool (best first). The list is filled a slate at a
+time (``slate_size`` items, as the policy was trained), each slate treated as one simulator step:
+the candidates are the ``n_candidates`` best free items of the pool, their features are the
+simulator's (:data:`~lmrec.rl.simulator.CANDIDATE_FEATURES`: base score, log popularity, cosine to
+the user's last items, repetitiveness against the slots already filled, the saved click model's
+logit, and the model's current score), and the state features treat the filled slates as the recent
+steps, with their predicted click probabilities standing in for the clicks not yet seen.
+
+The request's query vector is the served model's encoding of the user's history *now*, so each
+request starts a session in the simulator's terms: the current score is the base score and the
+state has not drifted (``seq_drift`` 0).
 
 Each slot is drawn from ``(1 − ε)·π + ε/N`` (``π``: the policy's softmax for REINFORCE, its argmax
-for DQN), and that probability is logged as the slot's propensity, exactly as the bandits do, so
-the off-policy estimators can evaluate other policies on lists served this way.
+for DQN; a slate's later slots without replacement), and the item's probability under it is logged
+as the slot's propensity, as the bandits do, so the off-policy estimators can evaluate other
+policies on lists served this way.
 
 The features are only those the policy was trained on when the served model is the base model it
 was trained with (``lmrec rl train --model ARTIFACT``); with another model the base scores are on
@@ -90,7 +96,8 @@ class RLReranker:
         recent: list[int] = []
         recent_p: list[float] = []
         recent_rep: list[float] = []
-        for slot in range(k):
+        filled = 0
+        while filled < k:
             cand = base_order[free[base_order]][: c.n_candidates]
             items = pool[cand]
             cu = features[items]
@@ -102,18 +109,20 @@ class RLReranker:
                 np.ones((1, max(len(hvec), 1)), dtype=bool) if len(hvec) else np.zeros((1, 1), dtype=bool),
             )
             logit = self.click_model.logits(f)[0]
-            rep = (cu @ features[pool[recent[-c.recent_len :]]].T).max(1) if recent else np.zeros(len(cand))
+            last = recent[-c.recent_len * c.slate_size :]
+            rep = (cu @ features[pool[last]].T).max(1) if last else np.zeros(len(cand))
             n_r = max(len(recent_p[-c.recent_len :]), 1)
             state = np.array(
                 [
-                    min(slot / c.horizon, 1.0),
+                    min(len(recent_p) / c.horizon, 1.0),
                     sum(recent_p[-c.recent_len :]) / n_r,
                     sum(recent_rep[-c.recent_len :]) / n_r,
                     recent_p[-1] if recent_p else 0.0,
+                    0.0,
                     1.0,
                 ]
             )
-            cand_feats = np.concatenate([f[0], rep[:, None], logit[:, None]], axis=1)
+            cand_feats = np.concatenate([f[0], rep[:, None], logit[:, None], scores[cand][:, None]], axis=1)
             obs = Observation(
                 items=items[None],
                 base_scores=scores[cand][None],
@@ -123,13 +132,16 @@ class RLReranker:
                 click_prob=np.zeros((1, len(cand))),
             )
             p = self._probabilities(obs)
+            m = min(c.slate_size, k - filled, len(cand))
             with self._lock:
-                j = int(self.rng.choice(len(cand), p=p))
-            order[slot], props[slot] = cand[j], p[j]
-            free[cand[j]] = False
-            recent.append(int(cand[j]))
-            recent_p.append(float(1.0 / (1.0 + np.exp(-logit[j]))))
-            recent_rep.append(float(rep[j]))
+                picks = self.rng.choice(len(cand), size=m, replace=False, p=p)
+            order[filled : filled + m], props[filled : filled + m] = cand[picks], p[picks]
+            free[cand[picks]] = False
+            filled += m
+            recent += [int(x) for x in cand[picks]]
+            p_click = 1.0 / (1.0 + np.exp(-logit[picks]))
+            recent_p.append(float(1.0 - np.prod(1.0 - p_click)))
+            recent_rep.append(float(rep[picks].mean()))
         return replace(ranked, order=order, propensities=props, policy=self.name, n_logged=len(pool))
 
 

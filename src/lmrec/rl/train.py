@@ -51,10 +51,12 @@ def train_policy(
     model: Any = None,
     seed: int = 0,
     quick: bool = False,
+    slate_size: int = 1,
     progress: bool = False,
 ) -> TrainedPolicy:
     """Calibrate a simulator on ``data`` and train an ``algo`` policy in it (``quick``: a coarse
-    calibration grid and short training, for smoke tests)."""
+    calibration grid and short training, for smoke tests). ``slate_size`` items are shown per step;
+    a sequence ``model`` re-encodes the simulated histories after every click (:mod:`lmrec.rl.state`)."""
     if algo not in ("reinforce", "dqn"):
         raise ValueError(f"unknown algorithm {algo!r}; choose reinforce or dqn")
     grid: dict[str, Sequence[float]] | None = None
@@ -62,7 +64,13 @@ def train_policy(
         grid = {"loss_noclick": (0.05,), "loss_repeat": (1.0,), "leave_base": (0.05,), "leave_slope": (0.1,)}
         grid["leave_spread"] = (2.0,)
     fitted = fit_simulator(
-        data, model=model, grid=grid, seed=seed, max_group_users=60 if quick else None, progress=progress
+        data,
+        model=model,
+        grid=grid,
+        seed=seed,
+        max_group_users=60 if quick else None,
+        slate_size=slate_size,
+        progress=progress,
     )
     fit_u, valid_u, _ = fitted.groups
     sim = Simulator(fitted.world, fitted.dynamics)
