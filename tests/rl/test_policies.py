@@ -10,9 +10,10 @@ from lmrec.rl.learners import (
     train_dqn,
     train_reinforce,
 )
-from lmrec.rl.policies import MyopicPolicy, SoftmaxBasePolicy, rollout
+from lmrec.rl.policies import MyopicPolicy
 from lmrec.rl.simulator import Simulator
 from lmrec.rl.synthetic import toy_dynamics, toy_world
+from tests.rl.helpers import logged_sessions, session_value
 
 
 @pytest.fixture(scope="module")
@@ -21,8 +22,7 @@ def sim():
     return Simulator(toy_world(n_users=64), toy_dynamics())
 
 
-def _value(sim, policy, seed=11):
-    return rollout(sim, policy, np.repeat(np.arange(64), 4), np.random.default_rng(seed))["reward"].mean()
+_value = session_value
 
 
 def test_dqn_beats_the_click_maximiser_where_clicks_cause_churn(sim):
@@ -36,13 +36,7 @@ def test_dqn_beats_the_click_maximiser_where_clicks_cause_churn(sim):
 
 def test_off_policy_reinforce_beats_the_click_maximiser(sim):
     myopic = _value(sim, MyopicPolicy())
-    logs = rollout(
-        sim,
-        SoftmaxBasePolicy(epsilon=0.2),
-        np.repeat(np.arange(64), 8),
-        np.random.default_rng(2),
-        record=True,
-    )["trajectories"]
+    logs = logged_sessions(sim)
     pi = train_reinforce(logs, ReinforceConfig(epochs=30))
     assert _value(sim, pi) > 2.0 * myopic
 

@@ -15,10 +15,10 @@ from lmrec.rl.policies import (
     SoftmaxBasePolicy,
     UniformPolicy,
     make_net,
-    rollout,
 )
 from lmrec.rl.simulator import CANDIDATE_FEATURES, Simulator
 from lmrec.rl.synthetic import toy_dynamics, toy_world
+from tests.rl.helpers import logged_sessions, session_value
 
 
 def _sim(n_users=64, **dyn):
@@ -117,20 +117,13 @@ def slate_sim():
     return Simulator(toy_world(n_users=64, pool=60), toy_dynamics(slate_size=2, pool_size=60))
 
 
-def _value(sim, policy):
-    return rollout(sim, policy, np.repeat(np.arange(64), 4), np.random.default_rng(11))["reward"].mean()
+_value = session_value
 
 
 def test_learners_beat_the_click_maximiser_with_slates(slate_sim):
     myopic = _value(slate_sim, MyopicPolicy())
     q = train_dqn(slate_sim, np.arange(64), DQNConfig(iterations=20, batch_users=32, gamma=0.9, hidden=64))
-    logs = rollout(
-        slate_sim,
-        SoftmaxBasePolicy(epsilon=0.2),
-        np.repeat(np.arange(64), 8),
-        np.random.default_rng(2),
-        record=True,
-    )["trajectories"]
+    logs = logged_sessions(slate_sim)
     assert logs.action.shape[-1] == 2
     pi = train_reinforce(logs, ReinforceConfig(epochs=30))
     assert _value(slate_sim, q) > 1.5 * myopic

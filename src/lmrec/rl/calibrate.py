@@ -287,6 +287,7 @@ def fit_simulator(
     slate_size: int = 1,
     encode_state: bool | None = None,
     state_len: int = 50,
+    calibration_users: int | None = None,
     progress: bool = False,
 ) -> FittedSimulator:
     """The whole protocol of this module's docstring on a :class:`~lmrec.data.dataset.Dataset`.
@@ -298,7 +299,9 @@ def fit_simulator(
     ``slate_size``: items per step (the pool grows to ``horizon·slate_size + 20``).
     ``encode_state``: re-encode each simulated history with ``model`` at every step (the state from
     the sequence encoder, :mod:`lmrec.rl.state`); None turns it on for sequence models (SASRec,
-    BERT4Rec, UniSRec); ``state_len`` newest items are encoded.
+    BERT4Rec, UniSRec); ``state_len`` newest items are encoded. ``calibration_users``: the dynamics
+    grid simulates a seeded sample of that many fit users (all of them by default; each grid point
+    is a full simulation, so this bounds the calibration time).
     """
     from lmrec.rl.policies import SoftmaxBasePolicy
 
@@ -358,8 +361,11 @@ def fit_simulator(
     base = DynamicsConfig(
         horizon=horizon, pool_size=pool_size, repeat_threshold=threshold, slate_size=slate_size
     )
+    cal_u = fit_u
+    if calibration_users is not None and calibration_users < len(fit_u):
+        cal_u = np.sort(np.random.default_rng(seed).choice(fit_u, calibration_users, replace=False))
     calibrated, table = calibrate_dynamics(
-        world, fit_u, np.minimum(fit_len, horizon), logging, base, grid=grid, seed=seed, progress=progress
+        world, cal_u, np.minimum(fit_len, horizon), logging, base, grid=grid, seed=seed, progress=progress
     )
     sim_len, sim_rep, sim_ctr = simulate_sessions(
         Simulator(world, calibrated),
@@ -377,6 +383,7 @@ def fit_simulator(
         "state_encoder": type(model).__name__ if world.encoder is not None else None,
         "grid_best_w1_fit": min(r["w1"] for r in table),
         "grid_points": len(table),
+        "calibration_users": len(cal_u),
         "test_real_mean_length": float(real_trunc.mean()),
         "test_sim_mean_length": float(sim_len.mean()),
         "test_w1": float(wasserstein_distance(sim_len, real_trunc)),
