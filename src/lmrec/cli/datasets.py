@@ -248,6 +248,13 @@ def add_command(
         str | None,
         typer.Option(help="Item columns the language models read, e.g. title,description."),
     ] = None,
+    images: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder of item pictures named <item_id>.jpg (.png, ...); missing or unreadable ones "
+            "are reported by item id and skipped.",
+        ),
+    ] = None,
     description: Annotated[str, typer.Option(help="One line shown by `datasets list`.")] = "",
     data_dir: Annotated[
         Path | None,
@@ -275,6 +282,7 @@ def add_command(
             reviews=reviews,
             columns=_pairs(map_),
             text_columns=cols,
+            images=images,
             data_dir=data_dir,
             description=description,
             overwrite=force,
@@ -283,8 +291,9 @@ def add_command(
         out = stdout_console()
         out.print(
             escape(
-                f"{name}: {ds.n_interactions:,} interactions, {ds.n_users:,} users, {ds.n_items:,} items; "
-                f"copied with checksums to {folder}"
+                f"{name}: {ds.n_interactions:,} interactions, {ds.n_users:,} users, {ds.n_items:,} items"
+                + (f", {len(ds.images):,} item pictures" if ds.images is not None else "")
+                + f"; copied with checksums to {folder}"
             )
         )
         out.print(escape(f"next: lmrec evaluate --dataset {name} --model popularity --model ease"))
