@@ -147,21 +147,21 @@ class ItemImages:
         problems: dict[Any, str] = {}
         paths: dict[Any, Path] = {}
         for item in ids:
-            f = found.get(item)
-            if f is None:
+            pic = found.get(item)
+            if pic is None:
                 problems[item] = "missing"
                 continue
             if md5s is not None:
-                want = md5s.get(f.name)
-                got = _md5(f)
+                want = md5s.get(pic.name)
+                got = _md5(pic)
                 if want is not None and got != want:
                     problems[item] = f"corrupt (md5 {got}, pinned {want})"
                     continue
-            why = check_image(f) if check else None
+            why = check_image(pic) if check else None
             if why is not None:
                 problems[item] = why
                 continue
-            paths[item] = f
+            paths[item] = pic
         out = cls(paths=paths, problems=problems, source=str(folder), unmatched=tuple(unmatched))
         out.warn()
         return out
@@ -189,7 +189,7 @@ class ItemImages:
         problems = {ids[k]: "corrupt (non-finite features)" for k in np.flatnonzero(~ok)}
         out = cls(
             features=matrix[ok],
-            feature_ids=tuple(i for i, good in zip(ids, ok, strict=True) if good),
+            feature_ids=tuple(ids[k] for k in np.flatnonzero(ok)),
             problems=problems,
             source=source,
             model_id=model_id,

@@ -415,7 +415,7 @@ class ContentRecommender(EmbeddingRecommender):
         self.image_center_ = tensors.get("image_center", np.zeros(0, np.float32)).astype(
             np.float32, copy=False
         )
-        self.text_dim_ = int(extra.get("text_dim", dim if "text" in self.config.modalities else 0))
+        self.text_dim_ = int(extra.get("text_dim") or (dim if "text" in self.config.modalities else 0))
         kind = self.item_vocab.kind if self.item_vocab is not None else "str"
         self.keywords_ = {
             (int(k) if kind == "int" else k): list(v) for k, v in extra.get("keywords", {}).items()
