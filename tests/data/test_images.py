@@ -14,7 +14,7 @@ from PIL import Image
 
 from lmrec.data import Dataset
 from lmrec.data.images import ItemImages, read_md5_list
-from lmrec.data.loaders import dataset_info, load_dataset
+from lmrec.data.loaders import dataset_info, load_dataset, verify_dataset
 from lmrec.data.loaders.own import add_dataset
 from lmrec.errors import DataError
 
@@ -132,6 +132,11 @@ def test_cli_datasets_add_images(tmp_path, folder) -> None:
     )  # fmt: skip
     assert res.exit_code == 0, res.output
     assert "2 item pictures" in res.output
+    res = CliRunner().invoke(
+        app, ["datasets", "info", "clipics", "--data-dir", str(tmp_path / "h")], env={"COLUMNS": "200"}
+    )
+    assert res.exit_code == 0, res.output
+    assert "item pictures" in res.output and "2 (files); 1 missing" in res.output
 
 
 def test_ml100k_posters_builtin(data_home: Path) -> None:
@@ -142,3 +147,4 @@ def test_ml100k_posters_builtin(data_home: Path) -> None:
     assert ds.images is not None and len(ds.images) == 1_663 and not ds.images.problems
     assert ds.images.path("172") == data_home / "ml-100k-posters" / "images" / "172.jpg"
     assert "overview" in ds.items.columns
+    assert verify_dataset("ml-100k-posters", data_home, full=True).ok
