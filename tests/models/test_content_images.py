@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 from PIL import Image, ImageDraw
 
 from lmrec.data.dataset import Dataset
 from lmrec.data.images import ItemImages
-from lmrec.errors import LmrecError
+from lmrec.errors import DataError, LmrecError
 from lmrec.models.base import Query, Recommender
 from lmrec.models.content import ContentRecommender
 from lmrec.testing import make_checkerboard
@@ -101,3 +102,41 @@ def test_text_queries_persistence_and_errors(board: Dataset, tmp_path: Path) -> 
     feats = ItemImages.from_features(list(range(N_ITEMS)), np.eye(N_ITEMS, 4)[np.arange(N_ITEMS) % 2 * 2])
     m = ContentRecommender(modalities=("image",), recency_half_life=None).fit(board.with_images(feats))
     assert m.image_encoder_id_ == "features" and _hit_rate(m, board) == 1.0
+
+
+def test_add_items_with_only_a_picture_or_only_text(board: Dataset, tmp_path: Path) -> None:
+    red = tmp_path / "new_red.jpg"
+    im = Image.new("RGB", (24, 36), (210, 35, 45))
+    ImageDraw.Draw(im).ellipse((4, 8, 20, 24), fill=(250, 250, 250))
+    im.save(red, "JPEG")
+    evens = [0, 2, 4, 6]
+    image = ContentRecommender(modalities=("image",), image_encoder="histogram", recency_half_life=None).fit(
+        board
+    )
+    image.add_items(pl.DataFrame({"item_id": [100], "image": [str(red)]}))
+    top = image.recommend(Query(history=evens), k=3)["item_id"].to_list()
+    assert 100 in top  # a poster-only item is recommendable at once, among its look-alikes
+    with pytest.raises(DataError, match="need an 'image' column"):
+        image.add_items(pl.DataFrame({"item_id": [101], "title": ["text only"]}))
+
+    both = ContentRecommender(
+        encoder="hashing", modalities=("text", "image"), image_encoder="histogram", recency_half_life=None
+    ).fit(board)
+    both.add_items(
+        pl.DataFrame({"item_id": [100, 101], "title": [None, "purple unicorn"], "image": [str(red), None]})
+    )
+    v = both.item_vectors()
+    t = both.text_dim_
+    assert not v[-2, :t].any() and v[-2, t:].any()  # picture only
+    assert v[-1, :t].any() and not v[-1, t:].any()  # text only
+    assert both.recommend(Query(text="purple unicorn"), k=1)["item_id"].to_list() == [101]
+    assert 100 in both.recommend(Query(history=evens), k=3)["item_id"].to_list()
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"no")
+    with pytest.raises(LmrecError, match=r"bad\.jpg"):
+        both.add_items(pl.DataFrame({"item_id": [102], "title": ["x"], "image": [str(bad)]}))
+    # pictures from a feature matrix: another space, so new picture files are refused
+    feats = ItemImages.from_features(list(range(N_ITEMS)), np.eye(N_ITEMS, 72)[np.arange(N_ITEMS) % 2])
+    m = ContentRecommender(modalities=("image",), image_encoder="histogram").fit(board.with_images(feats))
+    with pytest.raises(LmrecError, match="different space"):
+        m.add_items(pl.DataFrame({"item_id": [100], "image": [str(red)]}))

@@ -50,7 +50,7 @@ from pydantic import Field
 
 from lmrec.data.dataset import Dataset
 from lmrec.errors import DataError, LmrecError, UnknownIdError
-from lmrec.image.cache import item_image_vectors
+from lmrec.image.cache import cached_encode_images, item_image_vectors
 from lmrec.image.encoder import ImageEncoder, shared_image_encoder
 from lmrec.models.base import EmbeddingRecommender, ModelConfig, QueryBatch
 from lmrec.text.cache import EmbeddingCache, cached_encode
@@ -332,8 +332,13 @@ class ContentRecommender(EmbeddingRecommender):
         """Add new catalogue items (or new text for known ones) and encode them; no refit.
 
         ``items`` needs ``item_id`` plus the profile's text columns (``title``, ``description``,
-        ``genres``, a ``tags`` or ``reviews`` column, ...). New ids are appended to the item
-        vocabulary (existing indices never move); known ids get their vector re-encoded.
+        ``genres``, a ``tags`` or ``reviews`` column, ...) and, for a model with the image modality,
+        an optional ``image`` column of picture files (null: no picture). New ids are appended to the
+        item vocabulary (existing indices never move); known ids get their vector re-encoded.
+
+        An item with only a picture, or only text, is servable at once: the missing part of its
+        vector is zero, so it is scored on what it has. A picture that does not decode raises
+        :class:`~lmrec.errors.LmrecError` naming the file.
         """
         self._check_fitted()
         assert self.item_vocab is not None and self.item_vectors_ is not None
@@ -364,13 +369,28 @@ class ContentRecommender(EmbeddingRecommender):
             items = items.with_columns(pl.col("item_id").cast(pl.Int64))
         else:
             items = items.with_columns(pl.col("item_id").cast(pl.Utf8))
-        if "text" not in self.config.modalities:
-            raise LmrecError(
-                "add_items encodes item text; this content model scores pictures only (modalities=('image',))"
+        vecs = np.zeros((items.height, self.item_vectors_.shape[1]), np.float32)
+        wt, wi = self._weights()
+        if "text" in self.config.modalities:
+            texts = item_texts_from_frame(items, self.config.profile)
+            # the fitted mean: existing vectors stay valid
+            tv = wt * self._centred(self.encode_texts(texts))
+            cols = [c for c in self.config.profile.fields if c in items.columns]
+            textless = np.ones(items.height, bool)
+            for c in cols:
+                col = items[c]
+                empty = col.fill_null("").str.strip_chars() == "" if col.dtype == pl.String else col.is_null()
+                textless &= empty.to_numpy()
+            if "image" in self.config.modalities:
+                tv[textless] = 0.0  # no text (the profile would be a bare id): scored on the picture alone
+            vecs[:, : self.text_dim_] = tv
+        if "image" in self.config.modalities and "image" in items.columns:
+            vecs[:, self.text_dim_ :] = wi * self._new_pictures(items["image"].to_list())
+        elif "text" not in self.config.modalities:
+            raise DataError(
+                "new items need an 'image' column of picture files: this content model scores pictures only",
+                column="image",
             )
-        texts = item_texts_from_frame(items, self.config.profile)
-        # the fitted mean: existing vectors stay valid; a new item's picture part is zero (text only)
-        vecs = self._pad_text(self._weights()[0] * self._centred(self.encode_texts(texts)))
         vocab = self.item_vocab.extend(items["item_id"].to_list())
         table = np.zeros((len(vocab), self.item_vectors_.shape[1]), np.float32)
         table[: len(self.item_vectors_)] = self.item_vectors_
@@ -378,6 +398,21 @@ class ContentRecommender(EmbeddingRecommender):
         self.item_vocab = vocab
         self.item_vectors_ = table
         self._history_csr = None  # its shape follows the catalogue
+
+    def _new_pictures(self, files: list[Any]) -> np.ndarray:
+        """Centred unit picture vectors of new items' files (zero rows where the file is null)."""
+        encoder = self.picture_encoder
+        if self.image_encoder_id_ != encoder.model_id:
+            raise LmrecError(
+                f"this content model's picture vectors come from {self.image_encoder_id_!r}, not the image "
+                f"encoder {encoder.model_id!r}: new pictures would land in a different space; refit"
+            )
+        out = np.zeros((len(files), len(self.image_center_)), np.float32)
+        rows = [k for k, f in enumerate(files) if f is not None and str(f).strip()]
+        if rows:
+            raw = cached_encode_images([str(files[k]) for k in rows], encoder, self._cache())
+            out[rows] = l2_normalize(raw - self.image_center_[None, :])
+        return out
 
     def item_keywords(self, item_id: Any) -> list[str]:
         """Review keyphrases of one item (empty when the model was fitted without keywords)."""
