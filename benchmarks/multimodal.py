@@ -242,6 +242,39 @@ def run_cold(data: Dataset, seeds: list[int], weights: list[float], cache: str) 
     }
 
 
+def run_hybrid(data: Dataset, cache: str) -> dict[str, Any]:
+    """Warm leave-last-out: the hybrid ranker (EASE + item-kNN + popularity candidates) with its
+    default feature groups, and with the picture-similarity group added. No choice is made here."""
+    from lmrec.models.hybrid import DEFAULT_FEATURE_GROUPS, Hybrid
+
+    split = leave_last_out(data, n_test=1, n_valid=1)
+    gens = [{"name": n, "n_candidates": 100} for n in ("ease", "item_knn", "popularity")]
+    vals = {}
+    fits = {}
+    for label, groups in (
+        ("hybrid", DEFAULT_FEATURE_GROUPS),
+        ("hybrid + image features", (*DEFAULT_FEATURE_GROUPS, "image")),
+    ):
+        t0 = time.perf_counter()
+        model = Hybrid(
+            generators=gens,
+            feature_groups=groups,
+            text_encoder=ENCODERS["text"],
+            image_encoder=ENCODERS["image"],
+            text_cache_dir=cache,
+        ).fit(split.train)
+        fits[label] = round(time.perf_counter() - t0, 1)
+        res = evaluate(model, split, ks=(K,), metrics=("ndcg",), beyond_accuracy=False, auc=False)
+        assert res.per_user is not None
+        vals[label] = res.per_user[f"ndcg@{K}"].to_numpy()
+        print(f"{label}: {vals[label].mean():.4f} (fit {fits[label]} s)", flush=True)
+    return {
+        "rows": {k: ci(v) for k, v in vals.items()},
+        "fit_s": fits,
+        "paired_image_vs_default": paired_test(vals["hybrid + image features"], vals["hybrid"]).to_dict(),
+    }
+
+
 def run_warm(data: Dataset, weights: list[float], cache: str) -> dict[str, Any]:
     split = leave_last_out(data, n_test=1, n_valid=1)
     train = split.train
@@ -338,6 +371,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-timing", action="store_true", help="no fresh-cache encoding run")
     ap.add_argument("--text-encoder", default=None, help="text model (default: the bundled MiniLM)")
     ap.add_argument("--image-encoder", default=None, help="image model (default: MobileNetV2; 'histogram')")
+    ap.add_argument(
+        "--hybrid", action="store_true", help="also the hybrid ranker with/without picture features (warm)"
+    )
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     ENCODERS.update(text=args.text_encoder, image=args.image_encoder)
@@ -360,6 +396,8 @@ def main(argv: list[str] | None = None) -> int:
         result["throughput"] = throughput(data, args.throughput)
     result["cold"] = run_cold(data, seeds, weights, cache)
     result["warm"] = run_warm(data, weights, cache)
+    if args.hybrid:
+        result["hybrid"] = run_hybrid(data, cache)
     result["seconds"] = round(time.perf_counter() - t0, 1)
     result["machine"] = {"cpu_count": os.cpu_count(), "gpu": False, "loadavg_end": os.getloadavg()}
     if args.out:
@@ -391,6 +429,10 @@ def main(argv: list[str] | None = None) -> int:
 
     for label, w_key, c_key in names:
         print(f"| {label} | {cell(warm.get(w_key) if w_key else None)} | {cell(cold.get(c_key))} |")
+    if "hybrid" in result:
+        print("| hybrid ranker (EASE, item-kNN, popularity) | | |")
+        for label, r in result["hybrid"]["rows"].items():
+            print(f"| {label} | {cell(r)} | |")
     print()
     print("cold items (first seed) whose mean rank among the cold candidates moved most with the poster:")
     print()
