@@ -30,7 +30,8 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 from lmrec.data.loaders import load_dataset
 from lmrec.data.split import leave_last_out
 from lmrec.evaluation import evaluate
-from lmrec.models.hybrid import FEATURE_GROUPS, auto_targets
+from lmrec.models.hybrid import DEFAULT_FEATURE_GROUPS as FEATURE_GROUPS
+from lmrec.models.hybrid import auto_targets
 from lmrec.models.registry import create_model
 from lmrec.text.profiles import drop_heldout_text
 from lmrec.tuning import refit_params

@@ -21,6 +21,7 @@ LOCAL = [
     "amazon-2014-office",
     "hetrec2011-lastfm-2k",
     "ml-100k",
+    "ml-100k-posters",
     "ml-latest-small",
 ]
 
@@ -45,13 +46,13 @@ def test_list_shows_all_and_local(data_home: Path, tmp_path: Path, monkeypatch: 
     assert code == 0
     rows = [line.split("│")[1].strip() for line in out.splitlines() if line.startswith("│")]
     assert sorted(rows) == LOCAL
-    assert "5 dataset(s)" in out
+    assert "6 dataset(s)" in out
     # LMREC_DATA_HOME is used when --data-dir is absent, and --data-dir overrides it
     monkeypatch.setenv("LMREC_DATA_HOME", str(tmp_path))
     code, out = _run("list", "--local")
     assert code == 0 and "0 dataset(s)" in out and str(tmp_path) in out
     code, out = _run("list", "--local", "--data-dir", str(data_home))
-    assert "5 dataset(s)" in out
+    assert "6 dataset(s)" in out
 
 
 def test_info_counts_and_checksums(data_home: Path) -> None:

@@ -95,6 +95,7 @@ def _summary(ds: Dataset) -> dict[str, Any]:
         "user_profiles": ds.users is not None and "profile" in ds.users.columns,
         "reviews": ds.reviews.height if ds.reviews is not None else 0,
         "tags": ds.tags.height if ds.tags is not None else 0,
+        "item_images": ds.images.report() if ds.images is not None else None,
         "checksums": ds.meta.get("checksums", {}),
         "source": ds.meta.get("source"),
         "notes": ds.meta.get("notes", []),
@@ -142,6 +143,13 @@ def info_command(
             table.add_row("user profiles", "yes" if summary["user_profiles"] else "no")
             table.add_row("reviews", f"{summary['reviews']:,}" if summary["reviews"] else "none")
             table.add_row("tags", f"{summary['tags']:,}" if summary["tags"] else "none")
+            if summary["item_images"] is not None:
+                pics = summary["item_images"]
+                problems = ", ".join(f"{len(v)} {k}" for k, v in pics["problems"].items())
+                table.add_row(
+                    "item pictures",
+                    f"{pics['items_with_image']:,} ({pics['kind']})" + (f"; {problems}" if problems else ""),
+                )
             for fname, digest in summary["checksums"].items():
                 table.add_row(escape(f"  {fname}"), digest)
             for note in summary["notes"]:
@@ -248,6 +256,13 @@ def add_command(
         str | None,
         typer.Option(help="Item columns the language models read, e.g. title,description."),
     ] = None,
+    images: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder of item pictures named <item_id>.jpg (.png, ...); missing or unreadable ones "
+            "are reported by item id and skipped.",
+        ),
+    ] = None,
     description: Annotated[str, typer.Option(help="One line shown by `datasets list`.")] = "",
     data_dir: Annotated[
         Path | None,
@@ -275,6 +290,7 @@ def add_command(
             reviews=reviews,
             columns=_pairs(map_),
             text_columns=cols,
+            images=images,
             data_dir=data_dir,
             description=description,
             overwrite=force,
@@ -283,8 +299,9 @@ def add_command(
         out = stdout_console()
         out.print(
             escape(
-                f"{name}: {ds.n_interactions:,} interactions, {ds.n_users:,} users, {ds.n_items:,} items; "
-                f"copied with checksums to {folder}"
+                f"{name}: {ds.n_interactions:,} interactions, {ds.n_users:,} users, {ds.n_items:,} items"
+                + (f", {len(ds.images):,} item pictures" if ds.images is not None else "")
+                + f"; copied with checksums to {folder}"
             )
         )
         out.print(escape(f"next: lmrec evaluate --dataset {name} --model popularity --model ease"))

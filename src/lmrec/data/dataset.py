@@ -9,6 +9,8 @@ A :class:`Dataset` holds
 * ``users``: optional user attributes/profile text;
 * ``reviews`` (``user_id, item_id, text, rating, timestamp``) and ``tags`` (``user_id, item_id, tag,
   timestamp``): user-generated content;
+* ``images``: optional item pictures (:class:`~lmrec.data.images.ItemImages`: image files or a
+  feature matrix keyed by item id; items with a missing or broken picture are listed there, not fatal);
 * two :class:`Vocabulary` objects mapping external ids to contiguous internal indices.
 
 Frames are polars. Internal index columns ``user_idx``/``item_idx`` are added to ``interactions`` so
@@ -21,12 +23,14 @@ import hashlib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
+from lmrec.data.images import ItemImages
 from lmrec.data.validate import (
     DuplicatePolicy,
     check_id_column,
@@ -60,6 +64,7 @@ class Dataset:
     tags: pl.DataFrame | None = None
     name: str = "dataset"
     meta: dict[str, Any] = field(default_factory=dict)
+    images: ItemImages | None = None
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -238,6 +243,8 @@ class Dataset:
             for k in ("items", "users", "reviews", "tags")
             if getattr(self, k) is not None
         ]
+        if self.images is not None:
+            extra.append(f"images={len(self.images)}")
         return (
             f"Dataset({self.name!r}: {self.n_interactions} interactions, {self.n_users} users, "
             f"{self.n_items} items{', ' if extra else ''}{', '.join(extra)})"
@@ -328,6 +335,26 @@ class Dataset:
                     for i, t in zip(table["item_id"].to_list(), table[col].to_list(), strict=True)
                 ]
         return [str(i) for i in table["item_id"].to_list()]
+
+    def with_images(
+        self,
+        images: ItemImages | str | Path,
+        *,
+        md5s: Mapping[str, str] | None = None,
+        check: bool = True,
+    ) -> Dataset:
+        """This dataset with item pictures: an :class:`ItemImages`, or a folder of ``<item_id>.jpg`` files.
+
+        A folder is matched against the item vocabulary (see :meth:`ItemImages.from_folder`: missing,
+        unreadable or corrupt pictures are logged by item id and leave the item without one). Pictures
+        of ids outside the vocabulary are dropped. ``meta["images"]`` records the summary.
+        """
+        ids = self.item_vocab.to_series().to_list()
+        if not isinstance(images, ItemImages):
+            images = ItemImages.from_folder(images, ids, md5s=md5s, check=check)
+        else:
+            images = images.restrict(ids)
+        return replace(self, images=images, meta={**self.meta, "images": images.report()})
 
     def extend_items(self, new_items: pl.DataFrame) -> Dataset:
         """Add catalogue items (e.g. new arrivals) without touching existing indices."""

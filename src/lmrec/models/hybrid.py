@@ -16,7 +16,10 @@ off for an ablation (``feature_groups``):
   has no text;
 * ``metadata``: overlap between the candidate's categories (``genres``, ``categories``, ``brand``,
   ... columns of the items table) and the query's recent history;
-* ``history``: the query's history length and mean item popularity.
+* ``history``: the query's history length and mean item popularity;
+* ``image`` (opt-in, not in the default groups): the same three similarities on the item pictures'
+  vectors (:mod:`lmrec.image`, ``image_encoder``; centred), NaN for a candidate with no picture;
+  only when the dataset has item pictures (``Dataset.images``).
 
 Leak-free training (RecTools' candidate-ranking protocol): ``fit(data)`` uses nothing but ``data``.
 
@@ -75,6 +78,7 @@ from lmrec.errors import LmrecError
 from lmrec.models.base import Query, QueryBatch, Recommender
 from lmrec.models.hybrid_config import GeneratorSpec, HybridConfig, fit_key, generator_labels
 from lmrec.models.hybrid_features import (
+    DEFAULT_FEATURE_GROUPS,
     FEATURE_GROUPS,
     POP_FEATURES,
     CandidateQuery,
@@ -97,6 +101,7 @@ from lmrec.models.hybrid_serving import GeneratorScorer, ResultCache
 from lmrec.models.registry import create_model, get_model_class, load_model
 
 __all__ = [
+    "DEFAULT_FEATURE_GROUPS",
     "FEATURE_GROUPS",
     "GeneratorSpec",
     "Hybrid",
@@ -391,6 +396,8 @@ class Hybrid(Recommender):
         out = {f"side.{k}": v for k, v in self._side.pop.items()}
         if self._side.text is not None:
             out["side.text"] = self._side.text
+        if self._side.image is not None:
+            out["side.image"] = self._side.image
         for col, m in self._side.meta.items():
             out[f"meta.{col}.indptr"] = m.indptr.astype(np.int64)
             out[f"meta.{col}.indices"] = m.indices.astype(np.int64)
@@ -417,7 +424,7 @@ class Hybrid(Recommender):
     def _set_state(self, tensors: dict[str, np.ndarray], extra: dict[str, Any]) -> None:
         # in the fitted order: the feature columns follow it (safetensors returns keys sorted)
         pop = {k: tensors[f"side.{k}"] for k in POP_FEATURES}
-        side = Side(pop=pop, text=tensors.get("side.text"))
+        side = Side(pop=pop, text=tensors.get("side.text"), image=tensors.get("side.image"))
         for col in extra.get("metadata_columns", []):
             shape = tuple(int(s) for s in tensors[f"meta.{col}.shape"])
             ind = tensors[f"meta.{col}.indices"]

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from lmrec.data.dataset import Dataset
 from lmrec.models.base import ModelConfig
-from lmrec.models.hybrid_features import FEATURE_GROUPS, META_COLUMNS, FeatureGroup
+from lmrec.models.hybrid_features import DEFAULT_FEATURE_GROUPS, FEATURE_GROUPS, META_COLUMNS, FeatureGroup
 from lmrec.models.hybrid_ranker import RankerConfig
 from lmrec.text.profiles import ProfileConfig
 
@@ -48,8 +48,9 @@ class HybridConfig(ModelConfig):
 
     #: candidate generators (stage 1)
     generators: tuple[GeneratorSpec, ...] = _DEFAULT_GENERATORS
-    #: feature groups the ranker uses (drop one for an ablation)
-    feature_groups: tuple[FeatureGroup, ...] = FEATURE_GROUPS
+    #: feature groups the ranker uses (drop one for an ablation; add "image" for picture similarity
+    #: features on a dataset with item pictures)
+    feature_groups: tuple[FeatureGroup, ...] = DEFAULT_FEATURE_GROUPS
     #: every generator scores every candidate (False: NaN outside its own top N, as RecTools does)
     score_all_candidates: bool = True
     #: the ranker's targets: each user's last ``n_targets`` interactions in ``data``, each one a
@@ -68,8 +69,11 @@ class HybridConfig(ModelConfig):
     text_device: str | None = None
     #: on-disk embedding cache for item profile vectors (None: no cache)
     text_cache_dir: str | None = None
-    #: how many of the query's latest items the text similarity looks at
+    #: how many of the query's latest items the text (and picture) similarity looks at
     text_history: int = Field(default=5, ge=1)
+    #: picture features ("image" group): image encoder name (None: the offline ImageNet
+    #: MobileNetV2; "histogram" for tests); vectors go through ``text_cache_dir`` too
+    image_encoder: str | None = None
     profile: ProfileConfig = ProfileConfig()
     #: item-table columns used as categories, when present
     metadata_columns: tuple[str, ...] = META_COLUMNS

@@ -25,8 +25,14 @@ from lmrec.text.profiles import ProfileConfig
 if TYPE_CHECKING:
     from lmrec.models.hybrid_config import HybridConfig
 
-FeatureGroup = Literal["scores", "popularity", "text", "metadata", "history"]
-FEATURE_GROUPS: tuple[FeatureGroup, ...] = ("scores", "popularity", "text", "metadata", "history")
+FeatureGroup = Literal["scores", "popularity", "text", "metadata", "history", "image"]
+#: every group, in the canonical (feature column) order
+FEATURE_GROUPS: tuple[FeatureGroup, ...] = ("scores", "popularity", "text", "metadata", "history", "image")
+#: the groups a hybrid uses unless told otherwise: "image" is opt-in (it runs an image model over
+#: the dataset's item pictures, when it has any)
+DEFAULT_FEATURE_GROUPS: tuple[FeatureGroup, ...] = ("scores", "popularity", "text", "metadata", "history")
+#: a key of the build's ``encoded`` memo that holds the item picture vectors (texts never start with NUL)
+_IMAGES_KEY = "\x00item-images"
 
 #: item-table columns that can hold categories when the catalogue has them
 META_COLUMNS = ("genres", "categories", "brand")
@@ -53,6 +59,8 @@ class Side:
     meta: dict[str, sp.csr_matrix] = field(default_factory=dict)
     #: (n_items, dim) unit vectors, or None (no text group)
     text: np.ndarray | None = None
+    #: (n_items, dim) centred unit picture vectors (zero rows: no picture), or None (no image group)
+    image: np.ndarray | None = None
 
 
 @dataclass
@@ -167,7 +175,26 @@ def build_side(config: HybridConfig, data: Dataset, use_text: bool, encoded: dic
                     side.meta[col] = m
     if use_text:
         side.text = item_text_vectors(config, data, encoded)
+    if "image" in c.feature_groups and data.images is not None:
+        side.image = item_picture_vectors(config, data, encoded)
     return side
+
+
+def item_picture_vectors(config: HybridConfig, data: Dataset, encoded: dict[str, np.ndarray]) -> np.ndarray:
+    """(n_items, dim) picture vectors from the image encoder, centred over the items that have a
+    picture (zero rows for the others). The inner build and the serving build share one item
+    vocabulary, so the vectors are computed once per fit (kept in ``encoded``)."""
+    from lmrec.image import get_image_encoder, item_image_vectors
+    from lmrec.text.encoder import l2_normalize
+
+    if _IMAGES_KEY not in encoded or len(encoded[_IMAGES_KEY]) != data.n_items:
+        enc = get_image_encoder(config.image_encoder)
+        raw, has = item_image_vectors(data, enc, config.text_cache_dir, show_progress=False)
+        out = np.zeros_like(raw)
+        if has.any():
+            out[has] = l2_normalize(raw[has] - raw[has].mean(axis=0, keepdims=True))
+        encoded[_IMAGES_KEY] = out.astype(np.float32)
+    return encoded[_IMAGES_KEY]
 
 
 def item_text_vectors(config: HybridConfig, data: Dataset, encoded: dict[str, np.ndarray]) -> np.ndarray:
@@ -235,6 +262,8 @@ def feature_names(config: HybridConfig, labels: Sequence[str], side: Side) -> li
     if "metadata" in groups:
         for col in side.meta:
             names += [f"meta_{col}_profile", f"meta_{col}_share"]
+    if "image" in groups and side.image is not None:
+        names += ["image_sim_max", "image_sim_mean", "image_sim_last"]
     return names
 
 
@@ -367,5 +396,17 @@ def _candidates_chunk(
                         m, q.seq[-c.metadata_history :], cand[lo:hi]
                     )
             cols += [prof, share]
+    if "image" in groups and side.image is not None:
+        # like the text similarities, over the same latest items; NaN for a candidate with no picture
+        sims = np.full((n, 3), np.nan, np.float32)
+        v = side.image
+        has = np.abs(v).sum(axis=1) > 0
+        for i, q in enumerate(queries):
+            lo, hi = bounds[i], bounds[i + 1]
+            if hi > lo and len(q.seq):
+                s = v[cand[lo:hi]] @ v[q.seq[-c.text_history :]].T
+                sims[lo:hi] = np.stack([s.max(axis=1), s.mean(axis=1), s[:, -1]], axis=1)
+        sims[~has[cand]] = np.nan
+        cols += [sims[:, 0], sims[:, 1], sims[:, 2]]
     x = np.stack(cols, axis=1).astype(np.float32) if cols else np.zeros((n, 0), np.float32)
     return qpos + offset, cand, x, rrf

@@ -12,7 +12,7 @@ def test_catalogue_is_read_once_into_specs() -> None:
     assert catalogue() is catalogue()
     names = list_datasets()
     assert names[:2] == ["ml-100k", "ml-1m"] and names[-1] == "amazon-2018-video-games"
-    assert len(names) == len(set(names)) == 9 + 24 + 29
+    assert len(names) == len(set(names)) == 10 + 24 + 29
     assert len(AMAZON_2014_CATEGORIES) == 24
 
 

@@ -80,6 +80,10 @@ class DatasetSpec:
     #: where the copy lives, for datasets found by their manifest (``lmrec datasets add``); empty for
     #: the catalogue's, which live in ``<data home>/<name>``
     folder: str = ""
+    #: a sub-folder of item pictures named ``<item_id>.<ext>`` (see :mod:`lmrec.data.images`), or ""
+    images: str = ""
+    #: a file of the copy listing every picture's MD5 (``md5sum`` format); pinned itself in ``files``
+    images_md5: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

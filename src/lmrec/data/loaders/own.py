@@ -19,6 +19,12 @@ file column. Interaction names (``user_id``, ``item_id``, ``timestamp``, ``weigh
 that has that column (``item_id=sku`` renames ``sku`` in the items file too), and an entry that no
 file has is an error.
 
+Item pictures (``images``, ``--images DIR``): a folder of files named ``<item_id>.jpg`` (or .png,
+...; see :mod:`lmrec.data.images`). Every picture is decoded once; the usable ones are copied into
+``images/`` beside a list of their MD5s (``images_md5.txt``, itself pinned in the manifest), and a
+missing or unreadable picture is reported by item id (a warning) without stopping the add. Each load
+checks the pictures against the list the same way.
+
 Item text (``text_columns``, ``--text-columns title,description``): the language models read the
 item columns ``title``, ``name``, ``brand``, ``genres``, ``categories`` and ``description`` when they
 are there (map a column onto one of these names to have it read as such). Listed columns must
@@ -43,6 +49,7 @@ import tomli_w
 
 from lmrec._atomic import swap_dir
 from lmrec.data.dataset import Dataset
+from lmrec.data.images import ItemImages, read_md5_list
 from lmrec.data.loaders._home import data_home, search_homes, user_data_home
 from lmrec.data.loaders.catalogue import DatasetSpec, FileSpec
 from lmrec.data.loaders.tabular import _SUFFIXES, _md5, _parse_timestamps, infer_format, read_table
@@ -218,6 +225,10 @@ def _spec(path: str, mtime_ns: int) -> DatasetSpec:
     raw = _read_manifest(manifest)
     files = tuple(FileSpec(f["name"], md5=f.get("md5"), size=f.get("size")) for f in raw["files"])
     total = sum(int(f.get("size") or 0) for f in raw["files"])
+    images = raw.get("images", {})
+    if images:
+        files += (FileSpec(images["md5_list"], md5=images.get("md5_list_md5")),)
+        total += int(images.get("size") or 0)
     roles = ", ".join(f["role"] for f in raw["files"])
     sources = "; ".join(f"{f['role']} {f.get('source', '?')}" for f in raw["files"])
     return DatasetSpec(
@@ -232,6 +243,8 @@ def _spec(path: str, mtime_ns: int) -> DatasetSpec:
         notes=(f"added {raw.get('added', '')} with `lmrec datasets add`",),
         local_only=f"added with `lmrec datasets add` from {sources}",
         folder=str(manifest.parent),
+        images=images.get("folder", ""),
+        images_md5=images.get("md5_list", ""),
     )
 
 
@@ -265,7 +278,10 @@ def load_own(folder: Path, spec: DatasetSpec, meta: dict[str, Any]) -> Dataset:
     """Read an added dataset's copies as its manifest describes them (the registry's loader)."""
     raw = _read_manifest(folder / MANIFEST)
     files = {f["role"]: folder / f["name"] for f in raw["files"]}
-    return read_own(files, raw.get("columns", {}), raw.get("text_columns", ()), name=spec.name, meta=meta)
+    data = read_own(files, raw.get("columns", {}), raw.get("text_columns", ()), name=spec.name, meta=meta)
+    if spec.images:
+        data = data.with_images(folder / spec.images, md5s=read_md5_list(folder / spec.images_md5))
+    return data
 
 
 # ------------------------------------------------------------------------------------------ add
@@ -278,6 +294,7 @@ def add_dataset(
     reviews: str | Path | None = None,
     columns: Mapping[str, str] | None = None,
     text_columns: Sequence[str] = (),
+    images: str | Path | None = None,
     data_dir: str | Path | None = None,
     description: str = "",
     overwrite: bool = False,
@@ -300,6 +317,12 @@ def add_dataset(
     }
     columns = dict(columns or {})
     data = read_own(sources, columns, text_columns, name=name)  # validates before anything is written
+    pictures = None
+    if images is not None:
+        # problems with single pictures are reported (by item id) here, and those are not copied
+        pictures = ItemImages.from_folder(
+            Path(images).expanduser().resolve(), data.item_vocab.to_series().to_list()
+        )
     home = data_home(data_dir) if data_dir is not None else user_data_home()
     target = home / name
     if target.exists() and not (target / MANIFEST).is_file():
@@ -322,6 +345,20 @@ def add_dataset(
                 {"role": role, "name": copy.name, "md5": _md5(copy), "size": copy.stat().st_size,
                  "source": str(src)}
             )  # fmt: skip
+        image_entry: dict[str, Any] = {}
+        if pictures is not None:
+            (staging / "images").mkdir()
+            lines, size = [], 0
+            for src in pictures.paths.values():
+                shutil.copyfile(src, staging / "images" / src.name)
+                lines.append(f"{_md5(staging / 'images' / src.name)}  {src.name}\n")
+                size += src.stat().st_size
+            (staging / "images_md5.txt").write_text("".join(lines), encoding="utf-8")
+            image_entry = {
+                "folder": "images", "md5_list": "images_md5.txt", "md5_list_md5": _md5(staging / "images_md5.txt"),
+                "n": len(pictures), "size": size, "source": pictures.source,
+                "problems": {str(k): v for k, v in pictures.problems.items()},
+            }  # fmt: skip
         manifest: dict[str, Any] = {
             "name": name,
             "manifest_version": _MANIFEST_VERSION,
@@ -331,6 +368,8 @@ def add_dataset(
             "text_columns": list(text_columns),
             "files": entries,
         }
+        if image_entry:
+            manifest["images"] = image_entry
         if description:
             manifest["description"] = description
         header = (

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lmrec.data.dataset import Dataset
+from lmrec.data.images import read_md5_list
 from lmrec.data.loaders.amazon import load_amazon
 from lmrec.data.loaders.catalogue import DatasetSpec, catalogue
 from lmrec.data.loaders.converted import load_converted
@@ -111,7 +112,13 @@ def _load_lastfm(folder: Path, spec: DatasetSpec, meta: dict[str, Any]) -> Datas
 
 
 def _load_converted(folder: Path, spec: DatasetSpec, meta: dict[str, Any]) -> Dataset:
-    return load_converted(folder, name=spec.name, meta=meta)
+    data = load_converted(folder, name=spec.name, meta=meta)
+    if spec.images:
+        # the list is pinned in spec.files (verified before this runs); each picture is checked
+        # against it, and a bad one is reported by item id without stopping the load
+        md5s = read_md5_list(folder / spec.images_md5) if spec.images_md5 else None
+        data = data.with_images(folder / spec.images, md5s=md5s)
+    return data
 
 
 _BUILTIN_LOADERS: dict[str, Loader] = {

@@ -1,0 +1,457 @@
+"""Posters beside text: the content model with text, picture or both, vs popularity (issue #14).
+
+Data: ``ml-100k-posters`` (MovieLens-100K ratings for the 1,663 movies with a TMDB poster
+thumbnail; about 2-5% of posters belong to the wrong film, kept as found). Every rating counts as
+an interaction.
+
+Arms (all :class:`~lmrec.models.content.ContentRecommender`, recency half-life 50, centred vectors):
+
+* ``text``: MiniLM (the bundled all-MiniLM-L6-v2) over title, genres and the TMDB overview;
+* ``image``: the poster through the offline ImageNet MobileNetV2 (:mod:`lmrec.image`);
+* ``text + image``: both, late fusion ``(1 - w) * text cosine + w * picture cosine``; ``w`` is
+  chosen from ``--weights`` on the **validation** phase of the same protocol (never on test);
+* ``popularity``: training counts. On cold candidates every count is 0, so popularity's ranking is
+  its tie-break: both the library's (ascending item id, which on MovieLens is itself a popularity
+  signal) and a random one are shown.
+
+Protocols:
+
+* **cold items** (``lmrec.data.split.cold_item``, 10% of items test-cold and a disjoint 10%
+  validation-cold, seeds ``--seeds``): each user with training history ranks only the test-cold
+  items (the usual cold-start protocol); targets are their interactions with them. The validation
+  phase does the same with the validation-cold items.
+* **warm, leave-last-out** (``lmrec.data.split.leave_last_out``, 1 validation + 1 test item per
+  user): full ranking over the catalogue with :func:`lmrec.evaluation.evaluate`.
+
+Intervals: per-user percentile bootstrap 95% CIs (:func:`lmrec.evaluation.significance.bootstrap_ci`,
+1000 resamples); for cold items over the users of all seeds pooled. ``paired`` rows compare text +
+image with text on the same users (:func:`~lmrec.evaluation.significance.paired_test`).
+
+Encoding is timed once per run: the pictures through a fresh embedding cache (first run), then again
+through the same cache (every picture a hit). ``--throughput N`` also times N posters without a
+cache at 1 and 2 torch threads.
+
+    python benchmarks/multimodal.py [--data-dir ../shared/data] [--seeds 42,43,44]
+        [--weights 0.1,0.25,0.5,0.75] [--cache-dir DIR] [--throughput 200] [--out results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+
+from lmrec.data.dataset import Dataset
+from lmrec.data.loaders import load_dataset
+from lmrec.data.split import Split, cold_item, leave_last_out
+from lmrec.evaluation import evaluate
+from lmrec.evaluation.metrics import ranking_metrics
+from lmrec.evaluation.significance import bootstrap_ci, paired_test
+from lmrec.image import MobileNetV2Encoder, cached_encode_images, image_key
+from lmrec.models.base import Query, Recommender
+from lmrec.models.content import ContentRecommender
+from lmrec.models.popularity import Popularity
+from lmrec.text.cache import EmbeddingCache, default_cache_dir
+from lmrec.text.profiles import ProfileConfig
+
+K = 10
+PROFILE = ProfileConfig(fields=("title", "genres", "overview"))
+
+
+class PopularityRandomTies(Popularity):
+    """Popularity with equal counts ordered at random (every cold item has count 0)."""
+
+    def _score(self, batch: Any) -> np.ndarray:
+        rng = np.random.default_rng(len(batch))
+        return np.asarray(super()._score(batch), np.float32) + 0.5 * rng.random(
+            (len(batch), batch.n_items), np.float32
+        )
+
+
+def candidate_ndcg(
+    model: Recommender, train: Dataset, targets: pl.DataFrame, candidates: np.ndarray
+) -> np.ndarray:
+    """Per-user NDCG@K ranking only ``candidates`` for users with training history and a target."""
+    allowed = np.zeros(train.n_items, dtype=bool)
+    allowed[candidates] = True
+    train_len = np.bincount(train.interactions["user_idx"].to_numpy(), minlength=train.n_users)
+    users = np.unique(targets["user_idx"].to_numpy())
+    users = users[train_len[users] > 0]
+    tgt = sp.csr_matrix(
+        (
+            np.ones(targets.height, np.float32),
+            (targets["user_idx"].to_numpy(), targets["item_idx"].to_numpy()),
+        ),
+        shape=(train.n_users, train.n_items),
+    )
+    tgt.data[:] = 1.0
+    ext = train.user_vocab.external(users)
+    tops = []
+    for start in range(0, len(users), 256):
+        batch = model.encode_queries([Query(user_id=u) for u in ext[start : start + 256]])
+        idx, _ = model.rank(batch, K, allowed=allowed)
+        tops.append(idx)
+    return ranking_metrics(np.concatenate(tops), tgt[users], (K,), ("ndcg",))[f"ndcg@{K}"]
+
+
+#: the encoders (``--text-encoder`` / ``--image-encoder``; None: MiniLM and MobileNetV2)
+ENCODERS: dict[str, str | None] = {"text": None, "image": None}
+
+
+def content(train: Dataset, cache: str, modalities: tuple[str, ...], w: float = 0.5) -> ContentRecommender:
+    return ContentRecommender(
+        profile=PROFILE,
+        modalities=modalities,
+        image_weight=w,
+        cache_dir=cache,
+        device="cpu",
+        encoder=ENCODERS["text"],
+        image_encoder=ENCODERS["image"],
+    ).fit(train)
+
+
+def ci(values: np.ndarray) -> dict[str, float]:
+    mean, lo, hi = bootstrap_ci(values, n_boot=1000, seed=0)
+    return {"ndcg@10": round(mean, 4), "lo": round(lo, 4), "hi": round(hi, 4), "users": len(values)}
+
+
+def choose_weight(scores: dict[float, float]) -> float:
+    return max(scores, key=lambda w: (scores[w], -w))  # ties: the smaller picture share
+
+
+def target_ranks(
+    model: Recommender, train: Dataset, targets: pl.DataFrame, candidates: np.ndarray
+) -> pl.DataFrame:
+    """``user_idx, item_idx, rank``: each target's 1-based rank among ``candidates`` (users with history)."""
+    train_len = np.bincount(train.interactions["user_idx"].to_numpy(), minlength=train.n_users)
+    tg = targets.select("user_idx", "item_idx").filter(
+        pl.Series(train_len[targets["user_idx"].to_numpy()] > 0)
+    )
+    users = np.unique(tg["user_idx"].to_numpy())
+    scores = model.score_batch(
+        model.encode_queries([Query(user_id=u) for u in train.user_vocab.external(users)])
+    )
+    sub = scores[:, candidates]
+    # rank of each candidate within its user's row (0 = best), then 1-based
+    order = np.argsort(-sub, axis=1, kind="stable")
+    ranks = np.empty_like(order)
+    ranks[np.arange(len(users))[:, None], order] = np.arange(len(candidates))[None, :]
+    row = {u: k for k, u in enumerate(users)}
+    col = {i: k for k, i in enumerate(candidates)}
+    r = [
+        int(ranks[row[u], col[i]]) + 1
+        for u, i in zip(tg["user_idx"].to_list(), tg["item_idx"].to_list(), strict=True)
+    ]
+    return tg.with_columns(rank=pl.Series(r))
+
+
+def picture_examples(
+    data: Dataset, text: Recommender, both: Recommender, split: Split, candidates: np.ndarray, n: int = 3
+) -> list[dict[str, Any]]:
+    """Cold items whose rank for the users who took them moved most when the poster was added
+    (mean rank among the cold candidates, text vs text + image), both ways, with titles."""
+    a = target_ranks(text, split.train, split.test, candidates).rename({"rank": "text"})
+    b = target_ranks(both, split.train, split.test, candidates).rename({"rank": "both"})
+    per_item = (
+        a.join(b, on=["user_idx", "item_idx"])
+        .group_by("item_idx")
+        .agg(pl.len().alias("users"), pl.col("text").mean(), pl.col("both").mean())
+        .filter(pl.col("users") >= 5)
+        .with_columns(gain=pl.col("text") - pl.col("both"))
+        .sort("gain", descending=True)
+    )
+    titles = data.item_titles()
+    items = data.item_table()
+    suspect = items["poster_link_suspect"].to_list() if "poster_link_suspect" in items.columns else None
+    out = []
+    for which, frame in (("helped", per_item.head(n)), ("hurt", per_item.tail(n).reverse())):
+        for r in frame.iter_rows(named=True):
+            i = int(r["item_idx"])
+            out.append(
+                {
+                    "effect": which,
+                    "item_id": data.item_vocab.external([i])[0],
+                    "title": titles[i],
+                    "poster_link_suspect": None if suspect is None else suspect[i],
+                    "users": r["users"],
+                    "mean_rank_text": round(r["text"], 1),
+                    "mean_rank_text_image": round(r["both"], 1),
+                    "candidates": len(candidates),
+                }
+            )
+    return out
+
+
+def run_cold(data: Dataset, seeds: list[int], weights: list[float], cache: str) -> dict[str, Any]:
+    per_arm: dict[str, list[np.ndarray]] = {}
+    chosen = []
+    examples: list[dict[str, Any]] = []
+    for seed in seeds:
+        split = cold_item(data, item_fraction=0.1, valid_fraction=0.1, seed=seed)
+        train = split.train
+        assert split.valid is not None
+        valid_items = np.unique(split.valid["item_idx"].to_numpy())
+        test_items = np.unique(split.test["item_idx"].to_numpy())
+        # validation: the picture weight (test numbers never feed it)
+        val = {
+            w: float(
+                candidate_ndcg(
+                    content(train, cache, ("text", "image"), w), train, split.valid, valid_items
+                ).mean()
+            )
+            for w in weights
+        }
+        w = choose_weight(val)
+        chosen.append(
+            {"seed": seed, "weight": w, "valid_ndcg@10": {str(k): round(v, 4) for k, v in val.items()}}
+        )
+        arms: dict[str, Recommender] = {
+            "popularity (ties by item id)": Popularity().fit(train),
+            "popularity (ties at random)": PopularityRandomTies().fit(train),
+            "content: text": content(train, cache, ("text",)),
+            "content: image": content(train, cache, ("image",)),
+            "content: text + image (w from valid)": content(train, cache, ("text", "image"), w),
+        }
+        for name, model in arms.items():
+            per_arm.setdefault(name, []).append(candidate_ndcg(model, train, split.test, test_items))
+        if not examples:  # the first seed's split
+            examples = picture_examples(
+                data, arms["content: text"], arms["content: text + image (w from valid)"], split, test_items
+            )
+        print(f"cold-item seed {seed}: weight {w} (valid {val})", flush=True)
+    rows = {
+        name: ci(np.concatenate(v)) | {"per_seed": [round(float(x.mean()), 4) for x in v]}
+        for name, v in per_arm.items()
+    }
+    both = np.concatenate(per_arm["content: text + image (w from valid)"])
+    text = np.concatenate(per_arm["content: text"])
+    return {
+        "rows": rows,
+        "weights": chosen,
+        "examples": examples,
+        "paired_text+image_vs_text": paired_test(both, text).to_dict(),
+        "paired_image_vs_text": paired_test(np.concatenate(per_arm["content: image"]), text).to_dict(),
+    }
+
+
+def run_hybrid(data: Dataset, cache: str) -> dict[str, Any]:
+    """Warm leave-last-out: the hybrid ranker (EASE + item-kNN + popularity candidates) with its
+    default feature groups, and with the picture-similarity group added. No choice is made here."""
+    from lmrec.models.hybrid import DEFAULT_FEATURE_GROUPS, Hybrid
+
+    split = leave_last_out(data, n_test=1, n_valid=1)
+    gens = [{"name": n, "n_candidates": 100} for n in ("ease", "item_knn", "popularity")]
+    vals = {}
+    fits = {}
+    for label, groups in (
+        ("hybrid", DEFAULT_FEATURE_GROUPS),
+        ("hybrid + image features", (*DEFAULT_FEATURE_GROUPS, "image")),
+    ):
+        t0 = time.perf_counter()
+        model = Hybrid(
+            generators=gens,
+            feature_groups=groups,
+            text_encoder=ENCODERS["text"],
+            image_encoder=ENCODERS["image"],
+            text_cache_dir=cache,
+        ).fit(split.train)
+        fits[label] = round(time.perf_counter() - t0, 1)
+        res = evaluate(model, split, ks=(K,), metrics=("ndcg",), beyond_accuracy=False, auc=False)
+        assert res.per_user is not None
+        vals[label] = res.per_user[f"ndcg@{K}"].to_numpy()
+        print(f"{label}: {vals[label].mean():.4f} (fit {fits[label]} s)", flush=True)
+    return {
+        "rows": {k: ci(v) for k, v in vals.items()},
+        "fit_s": fits,
+        "paired_image_vs_default": paired_test(vals["hybrid + image features"], vals["hybrid"]).to_dict(),
+    }
+
+
+def run_warm(data: Dataset, weights: list[float], cache: str) -> dict[str, Any]:
+    split = leave_last_out(data, n_test=1, n_valid=1)
+    train = split.train
+
+    def per_user(model: Recommender, phase: str) -> np.ndarray:
+        res = evaluate(
+            model, split, ks=(K,), metrics=("ndcg",), beyond_accuracy=False, auc=False, phase=phase
+        )
+        assert res.per_user is not None
+        return res.per_user[f"ndcg@{K}"].to_numpy()
+
+    val = {w: float(per_user(content(train, cache, ("text", "image"), w), "valid").mean()) for w in weights}
+    w = choose_weight(val)
+    arms: dict[str, Recommender] = {
+        "popularity": Popularity().fit(train),
+        "content: text": content(train, cache, ("text",)),
+        "content: image": content(train, cache, ("image",)),
+        "content: text + image (w from valid)": content(train, cache, ("text", "image"), w),
+    }
+    vals = {name: per_user(m, "test") for name, m in arms.items()}
+    print(f"warm: weight {w} (valid {val})", flush=True)
+    return {
+        "rows": {name: ci(v) for name, v in vals.items()},
+        "weight": w,
+        "valid_ndcg@10": {str(k): round(v, 4) for k, v in val.items()},
+        "paired_text+image_vs_text": paired_test(
+            vals["content: text + image (w from valid)"], vals["content: text"]
+        ).to_dict(),
+    }
+
+
+def time_encoding(data: Dataset, main_cache: str, threads: int) -> dict[str, Any]:
+    """Encode every poster through a fresh cache, then again through the same cache; the vectors
+    then go into ``main_cache`` too, so the model runs do not encode them a second time."""
+    assert data.images is not None
+    paths = list(data.images.paths.values())
+    enc = MobileNetV2Encoder(threads=threads)
+    with tempfile.TemporaryDirectory(prefix="lmrec-mm-cache-") as root:
+        t0 = time.perf_counter()
+        vecs = cached_encode_images(paths, enc, EmbeddingCache(root), show_progress=True)
+        first = time.perf_counter() - t0
+        cache = EmbeddingCache(root)
+        t0 = time.perf_counter()
+        cached_encode_images(paths, enc, cache)
+        second = time.perf_counter() - t0
+    EmbeddingCache(main_cache).put(enc.model_id, [image_key(p) for p in paths], vecs)
+    return {
+        "images": len(paths),
+        "threads": threads,
+        "first_run_s": round(first, 2),
+        "first_run_images_per_s": round(len(paths) / first, 1),
+        "cached_run_s": round(second, 3),
+        "cached_share": round(second / first, 4),
+        "cache_hits": cache.last_stats.hits,
+        "loadavg": os.getloadavg(),
+    }
+
+
+def throughput(data: Dataset, n: int) -> list[dict[str, Any]]:
+    assert data.images is not None
+    paths = list(data.images.paths.values())[:n]
+    out = []
+    for threads in (1, 2):
+        enc = MobileNetV2Encoder(threads=threads).load()
+        enc.encode(paths[:8])  # warm-up
+        t0 = time.perf_counter()
+        enc.encode(paths, batch_size=32)
+        s = time.perf_counter() - t0
+        out.append(
+            {
+                "threads": threads,
+                "images": len(paths),
+                "seconds": round(s, 2),
+                "images_per_s": round(len(paths) / s, 1),
+                "loadavg": os.getloadavg(),
+            }
+        )
+        print(f"throughput: {out[-1]}", flush=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--seeds", default="42,43,44")
+    ap.add_argument("--weights", default="0.1,0.25,0.5,0.75")
+    ap.add_argument(
+        "--cache-dir", default=None, help="embedding cache for the model runs (default: the user cache)"
+    )
+    ap.add_argument("--threads", type=int, default=1, help="torch threads for the timed encoding")
+    ap.add_argument(
+        "--throughput", type=int, default=0, help="also time N posters at 1 and 2 threads, no cache"
+    )
+    ap.add_argument("--skip-timing", action="store_true", help="no fresh-cache encoding run")
+    ap.add_argument("--text-encoder", default=None, help="text model (default: the bundled MiniLM)")
+    ap.add_argument("--image-encoder", default=None, help="image model (default: MobileNetV2; 'histogram')")
+    ap.add_argument(
+        "--hybrid", action="store_true", help="also the hybrid ranker with/without picture features (warm)"
+    )
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    ENCODERS.update(text=args.text_encoder, image=args.image_encoder)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    weights = [float(w) for w in args.weights.split(",")]
+    cache = args.cache_dir or str(default_cache_dir())
+    t0 = time.perf_counter()
+    data = load_dataset("ml-100k-posters", args.data_dir, download=False)
+    result: dict[str, Any] = {
+        "dataset": data.name,
+        "seeds": seeds,
+        "weights_tried": weights,
+        "text_encoder": args.text_encoder or "all-MiniLM-L6-v2 (bundled)",
+        "image_encoder": args.image_encoder or "mobilenetv2-imagenet",
+    }
+    if not args.skip_timing:
+        result["encoding"] = time_encoding(data, cache, args.threads)
+        print(f"encoding: {result['encoding']}", flush=True)
+    if args.throughput:
+        result["throughput"] = throughput(data, args.throughput)
+    result["cold"] = run_cold(data, seeds, weights, cache)
+    result["warm"] = run_warm(data, weights, cache)
+    if args.hybrid:
+        result["hybrid"] = run_hybrid(data, cache)
+    result["seconds"] = round(time.perf_counter() - t0, 1)
+    result["machine"] = {"cpu_count": os.cpu_count(), "gpu": False, "loadavg_end": os.getloadavg()}
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+    print()
+    cold, warm = result["cold"]["rows"], result["warm"]["rows"]
+    print(
+        f"### ml-100k-posters: content NDCG@10 with per-user bootstrap 95% CIs (cold: seeds {seeds} pooled)"
+    )
+    print()
+    print("| arm | warm (leave-last-out, full ranking) | cold items (cold candidates) |")
+    print("|---|---:|---:|")
+    names = [
+        ("popularity", "popularity", "popularity (ties by item id)"),
+        ("popularity, random ties", None, "popularity (ties at random)"),
+        ("content: text", "content: text", "content: text"),
+        ("content: image", "content: image", "content: image"),
+        (
+            "content: text + image",
+            "content: text + image (w from valid)",
+            "content: text + image (w from valid)",
+        ),
+    ]
+
+    def cell(r: dict[str, Any] | None) -> str:
+        return "" if r is None else f"{r['ndcg@10']:.4f} [{r['lo']:.4f}, {r['hi']:.4f}]"
+
+    for label, w_key, c_key in names:
+        print(f"| {label} | {cell(warm.get(w_key) if w_key else None)} | {cell(cold.get(c_key))} |")
+    if "hybrid" in result:
+        print("| hybrid ranker (EASE, item-kNN, popularity) | | |")
+        for label, r in result["hybrid"]["rows"].items():
+            print(f"| {label} | {cell(r)} | |")
+    print()
+    print("cold items (first seed) whose mean rank among the cold candidates moved most with the poster:")
+    print()
+    print(
+        "| effect | item | title | suspect poster link | users | mean rank, text | mean rank, text + image |"
+    )
+    print("|---|---:|---|---:|---:|---:|---:|")
+    for e in result["cold"]["examples"]:
+        print(
+            f"| {e['effect']} | {e['item_id']} | {e['title']} | {e['poster_link_suspect']} | {e['users']} | "
+            f"{e['mean_rank_text']} | {e['mean_rank_text_image']} |"
+        )
+    print()
+    print(
+        f"picture weight chosen on validation: warm {result['warm']['weight']}, cold "
+        f"{[c['weight'] for c in result['cold']['weights']]}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,121 @@
+"""Picture vectors through the text layer's on-disk cache, keyed by model id + image-file hash.
+
+The cache is :class:`lmrec.text.cache.EmbeddingCache` itself (safetensors shards + a JSON index per
+model, atomic writes, a lock for writers): an image's key is the string ``"image-sha256:<hex>"`` of
+its file bytes, so a renamed or copied file is still a hit and a changed file is a miss. Image and
+text vectors never mix because the model id is part of the key (one directory per model).
+
+:func:`item_image_vectors` is what the models call: one row per catalogue item, aligned to the
+item vocabulary, and a mask of the items that have a picture.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from lmrec.image.encoder import ImageEncoder
+from lmrec.text.cache import CacheStats, EmbeddingCache
+from lmrec.text.encoder import l2_normalize
+
+if TYPE_CHECKING:
+    from lmrec.data.dataset import Dataset
+
+
+def image_key(image: str | os.PathLike[str] | bytes) -> str:
+    """The cache key of a picture: ``"image-sha256:<hex>"`` of the file's bytes."""
+    data = image if isinstance(image, bytes) else Path(image).read_bytes()
+    return "image-sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def cached_encode_images(
+    images: Sequence[str | os.PathLike[str] | bytes],
+    encoder: ImageEncoder,
+    cache: EmbeddingCache | str | os.PathLike[str] | None = None,
+    *,
+    batch_size: int = 32,
+    show_progress: bool | None = None,
+) -> np.ndarray:
+    """``encoder.encode(images)`` with cached pictures read from disk and only the rest encoded.
+
+    ``images`` are file paths or file bytes. The encoder is not touched when every picture is cached
+    (a lazily loaded model then never loads). With a cache, ``cache.last_stats`` counts the hits.
+    """
+    images = list(images)
+    if cache is None:
+        return encoder.encode(images, batch_size=batch_size, show_progress=show_progress)
+    if not isinstance(cache, EmbeddingCache):
+        cache = EmbeddingCache(cache)
+    started = time.perf_counter()
+    keys = [image_key(im) for im in images]
+    first = {k: i for i, k in reversed(list(enumerate(keys)))}
+    uniq = list(first)
+    found, vecs = cache.get(encoder.model_id, uniq)
+    missing = [k for k, f in zip(uniq, found, strict=True) if not f]
+    if missing:
+        new = encoder.encode(
+            [images[first[k]] for k in missing], batch_size=batch_size, show_progress=show_progress
+        )
+        cache.put(encoder.model_id, missing, new)
+        if vecs is None:
+            vecs = np.zeros((len(uniq), new.shape[1]), np.float32)
+        vecs[~found] = new
+    pos = {k: i for i, k in enumerate(uniq)}
+    out = vecs[[pos[k] for k in keys]] if vecs is not None else np.zeros((0, encoder.dim), np.float32)
+    cache.last_stats = CacheStats(
+        n_texts=len(images),
+        n_unique=len(uniq),
+        hits=int(found.sum()),
+        encoded=len(missing),
+        seconds=time.perf_counter() - started,
+    )
+    return out
+
+
+def item_image_vectors(
+    data: Dataset,
+    encoder: ImageEncoder | None = None,
+    cache: EmbeddingCache | str | os.PathLike[str] | None = None,
+    *,
+    batch_size: int = 32,
+    show_progress: bool | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(vectors, has_image)``: one L2-normalised row per item of ``data.item_vocab`` (zero where the
+    item has no usable picture) and the boolean mask of items with one.
+
+    Picture files are encoded with ``encoder`` (default: the shared MobileNetV2 encoder) through
+    ``cache``; a feature matrix given with the dataset is used as it is (normalised), and
+    ``encoder`` is then ignored. A dataset without pictures raises :class:`LmrecError`.
+    """
+    from lmrec.errors import LmrecError
+    from lmrec.image.encoder import shared_image_encoder
+
+    images = data.images
+    if images is None:
+        raise LmrecError(
+            f"dataset {data.name!r} has no item pictures (load one with images, or Dataset.with_images)"
+        )
+    ids = images.item_ids
+    idx = np.asarray([data.item_vocab.get(i) for i in ids], np.int64)
+    keep = idx >= 0
+    if images.features is not None:
+        rows = l2_normalize(images.features[keep])
+    else:
+        enc = encoder if encoder is not None else shared_image_encoder()
+        paths = [images.paths[i] for i, k in zip(ids, keep, strict=True) if k]
+        rows = cached_encode_images(paths, enc, cache, batch_size=batch_size, show_progress=show_progress)
+    dim = rows.shape[1] if rows.ndim == 2 and rows.shape[1] else (encoder.dim if encoder is not None else 0)
+    out = np.zeros((data.n_items, dim), np.float32)
+    has = np.zeros(data.n_items, bool)
+    out[idx[keep]] = rows
+    has[idx[keep]] = True
+    return out, has
+
+
+__all__ = ["cached_encode_images", "image_key", "item_image_vectors"]
