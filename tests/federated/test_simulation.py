@@ -19,7 +19,8 @@ from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
 
 from lmrec.data.split import Split, leave_last_out
 from lmrec.federated import FedMF, FedMFConfig, client_data
-from lmrec.federated.simulation import ClientData, _epsilon
+from lmrec.federated.accounting import epsilon
+from lmrec.federated.clients import ClientData
 from lmrec.models.base import Recommender
 from lmrec.testing import make_checkerboard
 
@@ -115,7 +116,7 @@ def test_epsilon_grows_with_rounds_and_shrinks_with_noise(model: FedMF) -> None:
     assert eps[0] is not None and eps[1] is not None and 0 < eps[0] < eps[1]
     assert model.run_.delta == pytest.approx(1 / N_USERS)
     # the accountant the clients call: more noise, less ε; more steps, more ε
-    assert _epsilon(2.0, 0.1, 100, 1e-3) < _epsilon(1.0, 0.1, 100, 1e-3) < _epsilon(1.0, 0.1, 200, 1e-3)
+    assert epsilon(2.0, 0.1, 100, 1e-3) < epsilon(1.0, 0.1, 100, 1e-3) < epsilon(1.0, 0.1, 200, 1e-3)
 
 
 def test_the_artifact_records_the_run_and_serves(model: FedMF, tmp_path: Path) -> None:

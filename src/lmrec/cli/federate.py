@@ -32,7 +32,13 @@ def federate_cmd(
     fraction: Annotated[
         float, typer.Option("--fraction", min=0.0, max=1.0, help="share of clients sampled per round")
     ] = 1.0,
-    strategy: Annotated[str, typer.Option("--strategy", help="fedavg, fedprox or fedadam")] = "fedavg",
+    strategy: Annotated[
+        str, typer.Option("--strategy", help="fedavg, fedavgm, fedprox or fedadam")
+    ] = "fedavg",
+    server_lr: Annotated[
+        float | None,
+        typer.Option("--server-lr", help="server step size (FedAvgM default 1, FedAdam 0.01)"),
+    ] = None,
     dp: Annotated[
         str,
         typer.Option("--dp", help="record (DP-SGD on clients, Opacus) or client (Flower's server-side DP)"),
@@ -67,8 +73,8 @@ def federate_cmd(
         raise LmrecError(f"--model {model!r}: only 'mf' (federated BPR-MF) is available")
     if dp not in ("record", "client"):
         raise LmrecError(f"--dp {dp!r}: choose record or client")
-    if strategy not in ("fedavg", "fedprox", "fedadam"):
-        raise LmrecError(f"--strategy {strategy!r}: choose fedavg, fedprox or fedadam")
+    if strategy not in ("fedavg", "fedavgm", "fedprox", "fedadam"):
+        raise LmrecError(f"--strategy {strategy!r}: choose fedavg, fedavgm, fedprox or fedadam")
     try:
         from lmrec.federated import FedMF, FedMFConfig
         from lmrec.federated.report import plot_rounds
@@ -87,6 +93,7 @@ def federate_cmd(
             "partition": partition,
             "fraction": fraction,
             "strategy": strategy,
+            "server_learning_rate": server_lr,
             "dp": dp if dp_epsilon is not None else "none",
             "dp_epsilon": dp_epsilon,
             "dp_delta": dp_delta,

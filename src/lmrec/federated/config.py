@@ -37,12 +37,17 @@ class FedMFConfig(BPRConfig):
     partition: str = "hash"
     #: share of clients sampled for training each round (cross-device: 0.1)
     fraction: float = Field(1.0, gt=0.0, le=1.0)
-    #: Flower strategy: FedAvg, FedProx (with ``proximal_mu``) or FedAdam (server-side Adam)
-    strategy: Literal["fedavg", "fedprox", "fedadam"] = "fedavg"
+    #: Flower strategy: FedAvg, FedAvgM (server step size and momentum on the averaged update),
+    #: FedProx (with ``proximal_mu``) or FedAdam (server-side Adam)
+    strategy: Literal["fedavg", "fedavgm", "fedprox", "fedadam"] = "fedavg"
     #: FedProx's μ
     proximal_mu: float = Field(0.01, ge=0.0)
-    #: FedAdam's server learning rate η
-    server_learning_rate: float = Field(0.01, gt=0.0)
+    #: server step size η on the averaged update: FedAvgM's ``server_learning_rate`` (None: 1.0),
+    #: FedAdam's ``eta`` (None: 0.01). With K silos each client takes ~1/K of central's local steps
+    #: per round, and η > 1 makes up for it without the client drift of more local epochs
+    server_learning_rate: float | None = Field(None, gt=0.0)
+    #: FedAvgM's server momentum
+    server_momentum: float = Field(0.0, ge=0.0, lt=1.0)
     #: differential privacy: "record" = DP-SGD on each client (Opacus); "client" = Flower's
     #: server-side fixed clipping + Gaussian noise on each client's update (user-level when one
     #: client is one user)

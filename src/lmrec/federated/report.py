@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from lmrec._atomic import atomic_write
-from lmrec.federated.simulation import RoundLog
+from lmrec.federated.server import RoundLog
 
 
 def plot_rounds(runs: Mapping[str, Sequence[RoundLog]], path: Path, *, central: float | None = None) -> Path:
