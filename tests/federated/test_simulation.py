@@ -49,7 +49,18 @@ def model(split: Split) -> FedMF:
         noise_multiplier=1.0,
         seed=3,
     )
-    return FedMF(config).fit(split.train, valid=split.valid, keep_messages=True)
+    model = FedMF(config)
+    seen: list[int] = []
+
+    def server_eval(server_round: int, items: np.ndarray) -> float:
+        # the simulation hands over each round's aggregated table; serve it through the model
+        seen.append(server_round)
+        assert items.shape == (N_ITEMS, FACTORS + 1)
+        return float(model.with_items(items).score([0], [0])[0, 0])
+
+    model.fit(split.train, valid=split.valid, keep_messages=True, server_eval=server_eval)
+    model.server_rounds_ = seen  # type: ignore[attr-defined]
+    return model
 
 
 def _clients(split: Split, model: FedMF) -> list[ClientData]:
@@ -89,6 +100,14 @@ def test_two_clients_two_rounds(model: FedMF) -> None:
     table = len(Array(np.zeros((N_ITEMS, FACTORS + 1), np.float32)).data)
     assert rounds[0].bytes_up == 2 * table and rounds[0].bytes_down == 4 * table
     assert all(r.valid_ndcg is not None and 0.0 <= r.valid_ndcg <= 1.0 for r in rounds)
+
+
+def test_server_eval_sees_every_round_table(model: FedMF) -> None:
+    assert model.server_rounds_ == [1, 2]  # type: ignore[attr-defined]
+    rounds = model.run_.rounds
+    assert all(r.server_ndcg is not None for r in rounds)
+    # the last round's table is the model's: the score measured by server_eval is the model's score
+    assert rounds[-1].server_ndcg == pytest.approx(float(model.score([0], [0])[0, 0]), rel=1e-5)
 
 
 def test_the_server_receives_no_interactions(model: FedMF, split: Split) -> None:
