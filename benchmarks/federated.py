@@ -44,6 +44,7 @@ from lmrec.data.loaders import load_dataset
 from lmrec.data.split import Split, leave_last_out
 from lmrec.evaluation import evaluate
 from lmrec.federated import FedMF, RoundLog
+from lmrec.federated.cluster import ray_cluster
 from lmrec.federated.report import plot_epsilon, plot_rounds
 
 #: local training shared by every run (central included); chosen on central validation NDCG@10
@@ -98,9 +99,16 @@ def _valid_ndcg(model: FedMF, split: Split) -> float:
     ]
 
 
-def run(name: str, split: Split, seed: int, params: dict[str, Any], device_eval: int = 0) -> dict[str, Any]:
+def run(
+    name: str,
+    split: Split,
+    seed: int,
+    params: dict[str, Any],
+    device_eval: int = 0,
+    ray_address: str | None = None,
+) -> dict[str, Any]:
     started = time.perf_counter()
-    model = FedMF(seed=seed, simulation_cpus=2, **params)
+    model = FedMF(seed=seed, simulation_cpus=2, ray_address=ray_address, **params)
 
     def server_eval(server_round: int, items: np.ndarray) -> float | None:
         if device_eval <= 0 or (server_round % device_eval and server_round != params["iterations"]):
@@ -219,13 +227,24 @@ def main() -> None:
     split = leave_last_out(load_dataset("ml-100k", data_dir=args.data_dir))
     load_start = os.getloadavg()
     started = time.perf_counter()
+    args.out.mkdir(parents=True, exist_ok=True)
+    partial = args.out / "federated.partial.jsonl"
+    partial.write_text("")
     rows = []
-    for seed in seeds:
-        for name, params in plan:
-            rows.append(run(name, split, seed, params, args.device_eval if name == "device" else 0))
+    # most important first, so that a run cut short still answers the first questions: central and
+    # silos for every seed, then per seed the DP curve and the cross-device run
+    first = [(n, p) for n, p in plan if n in ("central", "silo")]
+    rest = [(n, p) for n, p in plan if n not in ("central", "silo")]
+    order = [(n, p, s) for n, p in first for s in seeds] + [(n, p, s) for s in seeds for n, p in rest]
+    # one Ray cluster (2 CPUs: two clients train at a time) for every simulation
+    with ray_cluster(cpus=2) as address:
+        for name, params, seed in order:
+            row = run(name, split, seed, params, args.device_eval if name == "device" else 0, address)
+            rows.append(row)
+            with partial.open("a") as f:
+                f.write(json.dumps(row) + "\n")
     total_s = time.perf_counter() - started
     summary = summarise(plan, rows)
-    args.out.mkdir(parents=True, exist_ok=True)
     curves = {
         f"{name} (seed {seeds[0]})": [RoundLog(**x) for x in r["rounds"]]
         for name, _ in plan

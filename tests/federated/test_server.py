@@ -57,3 +57,26 @@ def test_plots_are_written(tmp_path: Path) -> None:
     points[float("inf")] = {"mean": 0.05, "ci95": 0.002}
     eps = plot_epsilon(points, tmp_path / "eps.png", central=0.06)
     assert eps.stat().st_size > 1000
+
+
+@pytest.mark.distributed
+def test_one_ray_cluster_serves_connections_and_stops() -> None:
+    import socket
+
+    import ray
+
+    from lmrec.federated.cluster import ray_cluster
+
+    with ray_cluster(cpus=1) as address:
+        ray.init(address=address, log_to_driver=False)
+        try:
+            assert ray.cluster_resources().get("CPU") == 1.0
+        finally:
+            ray.shutdown()  # what Flower does at the end of a simulation: only a disconnect
+        ray.init(address=address, log_to_driver=False)  # the cluster is still there
+        ray.shutdown()
+    # stopped: nothing listens on the head's port any more
+    host, port = address.split(":")
+    with socket.socket() as s, pytest.raises(OSError):
+        s.settimeout(5)
+        s.connect((host, int(port)))

@@ -62,6 +62,9 @@ class FedMFConfig(BPRConfig):
     dp_delta: float | None = Field(None, gt=0.0, lt=1.0)
     #: ray CPUs for the simulated clients (one client runs per CPU)
     simulation_cpus: int = Field(1, ge=1)
+    #: address of a running Ray cluster to simulate on (``lmrec.federated.cluster.ray_cluster``);
+    #: None: each simulation starts and stops its own (``simulation_cpus`` CPUs)
+    ray_address: str | None = None
     #: SGD is the only local optimiser; implicit's thread setting has no meaning here
     num_threads: int = Field(1, ge=0)
 

@@ -203,7 +203,11 @@ def simulate(
             num_supernodes=n_clients,
             backend_config={
                 "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-                "init_args": {"num_cpus": c.simulation_cpus, "include_dashboard": False},
+                "init_args": (
+                    {"address": c.ray_address, "log_to_driver": False}
+                    if c.ray_address
+                    else {"num_cpus": c.simulation_cpus, "include_dashboard": False}
+                ),
             },
         )
     finally:
