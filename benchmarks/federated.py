@@ -204,25 +204,14 @@ def table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    ap.add_argument("--data-dir", default=None)
-    ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--epsilons", default="1,2,4,8,inf")
-    ap.add_argument("--rounds", type=int, default=ROUNDS, help="rounds of the central, silo and DP runs")
-    ap.add_argument("--device-rounds", type=int, default=60)
-    ap.add_argument("--device-eval", type=int, default=5, help="server-side evaluation every N rounds")
-    ap.add_argument("--parts", default="central,silo,dp,device")
-    ap.add_argument("--out", type=Path, default=Path("runs/federated"))
-    args = ap.parse_args()
-    seeds = [int(s) for s in args.seeds.split(",")]
-    epsilons = [float(e) for e in args.epsilons.split(",")]
-    plan = plan_runs(set(args.parts.split(",")), epsilons, args.device_rounds, args.rounds)
-    split = leave_last_out(load_dataset("ml-100k", data_dir=args.data_dir))
+def run_all(
+    plan: list[tuple[str, dict[str, Any]]], split: Split, seeds: list[int], out: Path, device_eval: int
+) -> tuple[tuple[float, float, float], list[dict[str, Any]], float]:
+    """Every (run, seed), each written to ``out/federated.partial.jsonl`` as it finishes."""
     load_start = os.getloadavg()
     started = time.perf_counter()
-    args.out.mkdir(parents=True, exist_ok=True)
-    partial = args.out / "federated.partial.jsonl"
+    out.mkdir(parents=True, exist_ok=True)
+    partial = out / "federated.partial.jsonl"
     partial.write_text("")
     rows = []
     # most important first, so that a run cut short still answers the first questions: central and
@@ -233,11 +222,40 @@ def main() -> None:
     # one Ray cluster (2 CPUs: two clients train at a time) for every simulation
     with ray_cluster(cpus=2) as address:
         for name, params, seed in order:
-            row = run(name, split, seed, params, args.device_eval if name == "device" else 0, address)
+            row = run(name, split, seed, params, device_eval if name == "device" else 0, address)
             rows.append(row)
             with partial.open("a") as f:
                 f.write(json.dumps(row) + "\n")
     total_s = time.perf_counter() - started
+    return load_start, rows, total_s
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--epsilons", default="1,2,4,8,inf")
+    ap.add_argument("--rounds", type=int, default=ROUNDS, help="rounds of the central, silo and DP runs")
+    ap.add_argument("--device-rounds", type=int, default=60)
+    ap.add_argument("--device-eval", type=int, default=5, help="server-side evaluation every N rounds")
+    ap.add_argument("--parts", default="central,silo,dp,device")
+    ap.add_argument("--out", type=Path, default=Path("runs/federated"))
+    ap.add_argument(
+        "--summarise-only",
+        action="store_true",
+        help="no runs: summarise the runs already in OUT/federated.partial.jsonl (e.g. of a run cut short)",
+    )
+    args = ap.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    epsilons = [float(e) for e in args.epsilons.split(",")]
+    plan = plan_runs(set(args.parts.split(",")), epsilons, args.device_rounds, args.rounds)
+    split = leave_last_out(load_dataset("ml-100k", data_dir=args.data_dir))
+    if args.summarise_only:
+        rows = [json.loads(line) for line in (args.out / "federated.partial.jsonl").read_text().splitlines()]
+        plan = [(n, p) for n, p in plan if any(r["run"] == n for r in rows)]
+        load_start, total_s = None, sum(r["fit_seconds"] for r in rows)
+    else:
+        load_start, rows, total_s = run_all(plan, split, seeds, args.out, args.device_eval)
     summary = summarise(plan, rows)
     if any(math.isinf(e) for e in epsilons) and "silo" in summary:
         summary["dp eps=inf"] = {**summary["silo"], "note": "the silo run: no DP"}
