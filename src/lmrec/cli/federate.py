@@ -21,7 +21,7 @@ def federate_cmd(
     ] = "ml-100k",
     model: Annotated[str, typer.Option("--model", "-m", help="federated model: mf (BPR-MF)")] = "mf",
     clients: Annotated[int, typer.Option("--clients", "-k", min=1, help="cross-silo clients")] = 10,
-    rounds: Annotated[int, typer.Option("--rounds", "-r", min=1, help="federated rounds")] = 30,
+    rounds: Annotated[int, typer.Option("--rounds", "-r", min=1, help="federated rounds")] = 40,
     partition: Annotated[
         str,
         typer.Option(
@@ -39,6 +39,9 @@ def federate_cmd(
         float | None,
         typer.Option("--server-lr", help="server step size (FedAvgM default 1, FedAdam 0.01)"),
     ] = None,
+    server_momentum: Annotated[
+        float, typer.Option("--server-momentum", min=0.0, max=0.99, help="FedAvgM's server momentum")
+    ] = 0.0,
     dp: Annotated[
         str,
         typer.Option("--dp", help="record (DP-SGD on clients, Opacus) or client (Flower's server-side DP)"),
@@ -94,6 +97,7 @@ def federate_cmd(
             "fraction": fraction,
             "strategy": strategy,
             "server_learning_rate": server_lr,
+            "server_momentum": server_momentum,
             "dp": dp if dp_epsilon is not None else "none",
             "dp_epsilon": dp_epsilon,
             "dp_delta": dp_delta,
