@@ -205,15 +205,24 @@ def table(summary: dict[str, Any]) -> str:
 
 
 def run_all(
-    plan: list[tuple[str, dict[str, Any]]], split: Split, seeds: list[int], out: Path, device_eval: int
+    plan: list[tuple[str, dict[str, Any]]],
+    split: Split,
+    seeds: list[int],
+    out: Path,
+    device_eval: int,
+    resume: bool = False,
 ) -> tuple[tuple[float, float, float], list[dict[str, Any]], float]:
-    """Every (run, seed), each written to ``out/federated.partial.jsonl`` as it finishes."""
+    """Every (run, seed), each written to ``out/federated.partial.jsonl`` as it finishes; with
+    ``resume``, the runs already there (same name and seed) are kept and not run again."""
     load_start = os.getloadavg()
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     partial = out / "federated.partial.jsonl"
-    partial.write_text("")
-    rows = []
+    rows = (
+        [json.loads(line) for line in partial.read_text().splitlines()] if resume and partial.exists() else []
+    )
+    done = {(r["run"], r["seed"]) for r in rows}
+    partial.write_text("".join(json.dumps(r) + "\n" for r in rows))
     # most important first, so that a run cut short still answers the first questions: central and
     # silos for every seed, then per seed the DP curve and the cross-device run
     first = [(n, p) for n, p in plan if n in ("central", "silo")]
@@ -222,6 +231,8 @@ def run_all(
     # one Ray cluster (2 CPUs: two clients train at a time) for every simulation
     with ray_cluster(cpus=2) as address:
         for name, params, seed in order:
+            if (name, seed) in done:
+                continue
             row = run(name, split, seed, params, device_eval if name == "device" else 0, address)
             rows.append(row)
             with partial.open("a") as f:
@@ -240,6 +251,7 @@ def main() -> None:
     ap.add_argument("--device-eval", type=int, default=5, help="server-side evaluation every N rounds")
     ap.add_argument("--parts", default="central,silo,dp,device")
     ap.add_argument("--out", type=Path, default=Path("runs/federated"))
+    ap.add_argument("--resume", action="store_true", help="keep the runs in OUT/federated.partial.jsonl")
     ap.add_argument(
         "--summarise-only",
         action="store_true",
@@ -255,7 +267,7 @@ def main() -> None:
         plan = [(n, p) for n, p in plan if any(r["run"] == n for r in rows)]
         load_start, total_s = None, sum(r["fit_seconds"] for r in rows)
     else:
-        load_start, rows, total_s = run_all(plan, split, seeds, args.out, args.device_eval)
+        load_start, rows, total_s = run_all(plan, split, seeds, args.out, args.device_eval, args.resume)
     summary = summarise(plan, rows)
     if any(math.isinf(e) for e in epsilons) and "silo" in summary:
         summary["dp eps=inf"] = {**summary["silo"], "note": "the silo run: no DP"}

@@ -57,6 +57,10 @@ def test_alphas_are_opacus_defaults() -> None:
     from lmrec.federated.accounting import ALPHAS, epsilon, noise_for
 
     assert [float(a) for a in RDPAccountant.DEFAULT_ALPHAS] == ALPHAS
+    # the cached per-step RDP gives Opacus's accountant's ε exactly
+    acc = RDPAccountant()
+    acc.history = [(1.3, 0.05, 700)]
+    assert epsilon(1.3, 0.05, 700, 1e-3) == pytest.approx(acc.get_epsilon(1e-3, alphas=ALPHAS), rel=1e-9)
     # the noise the search returns meets the target, and a little less noise would not
     z = noise_for(4.0, 1e-3, 0.1, 200)
     assert epsilon(z, 0.1, 200, 1e-3) <= 4.0 < epsilon(0.95 * z, 0.1, 200, 1e-3)
