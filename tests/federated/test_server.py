@@ -62,12 +62,16 @@ def test_plots_are_written(tmp_path: Path) -> None:
 @pytest.mark.distributed
 def test_one_ray_cluster_serves_connections_and_stops() -> None:
     import socket
+    import tempfile
 
     import ray
 
     from lmrec.federated.cluster import ray_cluster
 
     with ray_cluster(cpus=1) as address:
+        # plain ray.init() elsewhere on the machine must not find this cluster
+        current = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+        assert not current.exists() or not current.read_text().strip().endswith(address.split(":")[1])
         ray.init(address=address, log_to_driver=False)
         try:
             assert ray.cluster_resources().get("CPU") == 1.0

@@ -11,11 +11,13 @@ its daemons down with it.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,8 +37,12 @@ def ray_cluster(cpus: int = 2, *, timeout: float = 180.0) -> Iterator[str]:
 
     exe = shutil.which("ray") or str(Path(sys.executable).with_name("ray"))
     port = _free_port()
+    # its own temp dir: `ray start` writes the head's address to <temp dir>/ray_current_cluster, and
+    # in the default /tmp/ray every plain `ray.init()` on the machine (another Flower simulation,
+    # say) would connect to this cluster instead of starting its own, and fail
+    temp = tempfile.mkdtemp(prefix="lmrec-ray-")
     command = [exe, "start", "--head", f"--port={port}", f"--num-cpus={cpus}", "--num-gpus=0"]
-    command += ["--include-dashboard=false", "--disable-usage-stats", "--block"]
+    command += ["--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}", "--block"]
     head = subprocess.Popen(
         command,
         stdout=subprocess.DEVNULL,
@@ -67,3 +73,8 @@ def ray_cluster(cpus: int = 2, *, timeout: float = 180.0) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             head.kill()
             head.wait()
+        default = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+        with contextlib.suppress(OSError):  # never leave a stale address where plain ray.init() looks
+            if default.read_text().strip().endswith(f":{port}"):
+                default.unlink()
+        shutil.rmtree(temp, ignore_errors=True)
