@@ -178,6 +178,12 @@ def summarise(plan: list[tuple[str, dict[str, Any]]], rows: list[dict[str, Any]]
                 r["test_ndcg@10"] / central[r["seed"]]["test_ndcg@10"] for r in mine if r["seed"] in central
             ]
             s["test_ratio_to_central"] = ci(ratios)
+            paired = [
+                (r["valid_ndcg@10"], central[r["seed"]]["valid_ndcg@10"])
+                for r in mine
+                if r["seed"] in central
+            ]
+            s["valid_ratio_to_central"] = ci([v / c for v, c in paired])
         if name == "device" and central:
             reach = []
             for r in mine:
