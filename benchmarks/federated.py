@@ -1,25 +1,30 @@
 """Federated BPR-MF on ml-100k (issue 15): cross-silo, DP and cross-device against central training.
 
-Leave-last-out, full ranking; NDCG@10 of the saved artifact (user vectors folded in from history,
-test queries carry the train + validation history; no refit: the model is trained on ``train``).
-Per seed:
+Leave-last-out, full ranking; NDCG@10 of the saved artifact (user vectors folded in from history;
+test queries carry the train + validation history). No refit: every model, central included, is
+trained on ``train`` only (a refit on train + validation would change the federated and the central
+model alike). Per seed, all in Flower's simulation engine (``flwr.simulation.run_simulation``, Ray):
 
 * ``central``: the same model trained centrally: one client holding every user (same code, same
-  Flower simulation, so the only difference is the federation).
+  simulation), so the only difference is the federation.
 * ``silo``: 10 clients, non-IID: whole occupations per silo (``partition="occupation"``).
 * ``dp eps=E``: ``silo`` with record-level DP-SGD on each client (Opacus), target ε = E at
-  δ = 1/943 over all rounds; ε from Opacus's RDP accountant (largest over clients).
-* ``device``: one client per user (943), 10% sampled per round; per-round validation NDCG@10 of the
-  clients' own user factors, compared with the central run's final value measured the same way.
+  δ = 1/943 over all rounds; ε from Opacus's RDP accountant (largest over clients). ``eps=inf`` is
+  the ``silo`` run (no DP).
+* ``device``: one client per user (943), 10% sampled per round, no client-side evaluation; every
+  ``--device-eval`` rounds the simulation measures the aggregated item table (Flower's server-side
+  ``evaluate_fn``: validation NDCG@10 with users folded in, a simulation-only measurement) and
+  reports the first round that reaches 0.9x the central model's validation NDCG@10 (same measure).
 
-Hyperparameters (Adam 0.003, 32 factors, 1 local epoch, batch 256, fold-in λ 0.1) were chosen on
-validation NDCG@10 only, on the central model with an in-process FedAvg loop (the same local update
-the clients run); nothing here reads a test number before the end.
+Every setting below was chosen on validation NDCG@10 only (``benchmarks/federated_tune.py``, an
+in-process replica of the same local update and the same FedAvg/FedAvgM arithmetic, no Ray); no
+test number fed a choice. The grids and their validation numbers are in docs/federated.md.
 
-    python benchmarks/federated.py [--seeds 0,1,2] [--rounds 30] [--epsilons 1,2,4,8]
-                                   [--device-rounds 60] [--parts central,silo,dp,device] [--out runs/federated]
+    python benchmarks/federated.py [--seeds 0,1,2] [--epsilons 1,2,4,8,inf] [--parts central,silo,dp,device]
+                                   [--device-rounds 60] [--out runs/federated]
 
-Prints JSON and a Markdown table; writes ``federated.png`` (NDCG against rounds and against ε).
+Prints JSON and a Markdown table; writes ``federated.json``, ``federated.png`` (validation NDCG@10
+against rounds and against ε spent) and ``federated_epsilon.png`` (test NDCG@10 against ε).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -38,7 +44,41 @@ from lmrec.data.loaders import load_dataset
 from lmrec.data.split import Split, leave_last_out
 from lmrec.evaluation import evaluate
 from lmrec.federated import FedMF, RoundLog
-from lmrec.federated.report import plot_rounds
+from lmrec.federated.cluster import ray_cluster
+from lmrec.federated.report import plot_epsilon, plot_rounds
+
+#: local training shared by every run (central included); chosen on central validation NDCG@10
+LOCAL: dict[str, Any] = {"factors": 32, "batch_size": 1024, "learning_rate": 0.006, "weight_decay": 1e-5}
+ROUNDS = 40
+CENTRAL: dict[str, Any] = {**LOCAL, "clients": 1, "partition": "hash", "iterations": ROUNDS}
+#: FedAvgM with server momentum 0.9 won on silo validation NDCG@10 (FedAvg, server lr 3/5/10, 2-10
+#: local epochs were the alternatives; the same momentum made the one-client central model worse)
+SILO: dict[str, Any] = {
+    **LOCAL,
+    "clients": 10,
+    "partition": "occupation",
+    "iterations": ROUNDS,
+    "strategy": "fedavgm",
+    "server_momentum": 0.9,
+}
+#: record-level DP-SGD: larger Poisson batches and a smaller clipping norm, chosen at ε = 8 on
+#: validation (batch 1024/2048/4096, clipping 0.1/0.3/1, lr 0.006/0.01, 20/40 rounds, with and
+#: without server momentum)
+DP: dict[str, Any] = {**SILO, "batch_size": 4096, "max_grad_norm": 0.3}
+#: cross-device: a client holds ~100 records, so small local batches and several local epochs; the
+#: server step η = 10 makes up for sampling 10% of the clients (momentum 0.9 was worse here)
+DEVICE: dict[str, Any] = {
+    **LOCAL,
+    "partition": "user",
+    "fraction": 0.1,
+    "batch_size": 64,
+    "local_epochs": 5,
+    "strategy": "fedavgm",
+    "server_learning_rate": 10.0,
+    # tuned without weight decay: Adam turns the decay of every row into a full step, which a
+    # client's ~10 steps per round, times η = 10, make a large shrink of the whole table
+    "weight_decay": 0.0,
+}
 
 
 def _t95(n: int) -> float:
@@ -52,86 +92,194 @@ def ci(values: list[float]) -> dict[str, float]:
     return {"mean": round(float(v.mean()), 4), "ci95": round(float(half), 4), "n": len(v)}
 
 
-def run(name: str, split: Split, seed: int, **params: Any) -> dict[str, Any]:
+def _valid_ndcg(model: FedMF, split: Split) -> float:
+    return evaluate(model, split, ks=(10,), phase="valid", beyond_accuracy=False, auc=False).metrics[
+        "ndcg@10"
+    ]
+
+
+def run(
+    name: str,
+    split: Split,
+    seed: int,
+    params: dict[str, Any],
+    device_eval: int = 0,
+    ray_address: str | None = None,
+) -> dict[str, Any]:
     started = time.perf_counter()
-    model = FedMF(seed=seed, **params).fit(split.train, valid=split.valid)
+    model = FedMF(seed=seed, simulation_cpus=2, ray_address=ray_address, **params)
+
+    def server_eval(server_round: int, items: np.ndarray) -> float | None:
+        if device_eval <= 0 or (server_round % device_eval and server_round != params["iterations"]):
+            return None
+        return _valid_ndcg(model.with_items(items), split)
+
+    clients_valid = None if params.get("partition") == "user" else split.valid
+    model.fit(split.train, valid=clients_valid, server_eval=server_eval if device_eval else None)
     fit_s = time.perf_counter() - started
-    valid = evaluate(model, split, ks=(10,), phase="valid", beyond_accuracy=False, auc=False)
     test = evaluate(model, split, ks=(10,), phase="test", beyond_accuracy=False, auc=False)
     rounds: list[RoundLog] = model.run_.rounds
+    last = rounds[-1]
     row = {
         "run": name,
         "seed": seed,
-        "valid_ndcg@10": round(valid.metrics["ndcg@10"], 4),
+        "valid_ndcg@10": round(_valid_ndcg(model, split), 4),
         "test_ndcg@10": round(test.metrics["ndcg@10"], 4),
         "epsilon": None if model.run_.epsilon is None else round(model.run_.epsilon, 3),
         "delta": model.run_.delta,
         "fit_seconds": round(fit_s, 1),
-        "bytes_per_client_round_up": rounds[-1].bytes_up // max(rounds[-1].clients, 1),
+        # training messages only in the last round (device runs send no evaluation messages)
+        "bytes_up_per_client_round": last.bytes_up // max(last.clients, 1),
+        "bytes_down_per_client_round": last.bytes_down // max(last.clients, 1),
         "rounds": [r.__dict__ for r in rounds],
     }
     print(
         f"{name} seed {seed}: valid {row['valid_ndcg@10']:.4f} test {row['test_ndcg@10']:.4f} "
-        f"eps {row['epsilon']} fit {fit_s:.0f}s",
+        f"eps {row['epsilon']} fit {fit_s:.0f}s load {os.getloadavg()[0]:.1f}",
         file=sys.stderr,
         flush=True,
     )
     return row
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data-dir", default=None)
-    ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--rounds", type=int, default=30)
-    ap.add_argument("--epsilons", default="1,2,4,8")
-    ap.add_argument("--device-rounds", type=int, default=60)
-    ap.add_argument("--parts", default="central,silo,dp,device")
-    ap.add_argument("--out", type=Path, default=Path("runs/federated"))
-    args = ap.parse_args()
-    seeds = [int(s) for s in args.seeds.split(",")]
-    parts = set(args.parts.split(","))
-    split = leave_last_out(load_dataset("ml-100k", data_dir=args.data_dir))
-    silo = {"clients": 10, "partition": "occupation", "iterations": args.rounds}
+def plan_runs(
+    parts: set[str], epsilons: list[float], device_rounds: int, rounds: int = ROUNDS
+) -> list[tuple[str, dict[str, Any]]]:
     plan: list[tuple[str, dict[str, Any]]] = []
     if "central" in parts:
-        plan.append(("central", {"clients": 1, "partition": "hash", "iterations": args.rounds}))
+        plan.append(("central", {**CENTRAL, "iterations": rounds}))
     if "silo" in parts:
-        plan.append(("silo", silo))
+        plan.append(("silo", {**SILO, "iterations": rounds}))
     if "dp" in parts:
-        for eps in (float(e) for e in args.epsilons.split(",")):
-            plan.append((f"dp eps={eps:g}", {**silo, "dp": "record", "dp_epsilon": eps}))
+        dp = {**DP, "iterations": rounds}
+        # ε = ∞ is the silo run itself (what a user gets without DP), added by main()
+        for eps in (e for e in epsilons if not math.isinf(e)):
+            plan.append((f"dp eps={eps:g}", {**dp, "dp": "record", "dp_epsilon": eps}))
     if "device" in parts:
-        plan.append(("device", {"partition": "user", "fraction": 0.1, "iterations": args.device_rounds}))
-    started = time.perf_counter()
-    rows = [run(name, split, seed, **params) for seed in seeds for name, params in plan]
-    total_s = time.perf_counter() - started
+        plan.append(("device", {**DEVICE, "iterations": device_rounds}))
+    return plan
 
+
+def summarise(plan: list[tuple[str, dict[str, Any]]], rows: list[dict[str, Any]]) -> dict[str, Any]:
     summary: dict[str, Any] = {}
+    central = {r["seed"]: r for r in rows if r["run"] == "central"}
     for name, _ in plan:
         mine = [r for r in rows if r["run"] == name]
-        summary[name] = {
+        s: dict[str, Any] = {
             "valid_ndcg@10": ci([r["valid_ndcg@10"] for r in mine]),
             "test_ndcg@10": ci([r["test_ndcg@10"] for r in mine]),
-            "epsilon": mine[0]["epsilon"],
-            "bytes_per_client_round_up": mine[0]["bytes_per_client_round_up"],
+            "epsilon": max((r["epsilon"] for r in mine if r["epsilon"] is not None), default=None),
+            "bytes_up_per_client_round": mine[0]["bytes_up_per_client_round"],
+            "bytes_down_per_client_round": mine[0]["bytes_down_per_client_round"],
             "fit_seconds": ci([r["fit_seconds"] for r in mine]),
         }
-    central = {r["seed"]: r for r in rows if r["run"] == "central"}
-    for name in summary:
         if central and name != "central":
             ratios = [
-                r["test_ndcg@10"] / central[r["seed"]]["test_ndcg@10"] for r in rows if r["run"] == name
+                r["test_ndcg@10"] / central[r["seed"]]["test_ndcg@10"] for r in mine if r["seed"] in central
             ]
-            summary[name]["test_ratio_to_central"] = ci(ratios)
-    if central and "device" in summary:
-        reach = []
-        for r in (r for r in rows if r["run"] == "device"):
-            goal = 0.9 * central[r["seed"]]["rounds"][-1]["valid_ndcg"]
-            hit = [x["round"] for x in r["rounds"] if x["valid_ndcg"] is not None and x["valid_ndcg"] >= goal]
-            reach.append(hit[0] if hit else None)
-        summary["device"]["rounds_to_0.9x_central_valid"] = reach
-    args.out.mkdir(parents=True, exist_ok=True)
+            s["test_ratio_to_central"] = ci(ratios)
+            paired = [
+                (r["valid_ndcg@10"], central[r["seed"]]["valid_ndcg@10"])
+                for r in mine
+                if r["seed"] in central
+            ]
+            s["valid_ratio_to_central"] = ci([v / c for v, c in paired])
+        if name == "device" and central:
+            reach = []
+            for r in mine:
+                goal = 0.9 * central[r["seed"]]["valid_ndcg@10"]
+                hit = [x["round"] for x in r["rounds"] if (x["server_ndcg"] or 0.0) >= goal]
+                reach.append(hit[0] if hit else None)
+            s["rounds_to_0.9x_central_valid"] = reach
+        summary[name] = s
+    return summary
+
+
+def table(summary: dict[str, Any]) -> str:
+    lines = [
+        "| run | valid NDCG@10 | test NDCG@10 | test / central | ε (δ=1/943) | kB up/client/round | fit s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, s in summary.items():
+        ratio = s.get("test_ratio_to_central")
+        ratio_text = "" if ratio is None else f"{ratio['mean']:.3f} ± {ratio['ci95']:.3f}"
+        eps = "∞" if s["epsilon"] is None else f"{s['epsilon']:.2f}"
+        lines.append(
+            f"| {name} | {s['valid_ndcg@10']['mean']:.4f} ± {s['valid_ndcg@10']['ci95']:.4f} "
+            f"| {s['test_ndcg@10']['mean']:.4f} ± {s['test_ndcg@10']['ci95']:.4f} | {ratio_text} | {eps} "
+            f"| {s['bytes_up_per_client_round'] / 1000:.0f} "
+            f"| {s['fit_seconds']['mean']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def run_all(
+    plan: list[tuple[str, dict[str, Any]]],
+    split: Split,
+    seeds: list[int],
+    out: Path,
+    device_eval: int,
+    resume: bool = False,
+) -> tuple[tuple[float, float, float], list[dict[str, Any]], float]:
+    """Every (run, seed), each written to ``out/federated.partial.jsonl`` as it finishes; with
+    ``resume``, the runs already there (same name and seed) are kept and not run again."""
+    load_start = os.getloadavg()
+    started = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    partial = out / "federated.partial.jsonl"
+    rows = (
+        [json.loads(line) for line in partial.read_text().splitlines()] if resume and partial.exists() else []
+    )
+    done = {(r["run"], r["seed"]) for r in rows}
+    partial.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    # most important first, so that a run cut short still answers the first questions: central and
+    # silos for every seed, then per seed the DP curve and the cross-device run
+    first = [(n, p) for n, p in plan if n in ("central", "silo")]
+    rest = [(n, p) for n, p in plan if n not in ("central", "silo")]
+    order = [(n, p, s) for n, p in first for s in seeds] + [(n, p, s) for s in seeds for n, p in rest]
+    # one Ray cluster (2 CPUs: two clients train at a time) for every simulation
+    with ray_cluster(cpus=2) as address:
+        for name, params, seed in order:
+            if (name, seed) in done:
+                continue
+            row = run(name, split, seed, params, device_eval if name == "device" else 0, address)
+            rows.append(row)
+            with partial.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+    total_s = time.perf_counter() - started
+    return load_start, rows, total_s
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--epsilons", default="1,2,4,8,inf")
+    ap.add_argument("--rounds", type=int, default=ROUNDS, help="rounds of the central, silo and DP runs")
+    ap.add_argument("--device-rounds", type=int, default=60)
+    ap.add_argument("--device-eval", type=int, default=5, help="server-side evaluation every N rounds")
+    ap.add_argument("--parts", default="central,silo,dp,device")
+    ap.add_argument("--out", type=Path, default=Path("runs/federated"))
+    ap.add_argument("--resume", action="store_true", help="keep the runs in OUT/federated.partial.jsonl")
+    ap.add_argument(
+        "--summarise-only",
+        action="store_true",
+        help="no runs: summarise the runs already in OUT/federated.partial.jsonl (e.g. of a run cut short)",
+    )
+    args = ap.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    epsilons = [float(e) for e in args.epsilons.split(",")]
+    plan = plan_runs(set(args.parts.split(",")), epsilons, args.device_rounds, args.rounds)
+    split = leave_last_out(load_dataset("ml-100k", data_dir=args.data_dir))
+    if args.summarise_only:
+        rows = [json.loads(line) for line in (args.out / "federated.partial.jsonl").read_text().splitlines()]
+        plan = [(n, p) for n, p in plan if any(r["run"] == n for r in rows)]
+        load_start, total_s = None, sum(r["fit_seconds"] for r in rows)
+    else:
+        load_start, rows, total_s = run_all(plan, split, seeds, args.out, args.device_eval, args.resume)
+    summary = summarise(plan, rows)
+    if any(math.isinf(e) for e in epsilons) and "silo" in summary:
+        summary["dp eps=inf"] = {**summary["silo"], "note": "the silo run: no DP"}
     curves = {
         f"{name} (seed {seeds[0]})": [RoundLog(**x) for x in r["rounds"]]
         for name, _ in plan
@@ -139,21 +287,29 @@ def main() -> None:
         if r["run"] == name and r["seed"] == seeds[0]
     }
     plot = plot_rounds(curves, args.out / "federated.png")
-    report = {"summary": summary, "runs": rows, "seconds": round(total_s, 1), "plot": str(plot)}
+    eps_points = {
+        (math.inf if s["epsilon"] is None else float(name.split("=")[1])): s["test_ndcg@10"]
+        for name, s in summary.items()
+        if name.startswith("dp eps=")
+    }
+    central_test = summary.get("central", {}).get("test_ndcg@10", {}).get("mean")
+    eps_plot = plot_epsilon(eps_points, args.out / "federated_epsilon.png", central=central_test)
+    report = {
+        "summary": summary,
+        "settings": {"central": CENTRAL, "silo": SILO, "dp": DP, "device": DEVICE},
+        "runs": rows,
+        "seconds": round(total_s, 1),
+        "loadavg_start": load_start,
+        "loadavg_end": os.getloadavg(),
+        "cpus": os.cpu_count(),
+        "plots": [str(plot), str(eps_plot)],
+    }
     (args.out / "federated.json").write_text(json.dumps(report, indent=1))
-    print(json.dumps({"summary": summary, "seconds": report["seconds"]}, indent=1))
+    print(
+        json.dumps({k: report[k] for k in ("summary", "seconds", "loadavg_start", "loadavg_end")}, indent=1)
+    )
     print()
-    print("| run | valid NDCG@10 | test NDCG@10 | test / central | ε (δ=1/943) | bytes/client/round up |")
-    print("|---|---|---|---|---|---|")
-    for name, s in summary.items():
-        ratio = s.get("test_ratio_to_central")
-        ratio_text = "" if ratio is None else f"{ratio['mean']:.3f} ± {ratio['ci95']:.3f}"
-        print(
-            f"| {name} | {s['valid_ndcg@10']['mean']:.4f} ± {s['valid_ndcg@10']['ci95']:.4f} "
-            f"| {s['test_ndcg@10']['mean']:.4f} ± {s['test_ndcg@10']['ci95']:.4f} "
-            f"| {ratio_text} "
-            f"| {s['epsilon'] if s['epsilon'] is not None else '∞'} | {s['bytes_per_client_round_up']:,} |"
-        )
+    print(table(summary))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ runner = CliRunner()
     [
         (["--model", "two_tower"], "--model 'two_tower': only 'mf'"),
         (["--dp", "shop"], "--dp 'shop': choose record or client"),
-        (["--strategy", "fedsgd"], "--strategy 'fedsgd': choose fedavg, fedprox or fedadam"),
+        (["--strategy", "fedsgd"], "--strategy 'fedsgd': choose fedavg, fedavgm, fedprox or fedadam"),
     ],
 )
 def test_bad_arguments_are_one_line(args: list[str], message: str) -> None:

@@ -19,7 +19,8 @@ from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
 
 from lmrec.data.split import Split, leave_last_out
 from lmrec.federated import FedMF, FedMFConfig, client_data
-from lmrec.federated.simulation import ClientData, _epsilon
+from lmrec.federated.accounting import epsilon
+from lmrec.federated.clients import ClientData
 from lmrec.models.base import Recommender
 from lmrec.testing import make_checkerboard
 
@@ -48,7 +49,18 @@ def model(split: Split) -> FedMF:
         noise_multiplier=1.0,
         seed=3,
     )
-    return FedMF(config).fit(split.train, valid=split.valid, keep_messages=True)
+    model = FedMF(config)
+    seen: list[int] = []
+
+    def server_eval(server_round: int, items: np.ndarray) -> float:
+        # the simulation hands over each round's aggregated table; serve it through the model
+        seen.append(server_round)
+        assert items.shape == (N_ITEMS, FACTORS + 1)
+        return float(model.with_items(items).score([0], [0])[0, 0])
+
+    model.fit(split.train, valid=split.valid, keep_messages=True, server_eval=server_eval)
+    model.server_rounds_ = seen  # type: ignore[attr-defined]
+    return model
 
 
 def _clients(split: Split, model: FedMF) -> list[ClientData]:
@@ -90,6 +102,14 @@ def test_two_clients_two_rounds(model: FedMF) -> None:
     assert all(r.valid_ndcg is not None and 0.0 <= r.valid_ndcg <= 1.0 for r in rounds)
 
 
+def test_server_eval_sees_every_round_table(model: FedMF) -> None:
+    assert model.server_rounds_ == [1, 2]  # type: ignore[attr-defined]
+    rounds = model.run_.rounds
+    assert all(r.server_ndcg is not None for r in rounds)
+    # the last round's table is the model's: the score measured by server_eval is the model's score
+    assert rounds[-1].server_ndcg == pytest.approx(float(model.score([0], [0])[0, 0]), rel=1e-5)
+
+
 def test_the_server_receives_no_interactions(model: FedMF, split: Split) -> None:
     clients = _clients(split, model)
     received = model.run_.received
@@ -115,7 +135,7 @@ def test_epsilon_grows_with_rounds_and_shrinks_with_noise(model: FedMF) -> None:
     assert eps[0] is not None and eps[1] is not None and 0 < eps[0] < eps[1]
     assert model.run_.delta == pytest.approx(1 / N_USERS)
     # the accountant the clients call: more noise, less ε; more steps, more ε
-    assert _epsilon(2.0, 0.1, 100, 1e-3) < _epsilon(1.0, 0.1, 100, 1e-3) < _epsilon(1.0, 0.1, 200, 1e-3)
+    assert epsilon(2.0, 0.1, 100, 1e-3) < epsilon(1.0, 0.1, 100, 1e-3) < epsilon(1.0, 0.1, 200, 1e-3)
 
 
 def test_the_artifact_records_the_run_and_serves(model: FedMF, tmp_path: Path) -> None:

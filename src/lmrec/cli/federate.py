@@ -21,7 +21,7 @@ def federate_cmd(
     ] = "ml-100k",
     model: Annotated[str, typer.Option("--model", "-m", help="federated model: mf (BPR-MF)")] = "mf",
     clients: Annotated[int, typer.Option("--clients", "-k", min=1, help="cross-silo clients")] = 10,
-    rounds: Annotated[int, typer.Option("--rounds", "-r", min=1, help="federated rounds")] = 30,
+    rounds: Annotated[int, typer.Option("--rounds", "-r", min=1, help="federated rounds")] = 40,
     partition: Annotated[
         str,
         typer.Option(
@@ -32,7 +32,16 @@ def federate_cmd(
     fraction: Annotated[
         float, typer.Option("--fraction", min=0.0, max=1.0, help="share of clients sampled per round")
     ] = 1.0,
-    strategy: Annotated[str, typer.Option("--strategy", help="fedavg, fedprox or fedadam")] = "fedavg",
+    strategy: Annotated[
+        str, typer.Option("--strategy", help="fedavg, fedavgm, fedprox or fedadam")
+    ] = "fedavg",
+    server_lr: Annotated[
+        float | None,
+        typer.Option("--server-lr", help="server step size (FedAvgM default 1, FedAdam 0.01)"),
+    ] = None,
+    server_momentum: Annotated[
+        float, typer.Option("--server-momentum", min=0.0, max=0.99, help="FedAvgM's server momentum")
+    ] = 0.0,
     dp: Annotated[
         str,
         typer.Option("--dp", help="record (DP-SGD on clients, Opacus) or client (Flower's server-side DP)"),
@@ -67,8 +76,8 @@ def federate_cmd(
         raise LmrecError(f"--model {model!r}: only 'mf' (federated BPR-MF) is available")
     if dp not in ("record", "client"):
         raise LmrecError(f"--dp {dp!r}: choose record or client")
-    if strategy not in ("fedavg", "fedprox", "fedadam"):
-        raise LmrecError(f"--strategy {strategy!r}: choose fedavg, fedprox or fedadam")
+    if strategy not in ("fedavg", "fedavgm", "fedprox", "fedadam"):
+        raise LmrecError(f"--strategy {strategy!r}: choose fedavg, fedavgm, fedprox or fedadam")
     try:
         from lmrec.federated import FedMF, FedMFConfig
         from lmrec.federated.report import plot_rounds
@@ -87,6 +96,8 @@ def federate_cmd(
             "partition": partition,
             "fraction": fraction,
             "strategy": strategy,
+            "server_learning_rate": server_lr,
+            "server_momentum": server_momentum,
             "dp": dp if dp_epsilon is not None else "none",
             "dp_epsilon": dp_epsilon,
             "dp_delta": dp_delta,

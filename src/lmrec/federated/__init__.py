@@ -20,15 +20,17 @@ from lmrec.federated.config import FedMFConfig
 from lmrec.federated.partition import partition_users
 
 if TYPE_CHECKING:
+    from lmrec.federated.clients import ClientData, client_data
     from lmrec.federated.model import FedMF
-    from lmrec.federated.simulation import ClientData, FederatedRun, RoundLog, client_data, simulate
+    from lmrec.federated.server import FederatedRun, RoundLog
+    from lmrec.federated.simulation import simulate
 
 _LAZY = {
     "FedMF": "lmrec.federated.model",
-    "ClientData": "lmrec.federated.simulation",
-    "FederatedRun": "lmrec.federated.simulation",
-    "RoundLog": "lmrec.federated.simulation",
-    "client_data": "lmrec.federated.simulation",
+    "ClientData": "lmrec.federated.clients",
+    "FederatedRun": "lmrec.federated.server",
+    "RoundLog": "lmrec.federated.server",
+    "client_data": "lmrec.federated.clients",
     "simulate": "lmrec.federated.simulation",
 }
 

@@ -89,7 +89,6 @@ def local_update(
     n = len(user_idx)
     model = _BPR(users.astype(np.float32), items.astype(np.float32))
     anchor = torch.from_numpy(items.astype(np.float32)) if config.proximal_mu > 0 else None
-    opt = _optimizer(model, config)
     seed = int(rng.integers(2**31))
     torch.manual_seed(seed)
     u_all = torch.from_numpy(user_idx.astype(np.int64))
@@ -98,6 +97,7 @@ def local_update(
         return LocalResult(items.copy(), users.copy(), 0.0, 0, 0.0)
     losses: list[float] = []
     if config.noise_multiplier <= 0:
+        plain = _PlainOptimizer(list(model.parameters()), config)
         for _ in range(config.epochs):
             order = torch.from_numpy(rng.permutation(n))
             for start in range(0, n, config.batch_size):
@@ -106,12 +106,12 @@ def local_update(
                 logit = model(u_all[b], torch.stack([i_all[b], neg], 1))
                 loss = nn.functional.softplus(-logit).mean()
                 total = loss + _proximal(model, anchor, config.proximal_mu)
-                opt.zero_grad()
+                plain.zero_grad()
                 total.backward()
-                opt.step()
+                plain.step()
                 losses.append(float(loss.detach()))
         return LocalResult(_numpy(model.items), _numpy(model.users), float(np.mean(losses)), 0, 0.0)
-    return _dp_update(model, opt, anchor, u_all, i_all, n_items, config, rng, seed)
+    return _dp_update(model, _optimizer(model, config), anchor, u_all, i_all, n_items, config, rng, seed)
 
 
 def _dp_update(
@@ -184,6 +184,45 @@ def _optimizer(model: _BPR, config: LocalConfig) -> torch.optim.Optimizer:
             model.parameters(), lr=config.learning_rate, weight_decay=config.regularization
         )
     return torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.regularization)
+
+
+class _PlainOptimizer:
+    """``torch.optim.Adam`` / ``SGD`` (coupled weight decay, no AMSGrad) for the non-DP update.
+
+    The same arithmetic as torch's (a test compares them step by step), written out because the
+    first ``torch.optim.Optimizer`` of a process imports ``torch._dynamo``: 3 s in a quiet process,
+    over a minute in a fresh Ray actor on a busy 2-core machine, paid again by every simulation.
+    DP-SGD keeps torch's optimisers (Opacus wraps them).
+    """
+
+    def __init__(self, params: list[nn.Parameter], config: LocalConfig) -> None:
+        self.params = params
+        self.lr = config.learning_rate
+        self.wd = config.regularization
+        self.adam = config.optimizer == "adam"
+        self.m = [torch.zeros_like(p) for p in params]
+        self.v = [torch.zeros_like(p) for p in params]
+        self.t = 0
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        self.t += 1
+        b1, b2, eps = 0.9, 0.999, 1e-8
+        for p, m, v in zip(self.params, self.m, self.v, strict=True):
+            if p.grad is None:
+                continue
+            g = p.grad if self.wd == 0 else p.grad + self.wd * p
+            if not self.adam:
+                p.sub_(self.lr * g)
+                continue
+            m.mul_(b1).add_(g, alpha=1 - b1)
+            v.mul_(b2).addcmul_(g, g, value=1 - b2)
+            denom = (v / (1 - b2**self.t)).sqrt_().add_(eps)
+            p.addcdiv_(m, denom, value=-self.lr / (1 - b1**self.t))
 
 
 def _proximal(model: _BPR, anchor: torch.Tensor | None, mu: float) -> torch.Tensor:

@@ -16,6 +16,7 @@ for an empty history uses the learnt item biases, not counts the server never se
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any, Self
 
@@ -23,9 +24,11 @@ import numpy as np
 import polars as pl
 
 from lmrec.data.dataset import Dataset
+from lmrec.federated.clients import client_data
 from lmrec.federated.config import FedMFConfig
 from lmrec.federated.partition import partition_users
-from lmrec.federated.simulation import FederatedRun, RoundLog, client_data, simulate
+from lmrec.federated.server import FederatedRun, RoundLog
+from lmrec.federated.simulation import simulate
 from lmrec.models.mf import BPR
 
 
@@ -43,22 +46,25 @@ class FedMF(BPR):
         valid: pl.DataFrame | None = None,
         on_round: Callable[[RoundLog], None] | None = None,
         keep_messages: bool = False,
+        server_eval: Callable[[int, np.ndarray], float | None] | None = None,
     ) -> Self:
         """Train by simulated federated learning on ``data``.
 
         ``valid`` (held-out interactions with ``user_idx``/``item_idx``, e.g. ``Split.valid``) gives
         each client validation targets for its own users: the clients report NDCG@10 every round.
         ``on_round`` receives each round's :class:`RoundLog`; ``keep_messages`` keeps every message
-        the server received in ``self.run_.received`` (for inspection).
+        the server received in ``self.run_.received`` (for inspection). ``server_eval(round, items)``
+        measures each round's aggregated item table (simulation only; see :func:`simulate`).
         """
         self._start_fit(data)
         self._on_round = on_round
         self._keep = keep_messages
         self._valid = valid
+        self._server_eval = server_eval
         try:
             self._fit(data)
         finally:
-            self._on_round, self._valid = None, None
+            self._on_round, self._valid, self._server_eval = None, None, None
         return self
 
     def _fit(self, data: Dataset) -> None:
@@ -80,8 +86,15 @@ class FedMF(BPR):
             c,
             on_round=getattr(self, "_on_round", None),
             keep_messages=getattr(self, "_keep", False),
+            server_eval=getattr(self, "_server_eval", None),
         )
         self._set_items(self.run_.items)
+
+    def with_items(self, items: np.ndarray) -> FedMF:
+        """A copy of this fitted model serving ``items`` instead (e.g. one round's item table)."""
+        other = copy.copy(self)
+        other._set_items(items)
+        return other
 
     def _set_items(self, items: np.ndarray) -> None:
         self.item_factors_ = np.ascontiguousarray(items, dtype=np.float32)
