@@ -206,7 +206,9 @@ def simulate(
                 "init_args": (
                     {"address": c.ray_address, "log_to_driver": False}
                     if c.ray_address
-                    else {"num_cpus": c.simulation_cpus, "include_dashboard": False}
+                    # "local": a Ray instance of its own, never one another process started on
+                    # this machine (a plain ray.init() attaches to it and then refuses num_cpus)
+                    else {"address": "local", "num_cpus": c.simulation_cpus, "include_dashboard": False}
                 ),
             },
         )
