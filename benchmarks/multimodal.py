@@ -10,6 +10,11 @@ Arms (all :class:`~lmrec.models.content.ContentRecommender`, recency half-life 5
 * ``image``: the poster through the offline ImageNet MobileNetV2 (:mod:`lmrec.image`);
 * ``text + image``: both, late fusion ``(1 - w) * text cosine + w * picture cosine``; ``w`` is
   chosen from ``--weights`` on the **validation** phase of the same protocol (never on test);
+* ``text -> CF projection`` / ``image -> CF projection`` (cold items only): ``cf_projection=True``,
+  a ridge regression learned on the warm items from the content vector to the item factors of a
+  truncated SVD of the training interactions; a user is the SVD fold-in of their history. The
+  width (8/16/32/64/128 factors), the ridge strength (3/10/30/100/300/1000) and, for ``text + image ->
+  CF``, the picture share (0.25/0.5/0.75) are chosen per seed on the **validation**-cold items;
 * ``popularity``: training counts. On cold candidates every count is 0, so popularity's ranking is
   its tie-break: both the library's (ascending item id, which on MovieLens is itself a popularity
   signal) and a random one are shown.
@@ -102,15 +107,26 @@ def candidate_ndcg(
     return ranking_metrics(np.concatenate(tops), tgt[users], (K,), ("ndcg",))[f"ndcg@{K}"]
 
 
+#: modalities that also get a content -> collaborative projection arm (``--projection``), and the
+#: grid its width and ridge strength are chosen from on the cold validation items
+PROJECTED: list[str] = ["image", "text", "text+image"]
+PROJ_FACTORS = (8, 16, 32, 64, 128)
+PROJ_RIDGES = (3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)
+#: picture shares tried for the text+image projection (the content vector's scaling feeds the ridge)
+PROJ_WEIGHTS = (0.25, 0.5, 0.75)
+
 #: the encoders (``--text-encoder`` / ``--image-encoder``; None: MiniLM and MobileNetV2)
 ENCODERS: dict[str, str | None] = {"text": None, "image": None}
 
 
-def content(train: Dataset, cache: str, modalities: tuple[str, ...], w: float = 0.5) -> ContentRecommender:
+def content(
+    train: Dataset, cache: str, modalities: tuple[str, ...], w: float = 0.5, **projection: Any
+) -> ContentRecommender:
     return ContentRecommender(
         profile=PROFILE,
         modalities=modalities,
         image_weight=w,
+        **projection,
         cache_dir=cache,
         device="cpu",
         encoder=ENCODERS["text"],
@@ -193,6 +209,7 @@ def picture_examples(
 def run_cold(data: Dataset, seeds: list[int], weights: list[float], cache: str) -> dict[str, Any]:
     per_arm: dict[str, list[np.ndarray]] = {}
     chosen = []
+    projected: list[dict[str, Any]] = []
     examples: list[dict[str, Any]] = []
     for seed in seeds:
         split = cold_item(data, item_fraction=0.1, valid_fraction=0.1, seed=seed)
@@ -227,6 +244,53 @@ def run_cold(data: Dataset, seeds: list[int], weights: list[float], cache: str) 
                 data, arms["content: text"], arms["content: text + image (w from valid)"], split, test_items
             )
         print(f"cold-item seed {seed}: weight {w} (valid {val})", flush=True)
+        for mod in PROJECTED:
+            # validation: the collaborative space's width, the ridge strength and (text+image) the
+            # picture share; never test
+            mods = tuple(mod.split("+"))
+            pval = {
+                (f, r, pw): float(
+                    candidate_ndcg(
+                        content(
+                            train,
+                            cache,
+                            mods,
+                            pw,
+                            cf_projection=True,
+                            projection_factors=f,
+                            projection_ridge=r,
+                        ),
+                        train,
+                        split.valid,
+                        valid_items,
+                    ).mean()
+                )
+                for f in PROJ_FACTORS
+                for r in PROJ_RIDGES
+                for pw in (PROJ_WEIGHTS if len(mods) > 1 else (0.5,))
+            }
+            # ties: fewer factors, more ridge, smaller picture share
+            f, r, pw = max(pval, key=lambda key: (pval[key], -key[0], key[1], -key[2]))
+            projected.append(
+                {
+                    "seed": seed,
+                    "modality": mod,
+                    "factors": f,
+                    "ridge": r,
+                    "image_weight": pw if len(mods) > 1 else None,
+                    "valid_ndcg@10": {f"{a}/{b}/{c}": round(v, 4) for (a, b, c), v in pval.items()},
+                }
+            )
+            model = content(
+                train, cache, mods, pw, cf_projection=True, projection_factors=f, projection_ridge=r
+            )
+            name = f"content: {mod} -> CF projection (from valid)"
+            per_arm.setdefault(name, []).append(candidate_ndcg(model, train, split.test, test_items))
+            print(
+                f"cold-item seed {seed}: {mod} projection factors {f} ridge {r} picture share {pw} "
+                f"(valid {pval[(f, r, pw)]:.4f})",
+                flush=True,
+            )
     rows = {
         name: ci(np.concatenate(v)) | {"per_seed": [round(float(x.mean()), 4) for x in v]}
         for name, v in per_arm.items()
@@ -239,6 +303,16 @@ def run_cold(data: Dataset, seeds: list[int], weights: list[float], cache: str) 
         "examples": examples,
         "paired_text+image_vs_text": paired_test(both, text).to_dict(),
         "paired_image_vs_text": paired_test(np.concatenate(per_arm["content: image"]), text).to_dict(),
+        "projection_choices": projected,
+        **{
+            f"paired_{mod}_projection_vs_{mod}": paired_test(
+                np.concatenate(per_arm[f"content: {mod} -> CF projection (from valid)"]),
+                np.concatenate(
+                    per_arm["content: text + image (w from valid)" if "+" in mod else f"content: {mod}"]
+                ),
+            ).to_dict()
+            for mod in PROJECTED
+        },
     }
 
 
@@ -374,9 +448,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--hybrid", action="store_true", help="also the hybrid ranker with/without picture features (warm)"
     )
+    ap.add_argument(
+        "--projection",
+        default="image,text,text+image",
+        help="modalities with a cf_projection arm on cold items ('' for none)",
+    )
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     ENCODERS.update(text=args.text_encoder, image=args.image_encoder)
+    PROJECTED[:] = [m for m in args.projection.split(",") if m]
     seeds = [int(s) for s in args.seeds.split(",")]
     weights = [float(w) for w in args.weights.split(",")]
     cache = args.cache_dir or str(default_cache_dir())
@@ -415,6 +495,9 @@ def main(argv: list[str] | None = None) -> int:
     names = [
         ("popularity", "popularity", "popularity (ties by item id)"),
         ("popularity, random ties", None, "popularity (ties at random)"),
+        ("content: image -> CF projection", None, "content: image -> CF projection (from valid)"),
+        ("content: text -> CF projection", None, "content: text -> CF projection (from valid)"),
+        ("content: text + image -> CF projection", None, "content: text+image -> CF projection (from valid)"),
         ("content: text", "content: text", "content: text"),
         ("content: image", "content: image", "content: image"),
         (

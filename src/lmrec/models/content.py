@@ -31,6 +31,20 @@ picture has a zero picture part: it is scored on its text alone. The picture mod
 with text, so a free-text query is scored on the text part only (and refused by a pictures-only
 model).
 
+Collaborative projection (``cf_projection``, the CB2CF idea): content cosine says which items
+*look* alike, not which items the same people take. With ``cf_projection=True`` the model also
+learns, on the warm items only (those with training interactions), a ridge regression from the
+content vector (text, picture or both, as above) to the item factors of a truncated SVD of the
+binarised training interactions (``V * sqrt(s)``, ``projection_factors`` of them). Every item's
+vector becomes its *mapped* content vector, so a cold item lands where warm items that look like it
+sit in the collaborative space; a query is the SVD fold-in of its history (the sum of
+``V[j] / sqrt(s)`` over the distinct history items ``j``, i.e. the user's factor ``U * sqrt(s)``),
+so a score is the SVD's predicted affinity with the mapped item. Scores are then unnormalised dot
+products (the predicted popularity an item's look implies is part of them). Free-text queries are
+refused in this mode (the text lands in the content space, not the collaborative one); ``add_items``
+maps new items' content vectors through the same regression. On ml-100k-posters' cold items this
+lifts picture-only NDCG@10 by about 6% (docs/multimodal.md).
+
 Scores are cosine similarities (all vectors unit length), so the model is an
 :class:`~lmrec.models.base.EmbeddingRecommender` and the serving layer's ANN index serves it like
 any other embedding model. Nothing is learned from interactions: fitting only encodes the item
@@ -46,6 +60,7 @@ from typing import Any, Literal
 
 import numpy as np
 import polars as pl
+import scipy.sparse as sp
 from pydantic import Field
 
 from lmrec.data.dataset import Dataset
@@ -109,6 +124,12 @@ class ContentConfig(ModelConfig):
     image_encoder: str | None = None
     #: the picture's share of an item's score when both modalities are used (see the class docstring)
     image_weight: float = Field(0.5, ge=0.0, le=1.0)
+    #: map content vectors into a collaborative space learned on warm items (see the class docstring)
+    cf_projection: bool = False
+    #: SVD factors of the collaborative space (capped by the training matrix's shape)
+    projection_factors: int = Field(64, ge=1)
+    #: ridge strength of the content -> factor regression (content vectors are unit length)
+    projection_ridge: float = Field(100.0, gt=0.0)
 
 
 class ContentRecommender(EmbeddingRecommender):
@@ -150,6 +171,10 @@ class ContentRecommender(EmbeddingRecommender):
         self.encoder_id_: str | None = None
         #: review keyphrases per item (external id -> phrases), when ``keywords_per_item`` > 0
         self.keywords_: dict[Any, list[str]] = {}
+        #: content -> collaborative regression (content dim x factors; empty without ``cf_projection``)
+        self.projection_ = np.zeros((0, 0), np.float32)
+        #: per item, its contribution to a query's fold-in vector (items x factors; zeros for cold items)
+        self.query_table_ = np.zeros((0, 0), np.float32)
 
     # ------------------------------------------------------------------ encoder
     @property
@@ -239,6 +264,43 @@ class ContentRecommender(EmbeddingRecommender):
                 else (data.images.model_id or data.images.source)
             )
         self.item_vectors_ = np.concatenate(parts, axis=1).astype(np.float32) if len(parts) > 1 else parts[0]
+        self.projection_ = np.zeros((0, 0), np.float32)
+        self.query_table_ = np.zeros((0, 0), np.float32)
+        if self.config.cf_projection:
+            self._fit_projection(data)
+
+    def _fit_projection(self, data: Dataset) -> None:
+        """Ridge from content vectors of warm items to truncated-SVD item factors (class docstring)."""
+        from scipy.sparse.linalg import svds
+
+        assert self.item_vectors_ is not None
+        inter = data.interactions
+        rows, cols = inter["user_idx"].to_numpy(), inter["item_idx"].to_numpy()
+        r = sp.csr_matrix((np.ones(len(rows), np.float64), (rows, cols)), shape=(data.n_users, data.n_items))
+        r.data[:] = 1.0  # binarised: a repeated pair counts once
+        content = self.item_vectors_.astype(np.float64)
+        warm = (np.asarray(r.sum(axis=0)).ravel() > 0) & (np.abs(content).sum(axis=1) > 0)
+        k = min(self.config.projection_factors, min(r.shape) - 1)
+        if k < 1 or warm.sum() < 2:
+            raise LmrecError(
+                f"cf_projection needs at least 2 users and 2 warm items with content; dataset {data.name!r} "
+                f"has {data.n_users} users and {int(warm.sum())} such items"
+            )
+        # a fixed start vector: the same data gives the same factors
+        v0 = np.full(min(r.shape), 1.0 / math.sqrt(min(r.shape)))
+        _, s, vt = svds(r, k=k, v0=v0)
+        keep = s > 1e-8 * max(float(s.max()), 1e-30)
+        s, vt = s[keep], vt[keep]
+        factors = vt.T * np.sqrt(s)[None, :]
+        xw = content[warm]
+        gram = xw.T @ xw + self.config.projection_ridge * np.eye(content.shape[1])
+        self.projection_ = np.linalg.solve(gram, xw.T @ factors[warm]).astype(np.float32)
+        self.query_table_ = (vt.T / np.sqrt(s)[None, :]).astype(np.float32)
+        self.item_vectors_ = (content @ self.projection_).astype(np.float32)
+
+    @property
+    def _projected(self) -> bool:
+        return self.projection_.size > 0
 
     def _fit_text(self, data: Dataset) -> None:
         encoder = self.encoder
@@ -276,7 +338,12 @@ class ContentRecommender(EmbeddingRecommender):
         return self.item_vectors_
 
     def history_vector(self, items: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
-        """Unit vector of a time-ordered history of internal item indices (zeros for an empty one)."""
+        """Unit vector of a time-ordered history of internal item indices (zeros for an empty one);
+        with ``cf_projection``, the SVD fold-in of its distinct items (not unit length)."""
+        if self._projected:
+            if len(items) == 0:
+                return np.zeros(self.query_table_.shape[1], np.float32)
+            return self.query_table_[np.unique(np.asarray(items))].sum(axis=0).astype(np.float32)
         extra = None
         if weights is not None and self.config.use_weights:
             extra = np.log1p(np.maximum(np.asarray(weights, np.float64), 0.0))
@@ -297,6 +364,11 @@ class ContentRecommender(EmbeddingRecommender):
                 out[qi] = self.history_vector(seq, weights)
                 has_hist[qi] = True
         text_rows = [i for i, t in enumerate(batch.texts) if t]
+        if text_rows and self._projected:
+            raise LmrecError(
+                "this content model scores in a collaborative space (cf_projection=True): a free-text query "
+                "lands in the text space, not that one; use a model without cf_projection for text queries"
+            )
         if text_rows and "text" not in self.config.modalities:
             raise LmrecError(
                 "this content model scores pictures only (modalities=('image',)): the picture model shares "
@@ -369,7 +441,8 @@ class ContentRecommender(EmbeddingRecommender):
             items = items.with_columns(pl.col("item_id").cast(pl.Int64))
         else:
             items = items.with_columns(pl.col("item_id").cast(pl.Utf8))
-        vecs = np.zeros((items.height, self.item_vectors_.shape[1]), np.float32)
+        width = self.projection_.shape[0] if self._projected else self.item_vectors_.shape[1]
+        vecs = np.zeros((items.height, width), np.float32)
         wt, wi = self._weights()
         if "text" in self.config.modalities:
             texts = item_texts_from_frame(items, self.config.profile)
@@ -391,7 +464,15 @@ class ContentRecommender(EmbeddingRecommender):
                 "new items need an 'image' column of picture files: this content model scores pictures only",
                 column="image",
             )
+        if self._projected:
+            vecs = vecs @ self.projection_  # a new item is cold: it lands where look-alike warm items sit
         vocab = self.item_vocab.extend(items["item_id"].to_list())
+        if self._projected:
+            # a new item has no interactions: it adds nothing to a query's fold-in
+            qt = np.zeros((len(vocab), self.query_table_.shape[1]), np.float32)
+            qt[: len(self.query_table_)] = self.query_table_
+            qt[vocab.indices(items["item_id"].to_list())] = 0.0
+            self.query_table_ = qt
         table = np.zeros((len(vocab), self.item_vectors_.shape[1]), np.float32)
         table[: len(self.item_vectors_)] = self.item_vectors_
         table[vocab.indices(items["item_id"].to_list())] = vecs
@@ -429,6 +510,8 @@ class ContentRecommender(EmbeddingRecommender):
             "item_vectors": self.item_vectors_,
             "center": self.center_,
             "image_center": self.image_center_,
+            "projection": self.projection_,
+            "query_table": self.query_table_,
         }
 
     def _get_extra(self) -> dict[str, Any]:
@@ -448,6 +531,12 @@ class ContentRecommender(EmbeddingRecommender):
         self.encoder_id_ = extra.get("encoder_model_id")
         self.image_encoder_id_ = extra.get("image_encoder_model_id")
         self.image_center_ = tensors.get("image_center", np.zeros(0, np.float32)).astype(
+            np.float32, copy=False
+        )
+        self.projection_ = tensors.get("projection", np.zeros((0, 0), np.float32)).astype(
+            np.float32, copy=False
+        )
+        self.query_table_ = tensors.get("query_table", np.zeros((0, 0), np.float32)).astype(
             np.float32, copy=False
         )
         self.text_dim_ = int(extra.get("text_dim") or (dim if "text" in self.config.modalities else 0))
