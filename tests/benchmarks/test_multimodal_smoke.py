@@ -29,6 +29,9 @@ def test_multimodal_benchmark_runs_end_to_end(tmp_path: Path, data_home: Path) -
         "content: text",
         "content: image",
         "content: text + image (w from valid)",
+        "content: text -> CF projection (from valid)",
+        "content: image -> CF projection (from valid)",
+        "content: text+image -> CF projection (from valid)",
     }
     for row in [*cold["rows"].values(), *warm["rows"].values()]:
         assert 0 <= row["lo"] <= row["ndcg@10"] <= row["hi"] <= 1
