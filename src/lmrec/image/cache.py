@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from lmrec.image.encoder import ImageEncoder
-from lmrec.text.cache import CacheStats, EmbeddingCache
+from lmrec.text.cache import EmbeddingCache
 from lmrec.text.encoder import l2_normalize
 
 if TYPE_CHECKING:
@@ -52,30 +51,16 @@ def cached_encode_images(
         return encoder.encode(images, batch_size=batch_size, show_progress=show_progress)
     if not isinstance(cache, EmbeddingCache):
         cache = EmbeddingCache(cache)
-    started = time.perf_counter()
     keys = [image_key(im) for im in images]
     first = {k: i for i, k in reversed(list(enumerate(keys)))}
-    uniq = list(first)
-    found, vecs = cache.get(encoder.model_id, uniq)
-    missing = [k for k, f in zip(uniq, found, strict=True) if not f]
-    if missing:
-        new = encoder.encode(
+    return cache.lookup_or_encode(
+        encoder.model_id,
+        keys,
+        lambda missing: encoder.encode(
             [images[first[k]] for k in missing], batch_size=batch_size, show_progress=show_progress
-        )
-        cache.put(encoder.model_id, missing, new)
-        if vecs is None:
-            vecs = np.zeros((len(uniq), new.shape[1]), np.float32)
-        vecs[~found] = new
-    pos = {k: i for i, k in enumerate(uniq)}
-    out = vecs[[pos[k] for k in keys]] if vecs is not None else np.zeros((0, encoder.dim), np.float32)
-    cache.last_stats = CacheStats(
-        n_texts=len(images),
-        n_unique=len(uniq),
-        hits=int(found.sum()),
-        encoded=len(missing),
-        seconds=time.perf_counter() - started,
+        ),
+        dim=encoder.dim,
     )
-    return out
 
 
 def item_image_vectors(

@@ -30,7 +30,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -311,22 +311,42 @@ class EmbeddingCache:
         loads). ``last_stats`` says how many texts were hits. Query-kind texts are keyed separately
         (prefix models encode them differently).
         """
-        started = time.perf_counter()
         model_id = encoder.model_id if kind == "document" else f"{encoder.model_id};kind={kind}"
         texts = list(texts)
-        uniq = list(dict.fromkeys(texts))
+        return self.lookup_or_encode(
+            model_id,
+            texts,
+            lambda missing: encoder.encode(
+                missing, batch_size=batch_size, show_progress=show_progress, kind=kind
+            ),
+            dim=encoder.dim,
+        )
+
+    def lookup_or_encode(
+        self,
+        model_id: str,
+        keys: Sequence[str],
+        encode_missing: Callable[[list[str]], np.ndarray],
+        *,
+        dim: int,
+    ) -> np.ndarray:
+        """One row per key: cached rows read from disk, the rest from ``encode_missing(uncached
+        distinct keys)`` and stored. Sets ``last_stats``. The text and image layers share it."""
+        started = time.perf_counter()
+        keys = list(keys)
+        uniq = list(dict.fromkeys(keys))
         found, vecs = self.get(model_id, uniq)
-        missing = [t for t, f in zip(uniq, found, strict=True) if not f]
+        missing = [k for k, f in zip(uniq, found, strict=True) if not f]
         if missing:
-            new = encoder.encode(missing, batch_size=batch_size, show_progress=show_progress, kind=kind)
+            new = encode_missing(missing)
             self.put(model_id, missing, new)
             if vecs is None:
                 vecs = np.zeros((len(uniq), new.shape[1]), np.float32)
             vecs[~found] = new
-        pos = {t: i for i, t in enumerate(uniq)}
-        out = vecs[[pos[t] for t in texts]] if vecs is not None else np.zeros((0, encoder.dim), np.float32)
+        pos = {k: i for i, k in enumerate(uniq)}
+        out = vecs[[pos[k] for k in keys]] if vecs is not None else np.zeros((0, dim), np.float32)
         self.last_stats = CacheStats(
-            n_texts=len(texts),
+            n_texts=len(keys),
             n_unique=len(uniq),
             hits=int(found.sum()),
             encoded=len(missing),
