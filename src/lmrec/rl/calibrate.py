@@ -186,8 +186,8 @@ def simulate_sessions(
         while not sim.done:
             a, _ = policy.act(obs, rng)
             res = sim.step(a, obs)
-            slot = np.maximum(res.clicked_slot, 0)
-            item = obs.items[np.arange(len(u)), np.asarray(a).reshape(len(u), -1)[np.arange(len(u)), slot]]
+            rows = np.arange(len(u))
+            item = obs.items[rows, a[rows, np.maximum(res.clicked_slot, 0)]]
             clicked = res.click > 0
             both = clicked & (last >= 0)
             if both.any():

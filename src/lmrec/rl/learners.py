@@ -204,8 +204,6 @@ def train_reinforce(
     adv = adv / (adv.std() + 1e-9)
     state, cand = logs.state[alive], logs.cand[alive]
     action, beta = logs.action[alive], logs.propensity[alive]
-    if action.ndim == 1:
-        action, beta = action[:, None], beta[:, None]
     k = action.shape[1]
     top_k = cfg.top_k or k
     scaler = Scaler.fit(state, cand)

@@ -247,6 +247,11 @@ class ScoredPolicy(CandidatePolicy):
         self.net.eval()
         return self.net(self.scaler.inputs(obs.state_feats, obs.cand_feats)).squeeze(-1).numpy()
 
+    def exploring(self, obs: Observation, epsilon: float) -> np.ndarray:
+        """``(1 − ε)·π + ε/N``, where ``π`` is the policy's own rule (DQN: its argmax; REINFORCE: its
+        softmax): what the serving re-ranker draws each slot from."""
+        raise NotImplementedError
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Tensors for safetensors (network weights plus the input scaler)."""
         out = {f"net.{k}": v.detach().clone() for k, v in self.net.state_dict().items()}
@@ -269,8 +274,11 @@ class QPolicy(ScoredPolicy):
     def ranking(self, obs: Observation) -> np.ndarray:
         return self.scores(obs)
 
+    def exploring(self, obs: Observation, epsilon: float) -> np.ndarray:
+        return _greedy_probabilities(self.scores(obs), epsilon)
+
     def probabilities(self, obs: Observation) -> np.ndarray:
-        return _greedy_probabilities(self.scores(obs), self.epsilon)
+        return self.exploring(obs, self.epsilon)
 
 
 class SoftmaxPolicy(ScoredPolicy):
@@ -294,13 +302,14 @@ class SoftmaxPolicy(ScoredPolicy):
         e = np.exp(s - s.max(1, keepdims=True))
         return e / e.sum(1, keepdims=True)
 
-    def probabilities(self, obs: Observation) -> np.ndarray:
+    def exploring(self, obs: Observation, epsilon: float) -> np.ndarray:
         p = self.softmax(obs)
+        return (1 - epsilon) * p + epsilon / p.shape[1]
+
+    def probabilities(self, obs: Observation) -> np.ndarray:
         if self.greedy:
-            g = np.zeros(p.shape)
-            g[np.arange(len(p)), p.argmax(1)] = 1.0
-            p = g
-        return (1 - self.epsilon) * p + self.epsilon / p.shape[1]
+            return _greedy_probabilities(self.scores(obs), self.epsilon)
+        return self.exploring(obs, self.epsilon)
 
 
 # ---------------------------------------------------------------------- rollouts

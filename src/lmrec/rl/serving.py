@@ -32,8 +32,15 @@ from typing import Any
 import numpy as np
 
 from lmrec.rl.artifact import load_policy
-from lmrec.rl.policies import QPolicy, ScoredPolicy
-from lmrec.rl.simulator import ClickModel, DynamicsConfig, Observation, click_features
+from lmrec.rl.policies import ScoredPolicy
+from lmrec.rl.simulator import (
+    ClickModel,
+    DynamicsConfig,
+    Observation,
+    candidate_features,
+    click_features,
+    state_features,
+)
 
 
 @dataclass
@@ -53,16 +60,6 @@ class RLReranker:
     def load(cls, path: str | os.PathLike[str], *, epsilon: float = 0.05, seed: int = 0) -> RLReranker:
         policy, meta = load_policy(path)
         return cls(policy, meta["dynamics"], meta["click_model"], epsilon=epsilon, seed=seed)
-
-    def _probabilities(self, obs: Observation) -> np.ndarray:
-        scores = self.policy.scores(obs)[0]
-        if isinstance(self.policy, QPolicy):
-            p = np.zeros_like(scores)
-            p[int(np.argmax(scores))] = 1.0
-        else:
-            e = np.exp(scores - scores.max())
-            p = e / e.sum()
-        return (1 - self.epsilon) * p + self.epsilon / len(p)
 
     def rerank(
         self,
@@ -112,26 +109,23 @@ class RLReranker:
             last = recent[-c.recent_len * c.slate_size :]
             rep = (cu @ features[pool[last]].T).max(1) if last else np.zeros(len(cand))
             n_r = max(len(recent_p[-c.recent_len :]), 1)
-            state = np.array(
-                [
-                    min(len(recent_p) / c.horizon, 1.0),
-                    sum(recent_p[-c.recent_len :]) / n_r,
-                    sum(recent_rep[-c.recent_len :]) / n_r,
-                    recent_p[-1] if recent_p else 0.0,
-                    0.0,
-                    1.0,
-                ]
+            # seq_drift 0: the request's query vector is the history encoded now (module docstring)
+            state = state_features(
+                min(len(recent_p) / c.horizon, 1.0),
+                sum(recent_p[-c.recent_len :]) / n_r,
+                sum(recent_rep[-c.recent_len :]) / n_r,
+                recent_p[-1] if recent_p else 0.0,
+                0.0,
             )
-            cand_feats = np.concatenate([f[0], rep[:, None], logit[:, None], scores[cand][:, None]], axis=1)
             obs = Observation(
                 items=items[None],
                 base_scores=scores[cand][None],
-                cand_feats=cand_feats[None],
+                cand_feats=candidate_features(f[0], rep, logit, scores[cand])[None],
                 state_feats=state[None],
                 alive=np.ones(1, dtype=bool),
                 click_prob=np.zeros((1, len(cand))),
             )
-            p = self._probabilities(obs)
+            p = self.policy.exploring(obs, self.epsilon)[0]
             m = min(c.slate_size, k - filled, len(cand))
             with self._lock:
                 picks = self.rng.choice(len(cand), size=m, replace=False, p=p)

@@ -187,6 +187,26 @@ def click_features(
     return np.stack([base_scores, log_pop, cmax, cmean], axis=-1)
 
 
+def candidate_features(
+    click_feats: np.ndarray, repeat: np.ndarray, click_logit: np.ndarray, seq_score: np.ndarray
+) -> np.ndarray:
+    """``(..., N, len(CANDIDATE_FEATURES))``: :func:`click_features` then the rest, in
+    :data:`CANDIDATE_FEATURES` order (the simulator and the serving re-ranker both build them here)."""
+    return np.concatenate(
+        [click_feats, repeat[..., None], click_logit[..., None], seq_score[..., None]], axis=-1
+    )
+
+
+def state_features(
+    progress: Any, recent_ctr: Any, recent_repeat: Any, last_click: Any, seq_drift: Any
+) -> np.ndarray:
+    """``(..., len(STATE_FEATURES))`` in :data:`STATE_FEATURES` order (scalars or per-user arrays;
+    the bias column is added here)."""
+    return np.stack(
+        np.broadcast_arrays(progress, recent_ctr, recent_repeat, last_click, seq_drift, 1.0), axis=-1
+    )
+
+
 @dataclass
 class World:
     """What the simulator knows about users and items, in base-model indices.
@@ -357,23 +377,17 @@ class Simulator:
         logit = w.click_model.logits(f) + c.click_shift
         self._rep = self._repetitiveness(cu)
         n_r = np.maximum(self.n_recent, 1)
-        state = np.stack(
-            [
-                np.full(len(items), self.t / c.horizon),
+        return Observation(
+            items=items,
+            base_scores=scores,
+            cand_feats=candidate_features(f, self._rep, logit, scores),
+            state_feats=state_features(
+                self.t / c.horizon,
                 self.recent_click.sum(1) / n_r,
                 self.recent_rep.sum(1) / n_r,
                 self.last_click,
                 self._drift(),
-                np.ones(len(items)),
-            ],
-            axis=1,
-        )
-        cand = np.concatenate([f, self._rep[..., None], logit[..., None], scores[..., None]], axis=-1)
-        return Observation(
-            items=items,
-            base_scores=scores,
-            cand_feats=cand,
-            state_feats=state,
+            ),
             alive=self.alive.copy(),
             click_prob=1.0 / (1.0 + np.exp(-logit)),
             slate_size=c.slate_size,
@@ -473,5 +487,7 @@ __all__ = [
     "Simulator",
     "StepResult",
     "World",
+    "candidate_features",
     "click_features",
+    "state_features",
 ]
