@@ -79,6 +79,22 @@ def parse_size(text: str) -> tuple[str, int, int | None]:
     return text, parse_count(inter), parse_count(items) if items else None
 
 
+def parse_overrides(items: list[str], parser: argparse.ArgumentParser) -> dict[str, dict[str, Any]]:
+    """``["als.use_gpu=false"]`` -> ``{"als": {"use_gpu": False}}``."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        target, eq, raw = item.partition("=")
+        model, dot, key = target.partition(".")
+        if not (eq and dot and key) or model not in MODELS:
+            parser.error(f"--param {item!r}: write MODEL.KEY=VALUE with MODEL one of {', '.join(MODELS)}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out.setdefault(model, {})[key] = value
+    return out
+
+
 def model_params(name: str, *, threads: int, encoder: str | None) -> dict[str, Any]:
     """Each model's defaults, except: one training epoch without validation for the neural models,
     the thread count, the text encoder, and no progress bars (they would flood the logs)."""
@@ -158,6 +174,8 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     if report is not None and report.epochs:  # neural models: the training epoch alone, no encoding
         out["epoch_s"] = round(report.mean_epoch_seconds, 2)
         out["accelerator"] = report.accelerator
+    elif callable(getattr(model, "on_gpu", None)):  # ALS: implicit's CUDA or CPU solver
+        out["accelerator"] = "gpu" if model.on_gpu() else "cpu"
     loss = getattr(getattr(model, "net", None), "loss", None)
     if isinstance(loss, str):
         out["loss"] = loss
@@ -208,7 +226,10 @@ def ensure_data(work: Path, label: str, n: int, items: int | None, seed: int) ->
 
 def run_one(data: dict[str, Any], model: str, args: argparse.Namespace) -> dict[str, Any]:
     """One model on one size in a subprocess with a timeout; its JSON, or what went wrong."""
-    params = model_params(model, threads=args.threads, encoder=args.encoder)
+    params = {
+        **model_params(model, threads=args.threads, encoder=args.encoder),
+        **args.overrides.get(model, {}),
+    }
     with tempfile.TemporaryDirectory(prefix="lmrec-scale-") as tmp:
         result = Path(tmp) / "result.json"
         cmd = [sys.executable, __file__, "--worker", "--data", data["folder"], "--model", model]
@@ -324,6 +345,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--encoder", default=None, help="text encoder of content/two_tower (default MiniLM; 'hashing')"
     )
+    p.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="MODEL.KEY=VALUE",
+        help="override one config field of one model (VALUE is JSON, else a string), e.g. als.use_gpu=false",
+    )
     p.add_argument("--timeout", type=int, default=3_600, help="seconds per model and size")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
@@ -344,6 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     sizes = [parse_size(s) for s in args.sizes]
+    args.overrides = parse_overrides(args.param, p)
     args.work.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     load_before = _load()
@@ -370,6 +399,7 @@ def main(argv: list[str] | None = None) -> int:
             "eval_users": args.eval_users,
             "eval_note": "NDCG@10 over sampled test users (full ranking over all items), leave-last-out",
             "threads": args.threads,
+            "overrides": args.overrides,
             "encoder": args.encoder or "all-MiniLM-L6-v2 (bundled)",
             "neural_epochs": 1,
             "seed": args.seed,

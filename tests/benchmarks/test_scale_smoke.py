@@ -71,3 +71,14 @@ def test_growth_exponent_and_sizes() -> None:
     assert scale.parse_size("100k") == ("100k", 100_000, None)
     with pytest.raises(argparse.ArgumentTypeError):
         scale.parse_count("lots")
+
+
+def test_param_overrides_parse_json_values_and_reject_unknown_models() -> None:
+    scale = _script()
+    parser = argparse.ArgumentParser()
+    got = scale.parse_overrides(["als.use_gpu=false", "als.factors=64", "two_tower.encoder=hashing"], parser)
+    assert got == {"als": {"use_gpu": False, "factors": 64}, "two_tower": {"encoder": "hashing"}}
+    with pytest.raises(SystemExit):
+        scale.parse_overrides(["nosuch.x=1"], parser)
+    with pytest.raises(SystemExit):
+        scale.parse_overrides(["als=1"], parser)

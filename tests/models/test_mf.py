@@ -97,3 +97,36 @@ def test_bpr_beats_peer_on_ml100k(ml100k: Dataset) -> None:
     model = BPR().fit(split.train)
     res = evaluate(model, split, ks=(10,), phase="test", beyond_accuracy=False, auc=False)
     assert res.metrics["ndcg@10"] >= 0.0673
+
+
+def _has_gpu_als() -> bool:
+    from lmrec.models.mf import _gpu_als_unavailable
+
+    return _gpu_als_unavailable() is None
+
+
+def test_als_use_gpu_false_and_auto_without_cuda_train_on_the_cpu() -> None:
+    assert not ALS(use_gpu=False).on_gpu()
+    if not _has_gpu_als():
+        assert not ALS().on_gpu()  # None = only when implicit reports a usable GPU
+
+
+@pytest.mark.skipif(_has_gpu_als(), reason="this machine has implicit's CUDA ALS")
+def test_als_use_gpu_true_without_cuda_names_what_is_missing() -> None:
+    with pytest.raises(RuntimeError, match=r"use_gpu=True, but .*; set use_gpu to None or False"):
+        ALS(use_gpu=True, factors=4, iterations=2).fit(make_checkerboard())
+
+
+@pytest.mark.skipif(not _has_gpu_als(), reason="needs a GPU and implicit's CUDA extension with rmm-cu13")
+def test_als_on_gpu_ranks_like_the_cpu_fit(ml100k: Dataset) -> None:
+    """GPU and CPU solvers differ in float detail; their fold-in rankings must agree closely."""
+    from lmrec.data.split import leave_last_out
+    from lmrec.evaluation import evaluate
+
+    split = leave_last_out(ml100k)
+    gpu = ALS(use_gpu=True).fit(split.train)
+    cpu = ALS(use_gpu=False, num_threads=1).fit(split.train)
+    assert gpu.on_gpu() and gpu.item_vectors().shape == cpu.item_vectors().shape
+    n_gpu = evaluate(gpu, split, ks=(10,), phase="valid")["ndcg@10"]
+    n_cpu = evaluate(cpu, split, ks=(10,), phase="valid")["ndcg@10"]
+    assert abs(n_gpu - n_cpu) < 0.01, (n_gpu, n_cpu)

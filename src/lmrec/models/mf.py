@@ -1,4 +1,9 @@
-"""Matrix factorisation through the ``implicit`` library: ALS and BPR, always on the CPU.
+"""Matrix factorisation through the ``implicit`` library: ALS and BPR.
+
+ALS trains on implicit's CUDA solver when one is usable (``use_gpu=None``, the default, means "when
+``implicit.gpu.HAS_CUDA``": implicit's PyPI wheel carries the CUDA extension and needs ``rmm-cu13``
+and a GPU at run time); the factors come back to the CPU after the fit, and every fold-in, query and
+saved artifact is the same as after a CPU fit. BPR always trains on the CPU.
 
 Both models learn item factors with ``implicit`` and then treat a *user vector as a function of the
 user's history*: every query (known user, known user with new events, unseen user) gets its vector
@@ -29,6 +34,7 @@ loaded *inside* the ``threadpool_limits`` block is not limited by it.
 
 from __future__ import annotations
 
+import warnings
 import zlib
 from typing import Any
 
@@ -81,11 +87,15 @@ class _ImplicitMF(EmbeddingRecommender):
     def _fit(self, data: Dataset) -> None:
         x = self._matrix(data.csr("binary" if self.config.binary else "weight"))
         self.popularity_ = data.item_popularity().astype(np.float32)
+        self.item_factors_ = np.ascontiguousarray(self._train(x), dtype=np.float32)
+        self._after_fit()
+
+    def _train(self, x: sp.csr_matrix) -> np.ndarray:
+        """implicit's CPU fit on the user x item matrix; the item factors."""
         with threadpool_limits(1, "blas"):
             model = self._make()
             model.fit(x, show_progress=self.config.progress)
-        self.item_factors_ = np.ascontiguousarray(model.item_factors, dtype=np.float32)
-        self._after_fit()
+        return np.asarray(model.item_factors)
 
     def _after_fit(self) -> None:
         """Hook for derived state that is rebuilt after fit and load (not persisted)."""
@@ -114,6 +124,24 @@ class ALSConfig(_MFConfig):
     alpha: float = Field(1.0, gt=0.0)
     #: conjugate-gradient solver during training (faster; fold-in is always exact Cholesky)
     use_cg: bool = True
+    #: train on implicit's CUDA solver: None = when implicit reports a usable GPU, True = require it
+    #: (an error names what is missing), False = never. The GPU solver always uses conjugate gradient.
+    use_gpu: bool | None = None
+
+
+def _gpu_als_unavailable() -> str | None:
+    """Why implicit's CUDA ALS cannot run here, or None when it can."""
+    # implicit.gpu warns at import when its extension cannot load (no GPU, an rmm it was not built
+    # against); the reason belongs in our answer, not in a warning on every ALS construction
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        import implicit.gpu
+    if not implicit.gpu.HAS_RMM:
+        return "implicit's GPU solver needs the rmm-cu13 package (pip install rmm-cu13)"
+    if not implicit.gpu.HAS_CUDA:
+        why = "; ".join(str(w.message) for w in caught) or "no usable CUDA device or extension"
+        return f"implicit cannot use the GPU ({why})"
+    return None
 
 
 class ALS(_ImplicitMF):
@@ -122,6 +150,32 @@ class ALS(_ImplicitMF):
     name = "als"
     Config = ALSConfig
     config: ALSConfig
+
+    def on_gpu(self) -> bool:
+        """Whether ``fit`` trains on implicit's CUDA solver (see ``ALSConfig.use_gpu``)."""
+        if self.config.use_gpu is False:
+            return False
+        why = _gpu_als_unavailable()
+        if why is not None and self.config.use_gpu:
+            raise RuntimeError(f"ALS use_gpu=True, but {why}; set use_gpu to None or False")
+        return why is None
+
+    def _train(self, x: sp.csr_matrix) -> np.ndarray:
+        if not self.on_gpu():
+            return super()._train(x)
+        from implicit.gpu.als import AlternatingLeastSquares as GpuALS
+
+        c = self.config
+        model = GpuALS(
+            factors=c.factors,
+            regularization=c.regularization,
+            alpha=c.alpha,
+            iterations=c.iterations,
+            random_state=c.seed,
+            dtype=np.float32,
+        )
+        model.fit(x, show_progress=c.progress)
+        return np.asarray(model.to_cpu().item_factors)
 
     def _make(self, num_threads: int | None = None) -> Any:
         c = self.config
