@@ -11,10 +11,12 @@ Arms (all :class:`~lmrec.models.content.ContentRecommender`, recency half-life 5
 * ``text + image``: both, late fusion ``(1 - w) * text cosine + w * picture cosine``; ``w`` is
   chosen from ``--weights`` on the **validation** phase of the same protocol (never on test);
 * ``text -> CF projection`` / ``image -> CF projection`` (cold items only): ``cf_projection=True``,
-  a ridge regression learned on the warm items from the content vector to the item factors of a
-  truncated SVD of the training interactions; a user is the SVD fold-in of their history. The
-  width (8/16/32/64/128 factors), the ridge strength (3/10/30/100/300/1000) and, for ``text + image ->
-  CF``, the picture share (0.25/0.5/0.75) are chosen per seed on the **validation**-cold items;
+  a map learned on the warm items from the content vector to the item factors of a truncated SVD
+  of the training interactions (:mod:`lmrec.models.cf_projection`); a user is the SVD fold-in of
+  their history. The map (a ridge regression: 8/16/32/64/128 factors, ridge 3/10/30/100/300/1000;
+  or the softmax-weighted mean of the nearest warm items' factors: 16/32/64 factors, 10/30/100
+  neighbours, temperature .05/.1/.2) and, for ``text + image -> CF``, the picture share
+  (0.25/0.5/0.75) are chosen per seed on the **validation**-cold items;
 * ``popularity``: training counts. On cold candidates every count is 0, so popularity's ranking is
   its tie-break: both the library's (ascending item id, which on MovieLens is itself a popularity
   signal) and a random one are shown.
@@ -112,6 +114,37 @@ def candidate_ndcg(
 PROJECTED: list[str] = ["image", "text", "text+image"]
 PROJ_FACTORS = (8, 16, 32, 64, 128)
 PROJ_RIDGES = (3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)
+#: the nearest-warm-items map (``projection_method="knn"``): its width, neighbours and temperature
+KNN_FACTORS = (16, 32, 64)
+KNN_NEIGHBOURS = (10, 30, 100)
+KNN_TEMPERATURES = (0.05, 0.1, 0.2)
+
+
+def projection_grid() -> list[dict[str, Any]]:
+    """Every projection setting the cold validation items choose from (ridge and knn maps)."""
+    ridge = [
+        {"projection_method": "ridge", "projection_factors": f, "projection_ridge": r}
+        for f in PROJ_FACTORS
+        for r in PROJ_RIDGES
+    ]
+    knn = [
+        {
+            "projection_method": "knn",
+            "projection_factors": f,
+            "projection_neighbours": n,
+            "projection_temperature": t,
+        }
+        for f in KNN_FACTORS
+        for n in KNN_NEIGHBOURS
+        for t in KNN_TEMPERATURES
+    ]
+    return ridge + knn
+
+
+def _label(setting: dict[str, Any]) -> str:
+    return "/".join(f"{k.removeprefix('projection_')}={v}" for k, v in setting.items())
+
+
 #: picture shares tried for the text+image projection (the content vector's scaling feeds the ridge)
 PROJ_WEIGHTS = (0.25, 0.5, 0.75)
 
@@ -245,50 +278,45 @@ def run_cold(data: Dataset, seeds: list[int], weights: list[float], cache: str) 
             )
         print(f"cold-item seed {seed}: weight {w} (valid {val})", flush=True)
         for mod in PROJECTED:
-            # validation: the collaborative space's width, the ridge strength and (text+image) the
+            # validation: the map (ridge or nearest warm items), its settings and (text+image) the
             # picture share; never test
             mods = tuple(mod.split("+"))
-            pval = {
-                (f, r, pw): float(
+            grid = [
+                (pw, setting)
+                for setting in projection_grid()
+                for pw in (PROJ_WEIGHTS if len(mods) > 1 else (0.5,))
+            ]
+            pval = [
+                float(
                     candidate_ndcg(
-                        content(
-                            train,
-                            cache,
-                            mods,
-                            pw,
-                            cf_projection=True,
-                            projection_factors=f,
-                            projection_ridge=r,
-                        ),
+                        content(train, cache, mods, pw, cf_projection=True, **setting),
                         train,
                         split.valid,
                         valid_items,
                     ).mean()
                 )
-                for f in PROJ_FACTORS
-                for r in PROJ_RIDGES
-                for pw in (PROJ_WEIGHTS if len(mods) > 1 else (0.5,))
-            }
-            # ties: fewer factors, more ridge, smaller picture share
-            f, r, pw = max(pval, key=lambda key: (pval[key], -key[0], key[1], -key[2]))
+                for pw, setting in grid
+            ]
+            # ties: the first in grid order (ridge before knn, then fewer factors)
+            best = int(np.argmax(pval))
+            pw, setting = grid[best]
             projected.append(
                 {
                     "seed": seed,
                     "modality": mod,
-                    "factors": f,
-                    "ridge": r,
+                    **setting,
                     "image_weight": pw if len(mods) > 1 else None,
-                    "valid_ndcg@10": {f"{a}/{b}/{c}": round(v, 4) for (a, b, c), v in pval.items()},
+                    "valid_ndcg@10": {
+                        f"{_label(st)}/w={w}": round(v, 4) for (w, st), v in zip(grid, pval, strict=True)
+                    },
                 }
             )
-            model = content(
-                train, cache, mods, pw, cf_projection=True, projection_factors=f, projection_ridge=r
-            )
+            model = content(train, cache, mods, pw, cf_projection=True, **setting)
             name = f"content: {mod} -> CF projection (from valid)"
             per_arm.setdefault(name, []).append(candidate_ndcg(model, train, split.test, test_items))
             print(
-                f"cold-item seed {seed}: {mod} projection factors {f} ridge {r} picture share {pw} "
-                f"(valid {pval[(f, r, pw)]:.4f})",
+                f"cold-item seed {seed}: {mod} projection {_label(setting)} picture share {pw} "
+                f"(valid {pval[best]:.4f})",
                 flush=True,
             )
     rows = {

@@ -17,6 +17,9 @@ def test_multimodal_benchmark_runs_end_to_end(tmp_path: Path, data_home: Path) -
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod
     spec.loader.exec_module(mod)
+    # one setting of each projection map (the full grid is the benchmark's, not CI's)
+    mod.PROJ_FACTORS, mod.PROJ_RIDGES = (16,), (10.0,)
+    mod.KNN_FACTORS, mod.KNN_NEIGHBOURS, mod.KNN_TEMPERATURES = (16,), (30,), (0.1,)
     out = tmp_path / "mm.json"
     args = ["--data-dir", str(data_home), "--seeds", "42", "--weights", "0.25,0.5", "--skip-timing"]
     args += ["--text-encoder", "hashing", "--image-encoder", "histogram", "--cache-dir", str(tmp_path / "c")]
@@ -40,3 +43,6 @@ def test_multimodal_benchmark_runs_end_to_end(tmp_path: Path, data_home: Path) -
     assert {e["effect"] for e in cold["examples"]} == {"helped", "hurt"} and all(
         e["title"] for e in cold["examples"]
     )
+    choices = cold["projection_choices"]
+    assert {c["modality"] for c in choices} == {"image", "text", "text+image"}
+    assert all(c["projection_method"] in ("ridge", "knn") and len(c["valid_ndcg@10"]) >= 2 for c in choices)

@@ -7,11 +7,13 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+import scipy.sparse as sp
 
 from lmrec.data.dataset import Dataset
 from lmrec.data.images import ItemImages
 from lmrec.errors import LmrecError
 from lmrec.models.base import Query, Recommender
+from lmrec.models.cf_projection import CFProjection
 from lmrec.models.content import ContentRecommender
 
 N_ITEMS, N_COLD, N_USERS = 80, 12, 40
@@ -59,10 +61,10 @@ def test_projection_maps_cold_items_to_their_taste_group(data: Dataset) -> None:
     assert _cold_accuracy(proj, data) == 1.0
     # the space is the SVD's (the board has rank 2: factors with a zero singular value are dropped);
     # cold items are mapped (non-zero) and add nothing to a query's fold-in
-    assert proj.item_vectors().shape == (N_ITEMS, 2) and proj.query_table_.shape == (N_ITEMS, 2)
+    assert proj.item_vectors().shape == (N_ITEMS, 2) and proj.projection_.query_table.shape == (N_ITEMS, 2)
     cold = data.item_vocab.indices(list(range(N_ITEMS - N_COLD, N_ITEMS)))
     assert np.abs(proj.item_vectors()[cold]).sum(axis=1).min() > 0
-    np.testing.assert_array_equal(proj.query_table_[cold], 0.0)
+    np.testing.assert_array_equal(proj.projection_.query_table[cold], 0.0)
     # a huge ridge shrinks the mapping to nothing: every score collapses towards 0
     flat = _model(cf_projection=True, projection_factors=4, projection_ridge=1e9).fit(data)
     assert np.abs(flat.item_vectors()).max() < 1e-5
@@ -76,7 +78,8 @@ def test_unseen_history_folds_in_like_a_known_user(data: Dataset) -> None:
     np.testing.assert_allclose(known, unseen, rtol=1e-5, atol=1e-6)
 
 
-def test_save_load_add_items_and_text_refused(data: Dataset, tmp_path: Path) -> None:
+@pytest.mark.parametrize("method", ["ridge", "knn"])
+def test_save_load_add_items_and_text_refused(data: Dataset, tmp_path: Path, method: str) -> None:
     proj = ContentRecommender(
         encoder="hashing",
         modalities=("text", "image"),
@@ -84,6 +87,8 @@ def test_save_load_add_items_and_text_refused(data: Dataset, tmp_path: Path) -> 
         cf_projection=True,
         projection_factors=4,
         projection_ridge=0.1,
+        projection_method=method,
+        projection_neighbours=5,
     ).fit(data)
     with pytest.raises(LmrecError, match="cf_projection"):
         proj.score_batch(proj.encode_queries([Query(text="something even")]))
@@ -95,8 +100,34 @@ def test_save_load_add_items_and_text_refused(data: Dataset, tmp_path: Path) -> 
     np.testing.assert_allclose(
         back.score_batch(back.encode_queries(q)), proj.score_batch(proj.encode_queries(q)), atol=1e-6
     )
-    # a new text-only item goes through the same regression: not zero, one more row everywhere
+    # a new text-only item goes through the same map: not zero, one more row everywhere
     proj.add_items(pl.DataFrame({"item_id": [100], "title": ["item 0"]}))
-    assert proj.item_vectors().shape == (N_ITEMS + 1, 2) and proj.query_table_.shape == (N_ITEMS + 1, 2)
+    assert proj.item_vectors().shape == (N_ITEMS + 1, 2) and proj.projection_.query_table.shape == (
+        N_ITEMS + 1,
+        2,
+    )
     assert np.abs(proj.item_vectors()[-1]).sum() > 0
-    np.testing.assert_array_equal(proj.query_table_[-1], 0.0)
+    np.testing.assert_array_equal(proj.projection_.query_table[-1], 0.0)
+
+
+def test_knn_projection_gives_a_near_duplicate_its_neighbours_factors() -> None:
+    """A cold item whose content nearly equals one warm item's takes that item's factors (sharp
+    softmax); an item without content maps to zero; the map is the same after a save round trip."""
+    rng = np.random.default_rng(0)
+    n_warm, n_users = 30, 50
+    content = rng.standard_normal((n_warm + 2, 16)).astype(np.float32)
+    content /= np.linalg.norm(content, axis=1, keepdims=True)
+    content[n_warm] = content[3] + 0.01 * rng.standard_normal(16).astype(np.float32)  # cold twin of item 3
+    content[n_warm + 1] = 0.0  # cold, no content
+    inter = (rng.random((n_users, n_warm + 2)) < 0.3).astype(np.float64)
+    inter[:, n_warm:] = 0.0
+    proj = CFProjection("knn", factors=8, neighbours=5, temperature=0.01)
+    mapped = proj.fit(content, sp.csr_matrix(inter))
+    np.testing.assert_allclose(mapped[n_warm], mapped[3], rtol=0.05, atol=1e-3)
+    np.testing.assert_array_equal(mapped[n_warm + 1], 0.0)
+    np.testing.assert_array_equal(proj.query_table[n_warm:], 0.0)  # cold items: no fold-in part
+    back = CFProjection("knn", neighbours=5, temperature=0.01)
+    back.load_state(proj.state())
+    np.testing.assert_allclose(back.map(content), mapped, atol=1e-6)
+    with pytest.raises(LmrecError, match="maps 16-d content vectors, got 3-d"):
+        proj.map(np.ones((1, 3), np.float32))

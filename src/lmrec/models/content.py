@@ -31,19 +31,19 @@ picture has a zero picture part: it is scored on its text alone. The picture mod
 with text, so a free-text query is scored on the text part only (and refused by a pictures-only
 model).
 
-Collaborative projection (``cf_projection``, the CB2CF idea): content cosine says which items
-*look* alike, not which items the same people take. With ``cf_projection=True`` the model also
-learns, on the warm items only (those with training interactions), a ridge regression from the
-content vector (text, picture or both, as above) to the item factors of a truncated SVD of the
-binarised training interactions (``V * sqrt(s)``, ``projection_factors`` of them). Every item's
-vector becomes its *mapped* content vector, so a cold item lands where warm items that look like it
-sit in the collaborative space; a query is the SVD fold-in of its history (the sum of
-``V[j] / sqrt(s)`` over the distinct history items ``j``, i.e. the user's factor ``U * sqrt(s)``),
-so a score is the SVD's predicted affinity with the mapped item. Scores are then unnormalised dot
-products (the predicted popularity an item's look implies is part of them). Free-text queries are
-refused in this mode (the text lands in the content space, not the collaborative one); ``add_items``
-maps new items' content vectors through the same regression. On ml-100k-posters' cold items this
-lifts picture-only NDCG@10 by about 6% (docs/multimodal.md).
+Collaborative projection (``cf_projection``, the CB2CF idea; :mod:`lmrec.models.cf_projection`):
+content cosine says which items *look* alike, not which items the same people take. With
+``cf_projection=True`` the model also learns, on the warm items only (those with training
+interactions), where an item's content vector (text, picture or both, as above) puts it among the
+item factors of a truncated SVD of the binarised training interactions (``projection_factors`` of
+them): by a ridge regression (``projection_method="ridge"``) or as the softmax-weighted mean of its
+nearest warm items' factors (``"knn"``). Every item's vector becomes its *mapped* content vector,
+so a cold item lands where warm items that look like it sit in the collaborative space; a query is
+the SVD fold-in of its history, so a score is the SVD's predicted affinity with the mapped item.
+Scores are then unnormalised dot products (the predicted popularity an item's look implies is part
+of them). Free-text queries are refused in this mode (the text lands in the content space, not the
+collaborative one); ``add_items`` maps new items' content vectors through the same map. On
+ml-100k-posters' cold items the projection lifts picture-only and text NDCG@10 (docs/multimodal.md).
 
 Scores are cosine similarities (all vectors unit length), so the model is an
 :class:`~lmrec.models.base.EmbeddingRecommender` and the serving layer's ANN index serves it like
@@ -68,6 +68,7 @@ from lmrec.errors import DataError, LmrecError, UnknownIdError
 from lmrec.image.cache import cached_encode_images, item_image_vectors
 from lmrec.image.encoder import ImageEncoder, shared_image_encoder
 from lmrec.models.base import EmbeddingRecommender, ModelConfig, QueryBatch
+from lmrec.models.cf_projection import CFProjection
 from lmrec.text.cache import EmbeddingCache, cached_encode
 from lmrec.text.encoder import TextEncoder, l2_normalize, shared_encoder
 from lmrec.text.keywords import keyword_map, review_keywords
@@ -130,6 +131,12 @@ class ContentConfig(ModelConfig):
     projection_factors: int = Field(64, ge=1)
     #: ridge strength of the content -> factor regression (content vectors are unit length)
     projection_ridge: float = Field(100.0, gt=0.0)
+    #: how content reaches the collaborative space: one ridge regression, or the nearest warm items
+    projection_method: Literal["ridge", "knn"] = "ridge"
+    #: "knn": warm items whose factors a mapped item averages
+    projection_neighbours: int = Field(30, ge=1)
+    #: "knn": softmax temperature on the content dot products of those neighbours
+    projection_temperature: float = Field(0.1, gt=0.0)
 
 
 class ContentRecommender(EmbeddingRecommender):
@@ -171,10 +178,18 @@ class ContentRecommender(EmbeddingRecommender):
         self.encoder_id_: str | None = None
         #: review keyphrases per item (external id -> phrases), when ``keywords_per_item`` > 0
         self.keywords_: dict[Any, list[str]] = {}
-        #: content -> collaborative regression (content dim x factors; empty without ``cf_projection``)
-        self.projection_ = np.zeros((0, 0), np.float32)
-        #: per item, its contribution to a query's fold-in vector (items x factors; zeros for cold items)
-        self.query_table_ = np.zeros((0, 0), np.float32)
+        #: content -> collaborative map and the fold-in table (unfitted without ``cf_projection``)
+        self.projection_ = self._empty_projection()
+
+    def _empty_projection(self) -> CFProjection:
+        c = self.config
+        return CFProjection(
+            c.projection_method,
+            factors=c.projection_factors,
+            ridge=c.projection_ridge,
+            neighbours=c.projection_neighbours,
+            temperature=c.projection_temperature,
+        )
 
     # ------------------------------------------------------------------ encoder
     @property
@@ -264,43 +279,22 @@ class ContentRecommender(EmbeddingRecommender):
                 else (data.images.model_id or data.images.source)
             )
         self.item_vectors_ = np.concatenate(parts, axis=1).astype(np.float32) if len(parts) > 1 else parts[0]
-        self.projection_ = np.zeros((0, 0), np.float32)
-        self.query_table_ = np.zeros((0, 0), np.float32)
+        self.projection_ = self._empty_projection()
         if self.config.cf_projection:
             self._fit_projection(data)
 
     def _fit_projection(self, data: Dataset) -> None:
-        """Ridge from content vectors of warm items to truncated-SVD item factors (class docstring)."""
-        from scipy.sparse.linalg import svds
-
+        """Content vectors -> SVD item factors, learned on warm items (module docstring)."""
         assert self.item_vectors_ is not None
         inter = data.interactions
         rows, cols = inter["user_idx"].to_numpy(), inter["item_idx"].to_numpy()
         r = sp.csr_matrix((np.ones(len(rows), np.float64), (rows, cols)), shape=(data.n_users, data.n_items))
-        r.data[:] = 1.0  # binarised: a repeated pair counts once
-        content = self.item_vectors_.astype(np.float64)
-        warm = (np.asarray(r.sum(axis=0)).ravel() > 0) & (np.abs(content).sum(axis=1) > 0)
-        k = min(self.config.projection_factors, min(r.shape) - 1)
-        if k < 1 or warm.sum() < 2:
-            raise LmrecError(
-                f"cf_projection needs at least 2 users and 2 warm items with content; dataset {data.name!r} "
-                f"has {data.n_users} users and {int(warm.sum())} such items"
-            )
-        # a fixed start vector: the same data gives the same factors
-        v0 = np.full(min(r.shape), 1.0 / math.sqrt(min(r.shape)))
-        _, s, vt = svds(r, k=k, v0=v0)
-        keep = s > 1e-8 * max(float(s.max()), 1e-30)
-        s, vt = s[keep], vt[keep]
-        factors = vt.T * np.sqrt(s)[None, :]
-        xw = content[warm]
-        gram = xw.T @ xw + self.config.projection_ridge * np.eye(content.shape[1])
-        self.projection_ = np.linalg.solve(gram, xw.T @ factors[warm]).astype(np.float32)
-        self.query_table_ = (vt.T / np.sqrt(s)[None, :]).astype(np.float32)
-        self.item_vectors_ = (content @ self.projection_).astype(np.float32)
+        self.projection_ = self._empty_projection()
+        self.item_vectors_ = self.projection_.fit(self.item_vectors_, r, dataset=data.name)
 
     @property
     def _projected(self) -> bool:
-        return self.projection_.size > 0
+        return self.projection_.fitted
 
     def _fit_text(self, data: Dataset) -> None:
         encoder = self.encoder
@@ -341,9 +335,7 @@ class ContentRecommender(EmbeddingRecommender):
         """Unit vector of a time-ordered history of internal item indices (zeros for an empty one);
         with ``cf_projection``, the SVD fold-in of its distinct items (not unit length)."""
         if self._projected:
-            if len(items) == 0:
-                return np.zeros(self.query_table_.shape[1], np.float32)
-            return self.query_table_[np.unique(np.asarray(items))].sum(axis=0).astype(np.float32)
+            return self.projection_.fold_in(items)
         extra = None
         if weights is not None and self.config.use_weights:
             extra = np.log1p(np.maximum(np.asarray(weights, np.float64), 0.0))
@@ -441,7 +433,7 @@ class ContentRecommender(EmbeddingRecommender):
             items = items.with_columns(pl.col("item_id").cast(pl.Int64))
         else:
             items = items.with_columns(pl.col("item_id").cast(pl.Utf8))
-        width = self.projection_.shape[0] if self._projected else self.item_vectors_.shape[1]
+        width = self.projection_.content_dim if self._projected else self.item_vectors_.shape[1]
         vecs = np.zeros((items.height, width), np.float32)
         wt, wi = self._weights()
         if "text" in self.config.modalities:
@@ -464,18 +456,14 @@ class ContentRecommender(EmbeddingRecommender):
                 "new items need an 'image' column of picture files: this content model scores pictures only",
                 column="image",
             )
-        if self._projected:
-            vecs = vecs @ self.projection_  # a new item is cold: it lands where look-alike warm items sit
         vocab = self.item_vocab.extend(items["item_id"].to_list())
+        rows = vocab.indices(items["item_id"].to_list())
         if self._projected:
-            # a new item has no interactions: it adds nothing to a query's fold-in
-            qt = np.zeros((len(vocab), self.query_table_.shape[1]), np.float32)
-            qt[: len(self.query_table_)] = self.query_table_
-            qt[vocab.indices(items["item_id"].to_list())] = 0.0
-            self.query_table_ = qt
+            vecs = self.projection_.map(vecs)  # a new item is cold: it lands where look-alike warm items sit
+            self.projection_.extend(len(vocab))  # new items have no interactions: no fold-in part
         table = np.zeros((len(vocab), self.item_vectors_.shape[1]), np.float32)
         table[: len(self.item_vectors_)] = self.item_vectors_
-        table[vocab.indices(items["item_id"].to_list())] = vecs
+        table[rows] = vecs
         self.item_vocab = vocab
         self.item_vectors_ = table
         self._history_csr = None  # its shape follows the catalogue
@@ -510,8 +498,7 @@ class ContentRecommender(EmbeddingRecommender):
             "item_vectors": self.item_vectors_,
             "center": self.center_,
             "image_center": self.image_center_,
-            "projection": self.projection_,
-            "query_table": self.query_table_,
+            **self.projection_.state(),
         }
 
     def _get_extra(self) -> dict[str, Any]:
@@ -533,12 +520,8 @@ class ContentRecommender(EmbeddingRecommender):
         self.image_center_ = tensors.get("image_center", np.zeros(0, np.float32)).astype(
             np.float32, copy=False
         )
-        self.projection_ = tensors.get("projection", np.zeros((0, 0), np.float32)).astype(
-            np.float32, copy=False
-        )
-        self.query_table_ = tensors.get("query_table", np.zeros((0, 0), np.float32)).astype(
-            np.float32, copy=False
-        )
+        self.projection_ = self._empty_projection()
+        self.projection_.load_state(tensors)
         self.text_dim_ = int(extra.get("text_dim") or (dim if "text" in self.config.modalities else 0))
         kind = self.item_vocab.kind if self.item_vocab is not None else "str"
         self.keywords_ = {
