@@ -112,7 +112,8 @@ def test_save_load_add_items_and_text_refused(data: Dataset, tmp_path: Path, met
 
 def test_knn_projection_gives_a_near_duplicate_its_neighbours_factors() -> None:
     """A cold item whose content nearly equals one warm item's takes that item's factors (sharp
-    softmax); an item without content maps to zero; the map is the same after a save round trip."""
+    softmax), while the warm item itself is mapped from its other neighbours; an item without content
+    maps to zero; the map is the same after a save round trip."""
     rng = np.random.default_rng(0)
     n_warm, n_users = 30, 50
     content = rng.standard_normal((n_warm + 2, 16)).astype(np.float32)
@@ -123,11 +124,14 @@ def test_knn_projection_gives_a_near_duplicate_its_neighbours_factors() -> None:
     inter[:, n_warm:] = 0.0
     proj = CFProjection("knn", factors=8, neighbours=5, temperature=0.01)
     mapped = proj.fit(content, sp.csr_matrix(inter))
-    np.testing.assert_allclose(mapped[n_warm], mapped[3], rtol=0.05, atol=1e-3)
+    assert proj.anchor_factors.shape[0] == n_warm  # every non-cold item took someone
+    np.testing.assert_allclose(mapped[n_warm], proj.anchor_factors[3], rtol=0.05, atol=1e-3)
+    # a warm item is placed by its neighbours, never by its own factors (the same rule as a cold one)
+    assert not np.allclose(mapped[3], proj.anchor_factors[3], rtol=0.05, atol=1e-3)
     np.testing.assert_array_equal(mapped[n_warm + 1], 0.0)
     np.testing.assert_array_equal(proj.query_table[n_warm:], 0.0)  # cold items: no fold-in part
     back = CFProjection("knn", neighbours=5, temperature=0.01)
     back.load_state(proj.state())
-    np.testing.assert_allclose(back.map(content), mapped, atol=1e-6)
+    np.testing.assert_allclose(back.map(content[n_warm:]), mapped[n_warm:], atol=1e-6)
     with pytest.raises(LmrecError, match="maps 16-d content vectors, got 3-d"):
         proj.map(np.ones((1, 3), np.float32))

@@ -294,6 +294,7 @@ class Recommender(ABC):
             item_vocab=self.item_vocab,
             histories=(self._hist_items, self._hist_weights, self._hist_offsets),
             strict=strict,
+            reasons=getattr(self, "unsupported_reason", None),
         )
 
     def popularity(self) -> np.ndarray:

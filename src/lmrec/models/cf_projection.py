@@ -12,8 +12,11 @@ Two maps, both fitted in closed form:
   regressed on ~1.5k items is mostly ridge).
 * ``"knn"``: a cold item's factors are the softmax-weighted mean (``temperature`` on the content
   dot product) of its ``neighbours`` most similar warm items' factors. It keeps local structure:
-  sequels, re-releases and shared posters carry their neighbours' audience directly. On
-  ml-100k-posters' cold-item split it beat the ridge map clearly for pictures (docs/multimodal.md).
+  sequels, re-releases and shared posters carry their neighbours' audience directly. A warm item
+  is mapped from its neighbours *other than itself*, so warm and cold items are placed by the same
+  rule (its own factors would place a warm item exactly and rank it above every cold item that
+  looks the same). On ml-100k-posters' cold-item split it beat the ridge map clearly for pictures
+  (docs/multimodal.md).
 
 A query is the SVD fold-in of its distinct history items (``query_table``: ``V / sqrt(s)`` per
 item), so a score is the SVD's predicted affinity with the mapped item.
@@ -93,10 +96,16 @@ class CFProjection:
         else:
             self.anchors = x[warm].astype(np.float32)
             self.anchor_factors = item_factors[warm].astype(np.float32)
+            own = np.full(len(x), -1, np.int64)
+            own[warm] = np.arange(int(warm.sum()))
+            return self.map(x, own_anchor=own)
         return self.map(x)
 
-    def map(self, content: np.ndarray) -> np.ndarray:
-        """Collaborative-space vectors of content vectors (rows without content map to zero)."""
+    def map(self, content: np.ndarray, *, own_anchor: np.ndarray | None = None) -> np.ndarray:
+        """Collaborative-space vectors of content vectors (rows without content map to zero).
+
+        ``own_anchor`` (knn): per row, the anchor that is the row's own item (-1: none), left out of
+        its neighbours."""
         x = np.asarray(content, np.float32)
         if x.shape[1] != self.content_dim:
             raise LmrecError(f"cf_projection maps {self.content_dim}-d content vectors, got {x.shape[1]}-d")
@@ -104,13 +113,18 @@ class CFProjection:
             return (x @ self.weights).astype(np.float32)
         out = np.zeros((len(x), self.anchor_factors.shape[1]), np.float32)
         has = np.abs(x).sum(axis=1) > 0
-        n = min(self.neighbours, len(self.anchors))
+        n = min(self.neighbours, len(self.anchors) - (own_anchor is not None))
         for start in range(0, len(x), 1024):  # bounded memory: a block of rows against every anchor
             rows = np.flatnonzero(has[start : start + 1024]) + start
             if not len(rows):
                 continue
             sim = x[rows] @ self.anchors.T
-            top = np.argpartition(-sim, n - 1, axis=1)[:, :n] if n < sim.shape[1] else np.argsort(-sim, axis=1)
+            if own_anchor is not None:
+                mine = own_anchor[rows]
+                sim[np.flatnonzero(mine >= 0), mine[mine >= 0]] = -np.inf
+            top = (
+                np.argpartition(-sim, n - 1, axis=1)[:, :n] if n < sim.shape[1] else np.argsort(-sim, axis=1)
+            )
             sv = np.take_along_axis(sim, top, axis=1)
             w = np.exp((sv - sv.max(axis=1, keepdims=True)) / self.temperature)
             w /= w.sum(axis=1, keepdims=True)

@@ -180,6 +180,8 @@ class ContentRecommender(EmbeddingRecommender):
         self.keywords_: dict[Any, list[str]] = {}
         #: content -> collaborative map and the fold-in table (unfitted without ``cf_projection``)
         self.projection_ = self._empty_projection()
+        #: query kind -> why this fitted model cannot serve it (set with ``supports`` after fit/load)
+        self.unsupported_reason: dict[str, str] = {}
 
     def _empty_projection(self) -> CFProjection:
         c = self.config
@@ -282,6 +284,24 @@ class ContentRecommender(EmbeddingRecommender):
         self.projection_ = self._empty_projection()
         if self.config.cf_projection:
             self._fit_projection(data)
+        self._set_supports()
+
+    def _set_supports(self) -> None:
+        """Free text is served only in the text space: not by a pictures-only or projected model
+        (the class attribute lists every kind a content model can serve)."""
+        self.unsupported_reason = {}
+        if "text" not in self.config.modalities:
+            self.unsupported_reason["text"] = (
+                f"this content model scores pictures only (modalities={self.config.modalities!r}): the picture "
+                "model shares no space with text, so free-text queries need the text modality"
+            )
+        elif self._projected:
+            self.unsupported_reason["text"] = (
+                "this content model scores in a collaborative space (cf_projection=True): a free-text query "
+                "lands in the text space, not that one; use a model without cf_projection for text queries"
+            )
+        text = "text" not in self.unsupported_reason
+        self.supports = frozenset({"user", "history", *(("text",) if text else ())})  # type: ignore[misc]
 
     def _fit_projection(self, data: Dataset) -> None:
         """Content vectors -> SVD item factors, learned on warm items (module docstring)."""
@@ -356,16 +376,8 @@ class ContentRecommender(EmbeddingRecommender):
                 out[qi] = self.history_vector(seq, weights)
                 has_hist[qi] = True
         text_rows = [i for i, t in enumerate(batch.texts) if t]
-        if text_rows and self._projected:
-            raise LmrecError(
-                "this content model scores in a collaborative space (cf_projection=True): a free-text query "
-                "lands in the text space, not that one; use a model without cf_projection for text queries"
-            )
-        if text_rows and "text" not in self.config.modalities:
-            raise LmrecError(
-                "this content model scores pictures only (modalities=('image',)): the picture model shares "
-                "no space with text, so free-text queries need the text modality"
-            )
+        if text_rows and "text" in self.unsupported_reason:
+            raise LmrecError(self.unsupported_reason["text"])
         if text_rows:
             tv = self._centred(
                 self.encoder.encode(
@@ -522,6 +534,7 @@ class ContentRecommender(EmbeddingRecommender):
         )
         self.projection_ = self._empty_projection()
         self.projection_.load_state(tensors)
+        self._set_supports()
         self.text_dim_ = int(extra.get("text_dim") or (dim if "text" in self.config.modalities else 0))
         kind = self.item_vocab.kind if self.item_vocab is not None else "str"
         self.keywords_ = {

@@ -201,6 +201,7 @@ def resolve_queries(
     item_vocab: Vocabulary,
     histories: tuple[np.ndarray, np.ndarray, np.ndarray],
     strict: bool = True,
+    reasons: Mapping[str, str] | None = None,
 ) -> QueryBatch:
     """Resolve external ids, merge histories and check ``model`` supports each query kind.
 
@@ -225,9 +226,10 @@ def resolve_queries(
         if "user" in need and q.history is not None:
             need.discard("user")  # history alone is enough for a history model
         if need:
+            why = "".join(f"; {reasons[k]}" for k in sorted(need) if reasons and k in reasons)
             raise UnsupportedQueryError(
                 f"{model} cannot serve {'/'.join(sorted(need))} queries "
-                f"(supports: {', '.join(sorted(supports))}); query {qi}: {q!r}"
+                f"(supports: {', '.join(sorted(supports))}{why}); query {qi}: {q!r}"
             )
         seq = np.zeros(0, dtype=np.int64)
         w = np.zeros(0, dtype=np.float32)

@@ -4,7 +4,7 @@
 ``POST /recommend``     open   a list for a user id, a history, free text, or a mix
 ``GET /items/{id}/similar`` open  items like this one
 ``POST /feedback``      key    one event; on disk before the 200, applied at once
-``POST /items``         key    a new item, encoded and recommendable at once (text models)
+``POST /items``         key    a new item (text and/or picture), recommendable at once (content models)
 ``GET /health``         open   readiness (503 until warm) plus model/index/log facts
 ``GET /metrics``        open   Prometheus text format
 ``GET /docs``           open   Swagger UI, from local files (works offline)
@@ -255,11 +255,16 @@ def create_app(state: ServingState, *, owns_state: bool = False) -> FastAPI:
         status_code=201,
         responses=WRITE_RESPONSES,
         dependencies=[Depends(require_key)],
-        summary="Add an item with text: encoded and recommendable at once (text models).",
+        summary="Add an item with text and/or a picture: encoded and recommendable at once (content models).",
     )
     def add_item(item: NewItem) -> NewItemResponse:
         index = state.add_item(
-            item.item_id, title=item.title, text=item.text, tags=item.tags, fields=item.fields
+            item.item_id,
+            title=item.title,
+            text=item.text,
+            tags=item.tags,
+            fields=item.fields,
+            image=item.image,
         )
         return NewItemResponse(item_id=state.item_id(index), index=index, recommendable=True)
 

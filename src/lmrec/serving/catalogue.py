@@ -99,8 +99,8 @@ def split_tags(value: Any) -> list[str]:
 
 def catalogue_row(item_id: Any, item: Mapping[str, Any]) -> dict[str, Any]:
     """A catalogue-file row for an item added while serving (``POST /items``, logged as ``{title,
-    text, tags, fields}``): ``title``, ``description``, ``genres`` (``|``-joined tags) and the other
-    fields as columns. What ``model.add_items`` takes, and what ``lmrec retrain`` adds to the items."""
+    text, tags, fields, image}``): ``title``, ``description``, ``genres`` (``|``-joined tags), ``image``
+    (the stored picture's path) and the other fields as columns. What ``model.add_items`` takes, and what ``lmrec retrain`` adds to the items."""
     row: dict[str, Any] = {"item_id": item_id}
     if item.get("title"):
         row["title"] = item["title"]
@@ -108,6 +108,8 @@ def catalogue_row(item_id: Any, item: Mapping[str, Any]) -> dict[str, Any]:
         row["description"] = item["text"]
     if item.get("tags"):
         row["genres"] = "|".join(item["tags"])
+    if item.get("image"):
+        row["image"] = item["image"]  # the stored picture file (lmrec.serving.pictures)
     for k, v in (item.get("fields") or {}).items():
         row.setdefault(k, v)
     return row

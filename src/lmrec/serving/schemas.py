@@ -219,6 +219,11 @@ class FeedbackResponse(BaseModel):
     bandit_updated: bool
 
 
+#: a new item's picture: at most 4 MiB decoded (base64 is 4/3 of that)
+MAX_PICTURE_BYTES = 4 * 2**20
+MAX_PICTURE_B64 = (MAX_PICTURE_BYTES + 2) // 3 * 4
+
+
 class NewItem(_Body):
     item_id: Id
     title: Annotated[StrictStr, Field(max_length=1000)] | None = None
@@ -229,11 +234,23 @@ class NewItem(_Body):
     fields: dict[Annotated[str, Field(min_length=1, max_length=100)], Scalar | None] = Field(
         default_factory=dict, max_length=50, description="Other catalogue fields (filterable with `where`)."
     )
+    image: Annotated[StrictStr, Field(max_length=MAX_PICTURE_B64)] | None = Field(
+        default=None,
+        description=(
+            "The item's picture (JPEG, PNG, WebP or GIF), base64-encoded, at most 4 MiB decoded. A model "
+            "that scores pictures (content with the image modality) encodes it, so an item with only a "
+            "picture is recommendable at once; other models keep it for display."
+        ),
+    )
 
     @model_validator(mode="after")
-    def _needs_text(self) -> NewItem:
-        if not (self.title and self.title.strip()) and not (self.text and self.text.strip()):
-            raise ValueError("a new item needs a title or a text to be encoded from")
+    def _needs_content(self) -> NewItem:
+        if (
+            not (self.title and self.title.strip())
+            and not (self.text and self.text.strip())
+            and not (self.image and self.image.strip())
+        ):
+            raise ValueError("a new item needs a title, a text or an image to be encoded from")
         return self
 
 

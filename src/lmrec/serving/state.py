@@ -57,6 +57,7 @@ from lmrec.serving.errors import Conflict, NotFound, ServingError
 from lmrec.serving.features import build_index, normalise, svd_item_features
 from lmrec.serving.feedback import RecentLists, record_feedback, replay_events
 from lmrec.serving.metrics import ServerMetrics
+from lmrec.serving.pictures import decode_picture, pictures_dir, store_picture, uses_pictures
 from lmrec.serving.pipeline import RecommendOptions, RecommendPipeline
 from lmrec.serving.schemas import HealthResponse, IndexInfo, RecommendResponse, SimilarItem, SimilarResponse
 from lmrec.serving.store import EventStore, LoggedItem, open_store
@@ -342,9 +343,11 @@ class ServingState:
         text: str | None = None,
         tags: list[str] | None = None,
         fields: dict[str, Any] | None = None,
+        image: str | None = None,
     ) -> int:
         """Encode and add a new item (models with ``add_items``); durable before it returns.
-        Returns the item's internal index."""
+        ``image`` is a base64 picture (:mod:`lmrec.serving.pictures`). Returns the item's internal
+        index."""
         model = self.model
         if not isinstance(model, SupportsAddItems):
             raise Conflict(
@@ -360,7 +363,21 @@ class ServingState:
         if item_id in vocab:
             raise Conflict(f"item_id {item_id!r} already exists")
         canonical = int(item_id) if vocab.kind == "int" else str(item_id)
+        has_text = bool((title or "").strip() or (text or "").strip())
+        if not has_text and not uses_pictures(model):
+            raise ServingError(
+                f"item {item_id!r} has only a picture, and model {self.model.name} does not score pictures; "
+                "send a title or text, or serve a content model with modalities including 'image'"
+            )
+        picture = decode_picture(image, item_id) if image and image.strip() else None
         logged = {"title": title, "text": text, "tags": list(tags or []), "fields": dict(fields or {})}
+        if picture is not None:
+            log_path = getattr(self.store, "path", None)
+            if log_path is None:
+                raise ServingError(
+                    "this server's event log is not a file: it has nowhere durable to keep pictures"
+                )
+            logged["image"] = str(store_picture(*picture, pictures_dir(Path(log_path))))
         with self.write_lock, self.lock:
             old_n = self.model.n_items
             try:
