@@ -242,8 +242,16 @@ def run_experiment(
 
 
 def save_catalog(data: Dataset, model_dir: str | os.PathLike[str]) -> Path:
-    """Store the item table next to a saved model (parquet), so recommendations can show titles."""
+    """Store the item table next to a saved model (parquet), so recommendations can show titles (and
+    pictures: an ``image`` column of the dataset's picture files)."""
     table = data.item_table()
+    images = data.images
+    if images is not None and images.paths and "image" not in table.columns:
+        # the picture files, absolute, so the server can show them (GET /items/{id}/image)
+        files = {str(k): str(Path(v).resolve()) for k, v in images.paths.items()}
+        table = table.with_columns(
+            pl.Series("image", [files.get(str(i)) for i in table["item_id"].to_list()], dtype=pl.String)
+        )
     keep = [
         c
         for c in table.columns

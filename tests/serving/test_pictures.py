@@ -13,6 +13,7 @@ from PIL import Image
 
 from lmrec.data.dataset import Dataset
 from lmrec.data.images import ItemImages
+from lmrec.experiment import save_catalog
 from lmrec.models.content import ContentRecommender
 from tests.serving.conftest import AUTH
 
@@ -49,6 +50,7 @@ def picture_artifact(tmp_path: Path) -> Path:
         data
     )
     model.save(tmp_path / "art")
+    save_catalog(data, tmp_path / "art")  # what `lmrec train` writes: titles and picture files
     return tmp_path / "art"
 
 
@@ -67,6 +69,13 @@ def test_picture_only_item_is_recommendable_at_once_and_after_a_restart(
     # a red-taking user gets the new red item among the red ones they have not taken (14-18, 900)
     assert 900 in _ids(s.client.post("/recommend", json={"user_id": 0, "k": 5}))
     assert 900 not in _ids(s.client.post("/recommend", json={"user_id": 10, "k": 5}))
+    # every listed item links its picture: the dataset's (from the catalogue) and the new one
+    items = s.client.post("/recommend", json={"user_id": 0, "k": 5}).json()["items"]
+    assert all(it["image_url"] == f"/items/{it['item_id']}/image" for it in items)
+    got = s.client.get("/items/900/image")
+    assert got.status_code == 200 and got.content == _png(RED) and got.headers["content-type"] == "image/png"
+    assert s.client.get("/items/14/image").content == _png(RED)
+    assert s.client.get("/items/424242/image").status_code == 404
     stored = list((tmp_path / "events-pictures").iterdir())
     assert len(stored) == 1 and stored[0].read_bytes() == _png(RED)
     s.close()

@@ -202,3 +202,55 @@ def test_ui_in_a_headless_browser(browser: Any, content_artifact: Path, tmp_path
         assert all("/feedback" in m and "401" in m for m in severe), severe
         assert len(severe) == 1, severe
     print(f"browser test: {time.perf_counter() - started:.1f} s")
+
+
+def test_ui_shows_posters_and_adds_an_item_by_its_picture(
+    browser: Any, data_home: Path, tmp_path: Path
+) -> None:
+    """ml-100k-posters served by a text + picture content model (model-free encoders): every listed
+    movie shows its poster, and an item added with only a picture is recommendable at once."""
+    from lmrec.data.loaders import load_dataset
+    from lmrec.experiment import save_catalog
+
+    data = load_dataset("ml-100k-posters", data_home, download=False)
+    art = tmp_path / "model"
+    model = create_model(
+        "content", encoder="hashing", modalities=("text", "image"), image_encoder="histogram"
+    )
+    model.fit(data).save(art)
+    save_catalog(data, art)
+    poster = next(
+        p for p in sorted((data_home / "ml-100k-posters" / "images").iterdir()) if p.suffix == ".jpg"
+    )
+    d = browser
+    with ServerProcess(
+        art, tmp_path / "events.db", api_key=API_KEY, use_cli=True, log_path=tmp_path / "s.log"
+    ) as srv:
+        d.get(srv.url + "/ui")
+        _new_list(d, "")
+        WebDriverWait(d, WAIT_S).until(
+            lambda d: (
+                len(d.find_elements(By.CSS_SELECTOR, "#recs img.poster")) == 10
+                and all(
+                    d.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", img)
+                    for img in d.find_elements(By.CSS_SELECTOR, "#recs img.poster")
+                )
+            )
+        )
+        d.find_element(By.ID, "api-key").send_keys(API_KEY)
+        d.find_element(By.ID, "new-id").clear()
+        d.find_element(By.ID, "new-id").send_keys("99001")
+        d.find_element(By.ID, "new-image").send_keys(str(poster))
+        d.find_element(By.ID, "add").click()
+        WebDriverWait(d, WAIT_S).until(
+            lambda d: "recommendable now" in d.find_element(By.ID, "add-status").text
+        )
+        got = httpx.get(srv.url + "/items/99001/image", timeout=10)
+        assert got.status_code == 200 and got.content == poster.read_bytes()
+        # its similar items are the movies whose posters look like it: the poster it copies first
+        sim = httpx.get(srv.url + "/items/99001/similar?k=3", timeout=10).json()["items"]
+        assert str(sim[0]["item_id"]) == poster.stem, sim
+        if os.environ.get("LMREC_UI_POSTERS_SCREENSHOT"):
+            d.save_screenshot(os.environ["LMREC_UI_POSTERS_SCREENSHOT"])
+        severe = [e["message"] for e in d.get_log("browser") if e["level"] == "SEVERE"]
+        assert not severe, severe

@@ -3,6 +3,7 @@
 ======================  =====  ===========================================================
 ``POST /recommend``     open   a list for a user id, a history, free text, or a mix
 ``GET /items/{id}/similar`` open  items like this one
+``GET /items/{id}/image``   open  the item's picture, when it has one
 ``POST /feedback``      key    one event; on disk before the 200, applied at once
 ``POST /items``         key    a new item (text and/or picture), recommendable at once (content models)
 ``GET /health``         open   readiness (503 until warm) plus model/index/log facts
@@ -53,7 +54,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, Path, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.security import APIKeyHeader
 from starlette.concurrency import run_in_threadpool
 
@@ -221,6 +222,15 @@ def create_app(state: ServingState, *, owns_state: bool = False) -> FastAPI:
         k: int = Query(10, ge=1, le=MAX_K),
     ) -> SimilarResponse:
         return state.similar(item_id, k)
+
+    @app.get(
+        "/items/{item_id}/image",
+        response_class=FileResponse,
+        responses={**ERROR_RESPONSES, 200: {"content": {"image/*": {}}, "description": "The picture file."}},
+        summary="An item's picture (from the catalogue's image column, or sent with POST /items).",
+    )
+    async def item_image(item_id: str = Path(..., min_length=1, max_length=MAX_ID_LENGTH)) -> FileResponse:
+        return FileResponse(state.picture(item_id), headers={"Cache-Control": "public, max-age=3600"})
 
     @app.post(
         "/feedback",

@@ -274,6 +274,13 @@ class Catalogue:
     def title(self, i: int) -> str | None:
         return self.titles[i] if 0 <= i < self._n else None
 
+    def picture(self, i: int) -> Path | None:
+        """The item's picture file (the catalogue's ``image`` column: dataset pictures written by
+        ``lmrec train``, or pictures sent with ``POST /items``), or None. The file is not checked here."""
+        col = self._fields.get("image")
+        value = col[i] if col is not None and 0 <= i < self._n else None
+        return Path(value) if isinstance(value, str) and value else None
+
     # ------------------------------------------------------------------ growth
     def add(self, title: str | None, tags: Sequence[str], text: str | None, fields: Mapping[str, Any]) -> int:
         """Append one item (a ``POST /items``); returns its index."""

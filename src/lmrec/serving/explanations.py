@@ -11,6 +11,7 @@ from pydantic import TypeAdapter
 
 from lmrec.rerank import explain
 from lmrec.serving.catalogue import Catalogue
+from lmrec.serving.pictures import picture_url
 from lmrec.serving.schemas import RecommendedItem
 
 #: the response items are validated in one call from plain dicts: some fifty small objects per
@@ -73,6 +74,7 @@ def explanations(
                 "rank": slot + 1,
                 "propensity": float(propensities[slot]),
                 "title": title(item_idx),
+                "image_url": picture_url(item_id) if catalogue.picture(item_idx) else None,
                 "because": evidence,
             }
         )

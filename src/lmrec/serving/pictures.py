@@ -15,6 +15,7 @@ import io
 from base64 import b64decode
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from lmrec._atomic import atomic_write_bytes
 from lmrec.serving.errors import ServingError
@@ -22,6 +23,11 @@ from lmrec.serving.schemas import MAX_PICTURE_BYTES
 
 #: Pillow format -> file suffix of the pictures taken
 FORMATS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif"}
+
+
+def picture_url(item_id: Any) -> str:
+    """Where a client GETs an item's picture."""
+    return f"/items/{quote(str(item_id), safe='')}/image"
 
 
 def uses_pictures(model: Any) -> bool:
@@ -71,4 +77,4 @@ def store_picture(data: bytes, suffix: str, folder: Path) -> Path:
     return path.resolve()
 
 
-__all__ = ["FORMATS", "decode_picture", "pictures_dir", "store_picture", "uses_pictures"]
+__all__ = ["FORMATS", "decode_picture", "picture_url", "pictures_dir", "store_picture", "uses_pictures"]

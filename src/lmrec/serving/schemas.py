@@ -149,6 +149,7 @@ class RecommendedItem(BaseModel):
         description="Probability that the serving policy chose this item for this slot."
     )
     title: str | None = None
+    image_url: str | None = Field(default=None, description="The item's picture (GET), when it has one.")
     because: Because | None = None
 
 
@@ -180,6 +181,7 @@ class SimilarItem(BaseModel):
     score: float
     rank: int
     title: str | None = None
+    image_url: str | None = None
 
 
 class SimilarResponse(BaseModel):

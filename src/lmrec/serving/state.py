@@ -57,7 +57,7 @@ from lmrec.serving.errors import Conflict, NotFound, ServingError
 from lmrec.serving.features import build_index, normalise, svd_item_features
 from lmrec.serving.feedback import RecentLists, record_feedback, replay_events
 from lmrec.serving.metrics import ServerMetrics
-from lmrec.serving.pictures import decode_picture, pictures_dir, store_picture, uses_pictures
+from lmrec.serving.pictures import decode_picture, picture_url, pictures_dir, store_picture, uses_pictures
 from lmrec.serving.pipeline import RecommendOptions, RecommendPipeline
 from lmrec.serving.schemas import HealthResponse, IndexInfo, RecommendResponse, SimilarItem, SimilarResponse
 from lmrec.serving.store import EventStore, LoggedItem, open_store
@@ -303,7 +303,13 @@ class ServingState:
         ok = np.isfinite(val[0])
         chosen, vals = idx[0][ok], val[0][ok]
         items = [
-            SimilarItem(item_id=iid, score=float(v), rank=r, title=self.catalogue.title(int(c)))
+            SimilarItem(
+                item_id=iid,
+                score=float(v),
+                rank=r,
+                title=self.catalogue.title(int(c)),
+                image_url=picture_url(iid) if self.catalogue.picture(int(c)) else None,
+            )
             for r, (c, iid, v) in enumerate(zip(chosen, self.item_ids(chosen), vals, strict=True), start=1)
         ]
         return SimilarResponse(item_id=self.item_id(i), method=method, items=items)
@@ -332,7 +338,7 @@ class ServingState:
                 it.fields.get("title"),
                 it.fields.get("tags") or [],
                 it.fields.get("text"),
-                it.fields.get("fields") or {},
+                _with_picture(it.fields.get("fields"), it.fields),
             )
 
     def add_item(
@@ -386,11 +392,19 @@ class ServingState:
                 raise ServingError(f"cannot add item {item_id!r}: {exc}") from None
             self.store.add_item(LoggedItem(item_id=canonical, fields=logged))
             self.catalogue.grow_to(old_n)
-            self.catalogue.add(title, list(tags or []), text, dict(fields or {}))
+            self.catalogue.add(title, list(tags or []), text, _with_picture(fields, logged))
             self._append_item_vectors(old_n)
             index = self.model.item_vocab.get(canonical)
         self.metrics.items_added.inc()
         return index
+
+    def picture(self, item_id: Any) -> Path:
+        """The picture file of ``item_id``; :class:`NotFound` when the item or its picture is missing."""
+        i = self.item_index(item_id)
+        path = self.catalogue.picture(i)
+        if path is None or not path.is_file():
+            raise NotFound(f"item {item_id!r} has no picture")
+        return path
 
     # ------------------------------------------------------------------ health
     def health(self) -> HealthResponse:
@@ -417,6 +431,11 @@ class ServingState:
             policy=self.config.policy,
             uptime_s=round(time.time() - self.started, 3),
         )
+
+
+def _with_picture(fields: dict[str, Any] | None, logged: dict[str, Any]) -> dict[str, Any]:
+    """An added item's catalogue fields, with its stored picture as the ``image`` field."""
+    return {**(fields or {}), **({"image": logged["image"]} if logged.get("image") else {})}
 
 
 def _n_updates(bandit: LinearBandit) -> float:

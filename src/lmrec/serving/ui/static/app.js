@@ -76,6 +76,16 @@
   }
 
   const label = (item) => item.title || `item ${item.item_id}`;
+
+  // the item's picture (GET /items/{id}/image), when the catalogue or POST /items gave it one
+  function poster(item, className) {
+    if (!item.image_url) return null;
+    const img = el("img", className);
+    img.src = item.image_url;
+    img.alt = label(item);
+    img.loading = "lazy";
+    return img;
+  }
   const currentUser = () => $("user").value || null;
   const searchText = () => $("search").value.trim();
 
@@ -97,6 +107,11 @@
     for (const item of res.items) {
       const li = el("li", "rec");
       li.dataset.itemId = String(item.item_id);
+      const pic = poster(item, "poster");
+      if (pic) {
+        li.classList.add("has-poster");
+        li.append(pic);
+      }
       const head = el("div", "head");
       const title = el("button", "title", label(item));
       title.type = "button";
@@ -195,6 +210,8 @@
         const title = el("button", "title", label(s));
         title.type = "button";
         title.addEventListener("click", () => showSimilar(s));
+        const pic = poster(s, "thumb");
+        if (pic) li.append(pic);
         li.append(title, el("span", "score", s.score.toFixed(3)));
         list.append(li);
       }
@@ -204,6 +221,15 @@
   }
 
   // ------------------------------------------------------------------ add an item
+  function base64Of(file) {
+    return new Promise((resolve, reject) => {
+      const reader = new FileReader();
+      reader.onload = () => resolve(String(reader.result).split(",", 2)[1] || "");
+      reader.onerror = () => reject(new Error(`cannot read ${file.name}`));
+      reader.readAsDataURL(file);
+    });
+  }
+
   function nextId(id) {
     return /^-?\d+$/.test(id) ? String(BigInt(id) + 1n) : `${id}-2`;
   }
@@ -213,15 +239,20 @@
     const idInput = $("new-id");
     const title = $("new-title").value.trim();
     const text = $("new-text").value.trim();
-    const body = { item_id: idInput.value.trim(), title };
+    const file = $("new-image").files[0];
+    const body = { item_id: idInput.value.trim() };
+    if (title) body.title = title;
     if (text) body.text = text;
     try {
+      if (file) body.image = await base64Of(file);
+      if (!title && !text && !file) throw new Error("Give the new item a title, a text or a picture.");
       const res = await api("POST", "/items", body, true);
       idInput.value = nextId(String(res.item_id));
       $("new-title").value = "";
       $("new-text").value = "";
+      $("new-image").value = "";
       await Promise.all([showSimilar({ item_id: res.item_id, title }), refresh()]);
-      setStatus("add-status", `Added “${title}” as item ${res.item_id}: it is recommendable now.`);
+      setStatus("add-status", `Added ${title ? `“${title}”` : "the new item"} as item ${res.item_id}: it is recommendable now.`);
     } catch (err) {
       if (err.status === 409 && /already exists/.test(err.message)) idInput.value = nextId(idInput.value.trim());
       setStatus("add-status", explain(err), true);
