@@ -289,6 +289,22 @@ def server_summary(before: dict[str, Any], after: dict[str, Any]) -> dict[str, A
     }
 
 
+def pin_apart(server_pid: int) -> dict[str, list[int]]:
+    """Server threads on the last CPU, this process on the rest (threads the server starts later
+    inherit its affinity). Returns the CPU sets, for the report."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        raise SystemExit("--pin needs at least 2 CPUs")
+    server, client = {cpus[-1]}, set(cpus[:-1])
+    for task in Path(f"/proc/{server_pid}/task").iterdir():
+        try:
+            os.sched_setaffinity(int(task.name), server)
+        except (ProcessLookupError, PermissionError):
+            pass  # a thread that ended meanwhile
+    os.sched_setaffinity(0, client)
+    return {"server_cpus": sorted(server), "generator_cpus": sorted(client)}
+
+
 def process_cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process (Linux /proc), to report CPU per request: a number that,
     unlike latency, barely moves when other work shares the machine."""
@@ -341,6 +357,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ready-timeout", type=float, default=300.0, help="seconds to wait for the warm-up")
     p.add_argument("--client", choices=("raw", "httpx"), default="raw", help="load generator HTTP client")
+    p.add_argument(
+        "--pin",
+        action="store_true",
+        help="pin the server (every thread) to the last CPU and this generator to the others (Linux), so "
+        "that on a small machine the two do not preempt each other; reported in the result",
+    )
     p.add_argument("--out", type=Path, help="also write the JSON result here")
     p.add_argument(
         "--serve-config",
@@ -376,6 +398,7 @@ def main(argv: list[str] | None = None) -> int:
             srv.stop()
             raise
         with srv:
+            pinned = pin_apart(srv.proc.pid) if args.pin else None
             health = httpx.get(srv.url + "/health", timeout=10).json()
             if n_warm:
                 asyncio.run(run_load(srv.url, bodies[:n_warm], args.rate, args.warmup + 5, args.client))
@@ -404,6 +427,7 @@ def main(argv: list[str] | None = None) -> int:
         duration_s=args.duration,
         host=f"{platform.node()} ({os.cpu_count()} cpus)",
         load_avg_1m=round(os.getloadavg()[0], 2),
+        pinned=pinned,
     )
     result["goal_met"] = bool(result["errors"] == 0 and result["latency_ms"]["p99"] < 20.0)
     text = json.dumps(result, indent=2)

@@ -79,6 +79,7 @@ def _demo_text(data: Any, sp: Any, cfg: Any) -> None:
     """A free-text query, then a new movie placed from its text alone (content model)."""
     from lmrec.experiment import ModelSpec, fit_model
     from lmrec.models import Query
+    from lmrec.models.protocols import SupportsAddItems
 
     spec = next((s for s in cfg.models if s.name == "content"), None)
     if spec is None:
@@ -94,6 +95,7 @@ def _demo_text(data: Any, sp: Any, cfg: Any) -> None:
     console.print(table)
 
     new_id = int(max(data.item_vocab.ids)) + 1
+    assert isinstance(model, SupportsAddItems)  # the content model takes new items
     model.add_items(pl.DataFrame({"item_id": [new_id], **{k: [v] for k, v in NEW_MOVIE.items()}}))
     console.print(
         f"\nA new movie with no interactions, known only by its text (item {new_id}):\n"

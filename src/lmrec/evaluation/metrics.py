@@ -32,11 +32,11 @@ def recall_at_k(hits: np.ndarray, n_rel: np.ndarray, k: int) -> np.ndarray:
 
 
 def precision_at_k(hits: np.ndarray, n_rel: np.ndarray, k: int) -> np.ndarray:
-    return hits[:, :k].sum(axis=1) / k
+    return np.asarray(hits[:, :k].sum(axis=1) / k, dtype=np.float64)
 
 
 def hit_rate_at_k(hits: np.ndarray, n_rel: np.ndarray, k: int) -> np.ndarray:
-    return hits[:, :k].any(axis=1).astype(np.float64)
+    return np.asarray(hits[:, :k].any(axis=1), dtype=np.float64)
 
 
 def ndcg_at_k(hits: np.ndarray, n_rel: np.ndarray, k: int) -> np.ndarray:

@@ -286,7 +286,7 @@ def _check_state(
     absent = [k for k, v in hist.items() if v is None]
     if absent:
         raise LmrecError(f"{state_file}: cannot read saved model: no history.{absent[0]} tensor")
-    h_items, weights, offsets = hist["items"], hist["weights"], hist["offsets"]
+    h_items, weights, offsets = (np.asarray(hist[k]) for k in ("items", "weights", "offsets"))
     problem = None
     if h_items.ndim != 1 or weights.ndim != 1 or offsets.ndim != 1:
         problem = "history tensors must be one-dimensional"

@@ -264,8 +264,9 @@ class _MaskedLogSumExp(torch.autograd.Function):
     def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]  # fmt: skip
         q, items, logits, lse = ctx.saved_tensors  # type: ignore[attr-defined]
         prob = (logits - lse.unsqueeze(1)).exp_().mul_(grad.unsqueeze(1))  # masked entries -> 0
-        grad_q = prob @ items if ctx.needs_input_grad[0] else None
-        grad_items = prob.T @ q if ctx.needs_input_grad[1] else None
+        needs = ctx.needs_input_grad  # type: ignore[attr-defined]  # set by autograd at run time
+        grad_q = prob @ items if needs[0] else None
+        grad_items = prob.T @ q if needs[1] else None
         return grad_q, grad_items, None, None
 
 

@@ -51,6 +51,7 @@ class SequenceNet(RecLightningModule):
 
     known_idx: Tensor
     known_mask: Tensor
+    item_log_freq: Tensor
 
     def __init__(
         self,

@@ -191,7 +191,7 @@ def create_app(state: ServingState, *, owns_state: bool = False) -> FastAPI:
     async def recommend(req: RecommendRequest, request: Request) -> RecommendResponse:
         # text queries run a text encoder (tens of ms): off the event loop; the rest is quick numpy,
         # ranked together with every other request waiting (:mod:`lmrec.serving.batching`)
-        options = dict(
+        options: dict[str, Any] = dict(
             user_id=req.user_id,
             history=req.history,
             text=req.text,

@@ -186,8 +186,8 @@ class _ModelStore:
                     fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
     def _write_index(self, index: dict[str, Any]) -> None:
-        def write(tmp: str) -> None:
-            Path(tmp).write_text(json.dumps(index, indent=1))
+        def write(tmp: Path) -> None:
+            tmp.write_text(json.dumps(index, indent=1))
 
         atomic_write(self.index_path, write)
 
