@@ -1,6 +1,7 @@
-"""Secure aggregation with Flower's SecAgg+: three clients, two rounds, with and without SecAgg+.
+"""Secure aggregation with Flower's SecAgg+: three clients, two rounds, against the same run without it.
 
-Both simulations share one Ray cluster (its start-up is most of the cost); the checks that need no
+One Flower simulation with SecAgg+ (Ray's start-up is most of the test's time); the run without it
+is replayed in process with the same client code and FedAvg's mean. The checks that need no
 simulation (which combinations are refused, how the pieces are wired) run without Ray.
 """
 
@@ -13,7 +14,7 @@ import pytest
 
 pytest.importorskip("flwr")
 
-from flwr.app import ConfigRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 from flwr.client.mod import fixedclipping_mod, secaggplus_mod
 from flwr.common import bytes_to_ndarray, ndarray_to_bytes
 from flwr.common.secure_aggregation.secaggplus_constants import Key
@@ -25,8 +26,9 @@ from lmrec.data.split import Split, leave_last_out
 from lmrec.federated import FedMFConfig, client_data, partition_users
 from lmrec.federated.clients import ClientData
 from lmrec.federated.cluster import ray_cluster
+from lmrec.federated.local import LocalConfig, local_update
 from lmrec.federated.secagg import client_mods, make_legacy_strategy
-from lmrec.federated.server import FederatedRun, items_of, make_strategy
+from lmrec.federated.server import FederatedRun, make_strategy
 from lmrec.federated.simulation import simulate
 from lmrec.testing import make_checkerboard
 
@@ -58,19 +60,49 @@ def _config(**kw: object) -> FedMFConfig:
 
 
 @pytest.fixture(scope="module")
-def runs(split: Split, clients: list[ClientData]) -> Iterator[dict[bool, FederatedRun]]:
-    """The same FedAvg run without and with SecAgg+, every message the server received kept."""
+def secure(split: Split, clients: list[ClientData]) -> Iterator[FederatedRun]:
+    """The FedAvg run with SecAgg+ in Flower's simulation, every message the server received kept."""
     with ray_cluster(cpus=2) as address:
-        yield {
-            secagg: simulate(
-                clients,
-                split.train.n_items,
-                split.train.n_users,
-                _config(secagg=secagg, ray_address=address),
-                keep_messages=True,
-            )
-            for secagg in (False, True)
-        }
+        yield simulate(
+            clients,
+            split.train.n_items,
+            split.train.n_users,
+            _config(secagg=True, ray_address=address),
+            keep_messages=True,
+        )
+
+
+@pytest.fixture(scope="module")
+def plain(clients: list[ClientData]) -> tuple[np.ndarray, list[np.ndarray], list[float]]:
+    """The same run without SecAgg+, in process (a second Ray simulation would double the test's
+    time): the simulation's starting table, each client's user factors and per-round generator
+    (seeded by client and round), the same ``local_update``, FedAvg's record-weighted mean. Returns
+    the final table, each client's round-1 table (what SecAgg+ must hide) and the round losses."""
+    c = _config()
+    items = (np.random.default_rng(c.seed).standard_normal((N_ITEMS, FACTORS + 1)) * 0.1).astype(np.float32)
+    items[:, -1] = 0.0
+    users = [
+        (np.random.default_rng([c.seed, pid, 0xFED]).standard_normal((len(d.users), FACTORS)) * 0.1).astype(
+            np.float32
+        )
+        for pid, d in enumerate(clients)
+    ]
+    local = LocalConfig(FACTORS, c.learning_rate, c.weight_decay, c.local_epochs, c.batch_size)
+    w = np.array([d.n_records for d in clients], dtype=np.float64)
+    first: list[np.ndarray] = []
+    losses = []
+    for server_round in range(1, c.iterations + 1):
+        tables, loss = [], []
+        for pid, d in enumerate(clients):
+            rng = np.random.default_rng([c.seed, pid, server_round])
+            run = local_update(items, users[pid], d.record_users, d.record_items, local, rng)
+            users[pid] = run.users
+            tables.append(run.items.astype(np.float64))
+            loss.append(run.loss)
+        first = first or [t.astype(np.float32) for t in tables]
+        items = (sum(wi * t for wi, t in zip(w, tables, strict=True)) / w.sum()).astype(np.float32)
+        losses.append(float((w * np.array(loss)).sum() / w.sum()))
+    return items, first, losses
 
 
 def one_round_bound(clients: list[ClientData]) -> float:
@@ -83,29 +115,22 @@ def one_round_bound(clients: list[ClientData]) -> float:
 
 @pytest.mark.distributed
 def test_secagg_finishes_and_matches_the_plain_run(
-    runs: dict[bool, FederatedRun], clients: list[ClientData]
+    secure: FederatedRun, plain: tuple[np.ndarray, list[np.ndarray], list[float]], clients: list[ClientData]
 ) -> None:
-    plain, secure = runs[False], runs[True]
+    items, _, losses = plain
     assert [r.round for r in secure.rounds] == [1, 2] and all(r.clients == K for r in secure.rounds)
     # Tolerance: 10x the one-round quantisation bound (4.8e-6 here): two rounds of it, and round 2's
     # local Adam steps start from a table that differs by that much (observed: ~4e-6)
     tol = 10 * one_round_bound(clients)
     assert 1e-6 < tol < 1e-4
-    np.testing.assert_allclose(secure.items, plain.items, rtol=0, atol=tol)
-    # round 1 starts from the same table, so the clients' losses agree; NDCG@10 too (same ranking)
-    assert secure.rounds[0].loss == pytest.approx(plain.rounds[0].loss, rel=1e-9)
-    for a, b in zip(secure.rounds, plain.rounds, strict=True):
-        assert a.valid_ndcg == pytest.approx(b.valid_ndcg, abs=1e-6)
+    np.testing.assert_allclose(secure.items, items, rtol=0, atol=tol)
+    # round 1 starts from the same table, so the clients' losses agree exactly; round 2 nearly
+    assert secure.rounds[0].loss == pytest.approx(losses[0], rel=1e-6)
+    assert secure.rounds[1].loss == pytest.approx(losses[1], rel=1e-4)
+    assert all(r.valid_ndcg is not None and 0.0 <= r.valid_ndcg <= 1.0 for r in secure.rounds)
     # SecAgg+ costs bytes: keys, encrypted shares, a masked table of int64 entries, unmasking shares
-    assert secure.rounds[0].bytes_up > plain.rounds[0].bytes_up > 0
-
-
-def _round1_tables(plain: FederatedRun) -> list[np.ndarray]:
-    """What each client sent in round 1 of the plain run: exactly the table it trains under SecAgg+
-    too (same seed, same starting table)."""
-    tables = [items_of(c) for c in plain.received if c.array_records][:K]
-    assert len(tables) == K
-    return tables
+    table = N_ITEMS * (FACTORS + 1) * 4
+    assert secure.rounds[0].bytes_up > K * table
 
 
 def _quantised(table: np.ndarray, weight: float) -> np.ndarray:
@@ -139,10 +164,10 @@ def exposed(received: list, tables: list[np.ndarray], weights: list[float]) -> l
 
 @pytest.mark.distributed
 def test_the_server_never_sees_a_clients_table(
-    runs: dict[bool, FederatedRun], clients: list[ClientData]
+    secure: FederatedRun, plain: tuple[np.ndarray, list[np.ndarray], list[float]], clients: list[ClientData]
 ) -> None:
-    received = runs[True].received
-    tables = _round1_tables(runs[False])
+    received = secure.received
+    tables = plain[1]
     records = [c.n_records for c in clients]
     weights = [n / max(records) for n in records]
     masked = [r for c in received for r in c.config_records.values() if Key.MASKED_PARAMETERS in r]
@@ -154,9 +179,10 @@ def test_the_server_never_sees_a_clients_table(
             assert set(rec) <= {"num_examples", "loss", "ndcg"}
 
 
-@pytest.mark.distributed
-def test_the_exposure_check_can_fail(runs: dict[bool, FederatedRun], clients: list[ClientData]) -> None:
-    tables = _round1_tables(runs[False])
+def test_the_exposure_check_can_fail(
+    plain: tuple[np.ndarray, list[np.ndarray], list[float]], clients: list[ClientData]
+) -> None:
+    tables = plain[1]
     records = [c.n_records for c in clients]
     weights = [n / max(records) for n in records]
     # the layout SecAgg+ uses, but the client's quantised table without masks
@@ -164,7 +190,9 @@ def test_the_exposure_check_can_fail(runs: dict[bool, FederatedRun], clients: li
     unmasked = [ndarray_to_bytes(np.array([1])), ndarray_to_bytes(_quantised(tables[0], weights[0]))]
     leaky.config_records["secaggplus"] = ConfigRecord({Key.MASKED_PARAMETERS: unmasked})
     assert len(exposed([leaky], tables, weights)) == 2
-    assert exposed(runs[False].received[:1], tables, weights) == ["array record arrays carries data"]
+    # and a plain reply (the client's table in an ArrayRecord)
+    reply = RecordDict({"arrays": ArrayRecord({"items": Array(tables[1])})})
+    assert exposed([reply], tables, weights) == ["array record arrays carries data"]
 
 
 def test_server_side_dp_clipping_is_refused_under_secagg() -> None:

@@ -189,7 +189,7 @@ def simulate(
             items, metrics = fit_client(items_of(msg.content), server_round, context)
             return Message(
                 RecordDict(
-                    {"arrays": ArrayRecord({"items": Array(items)}), "metrics": MetricRecord(metrics)}
+                    {"arrays": ArrayRecord({"items": Array(items)}), "metrics": MetricRecord(dict(metrics))}
                 ),
                 reply_to=msg,
             )
