@@ -18,6 +18,7 @@ runner = CliRunner()
         (["--model", "two_tower"], "--model 'two_tower': only 'mf'"),
         (["--dp", "shop"], "--dp 'shop': choose record or client"),
         (["--strategy", "fedsgd"], "--strategy 'fedsgd': choose fedavg, fedavgm, fedprox or fedadam"),
+        (["--dp-clipping", "both"], "--dp-clipping 'both': choose server or client"),
     ],
 )
 def test_bad_arguments_are_one_line(args: list[str], message: str) -> None:
@@ -36,3 +37,9 @@ def test_a_bad_config_value_is_one_line() -> None:
     pytest.importorskip("flwr")
     res = runner.invoke(app, ["federate", "--fraction", "0"])
     assert res.exit_code != 0 and "fraction" in res.output
+
+
+def test_secagg_with_server_side_clipping_is_one_line() -> None:
+    pytest.importorskip("flwr")
+    res = runner.invoke(app, ["federate", "--secagg", "--dp", "client", "--dp-epsilon", "8"])
+    assert res.exit_code != 0 and "dp_clipping='client'" in " ".join(res.output.split())

@@ -44,14 +44,31 @@ def federate_cmd(
     ] = 0.0,
     dp: Annotated[
         str,
-        typer.Option("--dp", help="record (DP-SGD on clients, Opacus) or client (Flower's server-side DP)"),
+        typer.Option(
+            "--dp",
+            help="record (DP-SGD on clients, Opacus) or client (Flower's central DP; see --dp-clipping)",
+        ),
     ] = "record",
+    dp_clipping: Annotated[
+        str,
+        typer.Option(
+            "--dp-clipping",
+            help="--dp client: clip each update on the server or on the client (the only one with --secagg)",
+        ),
+    ] = "server",
     dp_epsilon: Annotated[
         float | None, typer.Option("--dp-epsilon", help="target ε over all rounds (turns DP on)")
     ] = None,
     dp_delta: Annotated[
         float | None, typer.Option("--dp-delta", help="δ of the reported ε (default 1 / users)")
     ] = None,
+    secagg: Annotated[
+        bool,
+        typer.Option(
+            "--secagg",
+            help="secure aggregation (Flower's SecAgg+): the server sees only the sum of the clients' tables",
+        ),
+    ] = False,
     seed: Annotated[int, typer.Option("--seed", help="seeds partitions, initialisation and sampling")] = 42,
     out: Annotated[
         Path, typer.Option("--out", "-o", help="artifact folder (+ federated.png, rounds.json)")
@@ -76,6 +93,8 @@ def federate_cmd(
         raise LmrecError(f"--model {model!r}: only 'mf' (federated BPR-MF) is available")
     if dp not in ("record", "client"):
         raise LmrecError(f"--dp {dp!r}: choose record or client")
+    if dp_clipping not in ("server", "client"):
+        raise LmrecError(f"--dp-clipping {dp_clipping!r}: choose server or client")
     if strategy not in ("fedavg", "fedavgm", "fedprox", "fedadam"):
         raise LmrecError(f"--strategy {strategy!r}: choose fedavg, fedavgm, fedprox or fedadam")
     try:
@@ -101,6 +120,8 @@ def federate_cmd(
             "dp": dp if dp_epsilon is not None else "none",
             "dp_epsilon": dp_epsilon,
             "dp_delta": dp_delta,
+            "dp_clipping": dp_clipping,
+            "secagg": secagg,
             "seed": seed,
         }
         config = FedMFConfig(**params)  # type: ignore[arg-type]
@@ -111,7 +132,8 @@ def federate_cmd(
         data = load_data(DatasetSpec(name=dataset, data_dir=data_dir))
         sp = leave_last_out(data)
     n = sp.train.n_users if partition == "user" else clients
-    console.print(escape(f"{data!r}: {n} clients ({partition}), {rounds} rounds, {strategy}"))
+    secure = ", SecAgg+" if secagg else ""
+    console.print(escape(f"{data!r}: {n} clients ({partition}), {rounds} rounds, {strategy}{secure}"))
 
     def show(r: object) -> None:
         from lmrec.federated import RoundLog

@@ -57,6 +57,11 @@ class FedMFConfig(BPRConfig):
     #: server-side fixed clipping + Gaussian noise on each client's update (user-level when one
     #: client is one user)
     dp: Literal["none", "record", "client"] = "none"
+    #: where ``dp="client"`` clips each client's update: "server" (Flower's
+    #: ``DifferentialPrivacyServerSideFixedClipping``: the server sees every update) or "client"
+    #: (``DifferentialPrivacyClientSideFixedClipping`` + ``fixedclipping_mod``: each client clips its
+    #: own; the only one that works with ``secagg``). Same clipping, noise and ε either way
+    dp_clipping: Literal["server", "client"] = "server"
     #: target ε over all rounds (Opacus picks the noise multiplier); or give ``noise_multiplier``
     dp_epsilon: float | None = Field(None, gt=0.0)
     #: Gaussian noise multiplier (σ / clipping norm); overrides ``dp_epsilon``
@@ -65,6 +70,27 @@ class FedMFConfig(BPRConfig):
     max_grad_norm: float = Field(1.0, gt=0.0)
     #: δ of the reported ε; None: 1 / number of users
     dp_delta: float | None = Field(None, gt=0.0, lt=1.0)
+    #: secure aggregation with Flower's SecAgg+ (``SecAggPlusWorkflow`` + ``secaggplus_mod``): the
+    #: server learns only the weighted sum of the sampled clients' item tables, never one client's
+    secagg: bool = False
+    #: SecAgg+ clipping range R: each client clips ``(weight / max_weight) * entry`` to [-R, R] before
+    #: quantising. Flower's default 8 kept: the largest |entry| of the plain silo run's tables stays
+    #: far below it, and validation NDCG@10 with SecAgg+ matched the plain run (docs/federated.md)
+    secagg_clipping_range: float = Field(8.0, gt=0.0)
+    #: SecAgg+ quantisation levels Q (Flower's default 2**22): quantisation step 2R/Q ≈ 3.8e-6 at R = 8
+    secagg_quantization_range: int = Field(2**22, ge=2, lt=2**32)
+    #: SecAgg+ shares of each client's secrets: an int > 2, or a share (0, 1] of the sampled clients
+    #: (1.0: every sampled client is a neighbour of every other, SecAgg's complete graph; smaller
+    #: shares are SecAgg+'s sparse graph, cheaper for cross-device)
+    secagg_num_shares: int | float = 1.0
+    #: SecAgg+ shares needed to rebuild a secret: an int, or a share (0, 1] of ``secagg_num_shares``.
+    #: Above one half, so a server cannot collect enough shares to unmask both a client's mask and
+    #: its pairwise keys (Bonawitz et al. 2017); below one, so a neighbour may drop out
+    secagg_reconstruction_threshold: int | float = 0.6
+    #: SecAgg+ largest client weight (record count); None: the largest client's record count, which
+    #: the simulation knows (a deployment agrees on a public cap instead). A client with more records
+    #: would overflow the masked sum, so the simulation refuses it
+    secagg_max_weight: float | None = Field(None, gt=0.0)
     #: ray CPUs for the simulated clients (one client runs per CPU)
     simulation_cpus: int = Field(1, ge=1)
     #: address of a running Ray cluster to simulate on (``lmrec.federated.cluster.ray_cluster``);
@@ -77,4 +103,31 @@ class FedMFConfig(BPRConfig):
     def _dp_needs_a_budget(self) -> FedMFConfig:
         if self.dp != "none" and self.dp_epsilon is None and self.noise_multiplier is None:
             raise ValueError(f"dp={self.dp!r} needs dp_epsilon or noise_multiplier")
+        return self
+
+    @model_validator(mode="after")
+    def _secagg_composes(self) -> FedMFConfig:
+        """SecAgg+ hides every client's update from the server: whatever needs one cannot work."""
+        if not self.secagg:
+            return self
+        if self.dp == "client" and self.dp_clipping == "server":
+            raise ValueError(
+                "secagg=True with dp='client' needs dp_clipping='client': under SecAgg+ the server never "
+                "sees a client's update, so it cannot clip one (or use dp='record', or secagg=False)"
+            )
+        if self.partition != "user" and self.clients < 2:
+            raise ValueError(
+                "secagg=True needs at least 2 clients (a sum over one client is that client's update)"
+            )
+        shares, threshold = self.secagg_num_shares, self.secagg_reconstruction_threshold
+        if isinstance(shares, int) and not isinstance(shares, bool) and shares <= 2:
+            raise ValueError(f"secagg_num_shares={shares}: an int must be > 2 (or give a share in (0, 1])")
+        if isinstance(shares, float) and not 0.0 < shares <= 1.0:
+            raise ValueError(f"secagg_num_shares={shares}: a float is a share of the clients, in (0, 1]")
+        if isinstance(threshold, float) and not 0.0 < threshold <= 1.0:
+            raise ValueError(f"secagg_reconstruction_threshold={threshold}: a float is a share, in (0, 1]")
+        if isinstance(threshold, int) and isinstance(shares, int) and not 2 <= threshold < shares:
+            raise ValueError(
+                f"secagg_reconstruction_threshold={threshold}: an int must be in [2, secagg_num_shares={shares})"
+            )
         return self

@@ -1,7 +1,7 @@
 """The server side of a federated run: the Flower strategy, and what the server logs each round.
 
 :func:`make_strategy` builds one of Flower's strategies (``FedAvg``, ``FedAvgM``, ``FedProx``,
-``FedAdam``), optionally wrapped in Flower's ``DifferentialPrivacyServerSideFixedClipping``;
+``FedAdam``), optionally wrapped in Flower's ``DifferentialPrivacy{Server,Client}SideFixedClipping``;
 :class:`Observed` wraps it to count bytes, track ε and log a :class:`RoundLog` per round, without
 changing what the strategy does.
 """
@@ -17,6 +17,7 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import (
+    DifferentialPrivacyClientSideFixedClipping,
     DifferentialPrivacyServerSideFixedClipping,
     FedAdam,
     FedAvg,
@@ -61,8 +62,18 @@ class FederatedRun:
         return self.rounds[-1].epsilon if self.rounds else None
 
 
-def _nbytes(content: RecordDict) -> int:
-    return sum(len(a.data) for rec in content.array_records.values() for a in rec.values())
+def payload_bytes(content: RecordDict) -> int:
+    """Bytes of a message's payload: its arrays, and any bytes in its config records (SecAgg+
+    sends keys, key shares and the masked table as bytes there). Scalars and metrics are not
+    counted (a few bytes each)."""
+    n = sum(len(a.data) for rec in content.array_records.values() for a in rec.values())
+    for rec in content.config_records.values():
+        for value in rec.values():
+            if isinstance(value, bytes):
+                n += len(value)
+            elif isinstance(value, list):
+                n += sum(len(v) for v in value if isinstance(v, bytes))
+    return n
 
 
 class Observed(Strategy):
@@ -99,7 +110,7 @@ class Observed(Strategy):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         messages = list(self.inner.configure_train(server_round, arrays, config, grid))
-        self._down = sum(_nbytes(m.content) for m in messages)
+        self._down = sum(payload_bytes(m.content) for m in messages)
         self._up = 0
         return messages
 
@@ -112,7 +123,7 @@ class Observed(Strategy):
         if failed:  # a silently smaller average would hide a bug in the client code
             reason = " ".join((failed[0].error.reason or "no reason given").split())[:300]
             raise RuntimeError(f"round {server_round}: {len(failed)} client(s) failed; the first: {reason}")
-        self._up = sum(_nbytes(m.content) for m in ok)
+        self._up = sum(payload_bytes(m.content) for m in ok)
         self._clients = len(ok)
         if self.keep:
             self.received.extend(m.content for m in ok)
@@ -127,14 +138,14 @@ class Observed(Strategy):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         messages = list(self.inner.configure_evaluate(server_round, arrays, config, grid))
-        self._down += sum(_nbytes(m.content) for m in messages)
+        self._down += sum(payload_bytes(m.content) for m in messages)
         return messages
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         replies = sorted(replies, key=_reply_key)
         if self.keep:
             self.received.extend(m.content for m in replies if not m.has_error())
-        self._up += sum(_nbytes(m.content) for m in replies if not m.has_error())
+        self._up += sum(payload_bytes(m.content) for m in replies if not m.has_error())
         counted = [m for m in replies if not m.has_error() and metric(m.content, "num-examples") > 0]
         metrics = self.inner.aggregate_evaluate(server_round, counted) if counted else None
         self._ndcg = None if metrics is None else num(metrics, "ndcg")
@@ -217,7 +228,12 @@ def make_strategy(
         strategy = FedAvg(**common)
     if c.dp == "client":
         assert central_z is not None
-        strategy = DifferentialPrivacyServerSideFixedClipping(
+        wrapper = (
+            DifferentialPrivacyClientSideFixedClipping
+            if c.dp_clipping == "client"
+            else DifferentialPrivacyServerSideFixedClipping
+        )
+        strategy = wrapper(
             strategy, noise_multiplier=central_z, clipping_norm=c.max_grad_norm, num_sampled_clients=n_sampled
         )
     return strategy

@@ -8,6 +8,11 @@ server receives is an ``ArrayRecord`` holding ``items`` (the ``n_items x (factor
 and a ``MetricRecord`` of numbers (record count, loss, ε, validation NDCG); user ids, item ids and
 the user factors stay in the client's ``Context.state``.
 
+With ``secagg=True`` the server runs Flower's SecAgg+ instead (:mod:`lmrec.federated.secagg`):
+Flower's legacy ``DefaultWorkflow`` with ``SecAggPlusWorkflow`` as its fit step, and the clients'
+train handler inside ``secaggplus_mod``; the same client code trains, only the message layout and
+the aggregation change, and the server receives masked tables whose sum alone it can unmask.
+
 Privacy accounting always comes from Opacus's RDP accountant (``opacus.accountants.RDPAccountant``):
 * ``dp="record"``: each client runs DP-SGD (Poisson sampling rate ``q = 1 / batches per epoch``,
   noise multiplier ``z``) and keeps its accountant history ``(z, q, steps)`` across rounds; the
@@ -27,11 +32,13 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
+from flwr.clientapp.mod import fixedclipping_mod
 from flwr.serverapp import Grid, ServerApp
 from flwr.simulation import run_simulation
 
@@ -39,6 +46,16 @@ from lmrec.federated.accounting import epsilon, noise_for
 from lmrec.federated.clients import ClientData, client_data, load_clients, save_clients
 from lmrec.federated.config import FedMFConfig
 from lmrec.federated.local import LocalConfig, local_update
+from lmrec.federated.secagg import (
+    SecAggObserved,
+    check_secagg,
+    client_mods,
+    legacy_evaluate,
+    legacy_train,
+    make_legacy_strategy,
+    run_secagg,
+    secagg_workflow,
+)
 from lmrec.federated.server import FederatedRun, Observed, RoundLog, items_of, make_strategy, num
 
 __all__ = ["ClientData", "FederatedRun", "RoundLog", "client_data", "simulate"]
@@ -103,15 +120,17 @@ def simulate(
     folder = tempfile.TemporaryDirectory(prefix="lmrec-fed-")
     data_file = str(Path(folder.name) / "clients.npz")
     save_clients(clients, Path(data_file))
-    client_app = ClientApp()
+    max_weight = 0.0
+    if c.secagg:
+        max_weight = check_secagg(c, n_clients, n_sampled, [d.n_records for d in clients])
 
-    @client_app.train()
-    def train(msg: Message, context: Context) -> Message:
+    def fit_client(
+        items: np.ndarray, server_round: int, context: Context
+    ) -> tuple[np.ndarray, dict[str, float]]:
+        """One client's round: local BPR steps on its own records; its user factors stay in its state."""
         torch.set_num_threads(1)
         pid = int(context.node_config["partition-id"])
         data = load_clients(data_file)[pid]
-        server_round = int(num(msg.content.config_records["config"], "server-round"))
-        items = items_of(msg.content)
         users = _user_factors(context, pid, len(data.users), c)
         rng = np.random.default_rng([c.seed, pid, server_round])
         z = 0.0
@@ -126,68 +145,126 @@ def simulate(
             rng,
         )
         context.state["local"] = ArrayRecord({"users": Array(run.users)})
-        metrics: dict[str, int | float | list[int] | list[float]] = {
-            "num-examples": float(data.n_records),
-            "loss": run.loss,
-        }
+        metrics = {"num-examples": float(data.n_records), "loss": run.loss}
         if c.dp == "record":
             acc = context.state.config_records["dp"]
             steps = int(num(acc, "steps")) + run.steps
             acc["steps"] = steps
             acc["sample_rate"] = run.sample_rate
             metrics["epsilon"] = epsilon(z, run.sample_rate, steps, delta)
-        return Message(
-            RecordDict(
-                {"arrays": ArrayRecord({"items": Array(run.items)}), "metrics": MetricRecord(metrics)}
-            ),
-            reply_to=msg,
-        )
+        return run.items, metrics
 
-    @client_app.evaluate()
-    def evaluate(msg: Message, context: Context) -> Message:
+    def evaluate_client(items: np.ndarray, context: Context) -> tuple[int, float]:
+        """The client's validation users and their mean NDCG@10 against ``items``."""
         pid = int(context.node_config["partition-id"])
         data = load_clients(data_file)[pid]
-        items = items_of(msg.content)
         users = _user_factors(context, pid, len(data.users), c)
         ndcg = 0.0
         if len(data.valid_users):
             scores = users[data.valid_users] @ items[:, :-1].T + items[:, -1]
             seen = [data.record_items[data.record_users == u] for u in data.valid_users]
             ndcg = float(_ndcg(scores, seen, data.valid_items).mean())
-        return Message(
-            RecordDict({"metrics": MetricRecord({"num-examples": len(data.valid_users), "ndcg": ndcg})}),
-            reply_to=msg,
+        return len(data.valid_users), ndcg
+
+    if c.secagg:
+        client_app = ClientApp(mods=client_mods(c))
+
+        @client_app.train()
+        def train_legacy(msg: Message, context: Context) -> Message:
+            return legacy_train(msg, context, fit_client)
+
+        @client_app.evaluate()
+        def evaluate_legacy(msg: Message, context: Context) -> Message:
+            return legacy_evaluate(msg, context, evaluate_client)
+
+    else:
+        # Flower's message-API clipping mod for client-side DP clipping (the strategy sends the norm)
+        client_app = ClientApp(
+            mods=[fixedclipping_mod] if c.dp == "client" and c.dp_clipping == "client" else []
         )
 
-    observer = Observed(
-        make_strategy(c, n_clients, n_sampled, has_valid, central_z),
-        client_epsilon=central_epsilon,
-        on_round=on_round,
-        keep=keep_messages,
-    )
+        @client_app.train()
+        def train(msg: Message, context: Context) -> Message:
+            server_round = int(num(msg.content.config_records["config"], "server-round"))
+            items, metrics = fit_client(items_of(msg.content), server_round, context)
+            return Message(
+                RecordDict(
+                    {"arrays": ArrayRecord({"items": Array(items)}), "metrics": MetricRecord(dict(metrics))}
+                ),
+                reply_to=msg,
+            )
+
+        @client_app.evaluate()
+        def evaluate(msg: Message, context: Context) -> Message:
+            n, ndcg = evaluate_client(items_of(msg.content), context)
+            return Message(
+                RecordDict({"metrics": MetricRecord({"num-examples": n, "ndcg": ndcg})}), reply_to=msg
+            )
+
+    init = (np.random.default_rng(c.seed).standard_normal((n_items, c.factors + 1)) * 0.1).astype(np.float32)
+    init[:, -1] = 0.0
     final: dict[str, np.ndarray] = {}
+    received: list[RecordDict] = []
+    rounds: list[RoundLog]
     server_app = ServerApp()
+    if c.secagg:
+        server_ndcg: dict[int, float] = {}
 
-    def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
-        """Flower calls this last in every round: the round's log is complete here."""
-        value = None
-        if server_eval is not None and server_round > 0:
-            value = server_eval(server_round, arrays["items"].numpy())
-        observer.end_round(server_round, value)
-        return None if value is None else MetricRecord({"ndcg": value})
+        def legacy_evaluate_fn(
+            server_round: int, arrays: list[np.ndarray], config: dict[str, Any]
+        ) -> tuple[float, dict[str, Any]] | None:
+            """Flower's centralised evaluation, after each round's fit (simulation only)."""
+            if server_eval is None or server_round == 0:
+                return None
+            value = server_eval(server_round, arrays[0].astype(np.float32))
+            if value is None:
+                return None
+            server_ndcg[server_round] = value
+            return 0.0, {"ndcg": value}
 
-    @server_app.main()
-    def main(grid: Grid, context: Context) -> None:
-        rng = np.random.default_rng(c.seed)
-        init = (rng.standard_normal((n_items, c.factors + 1)) * 0.1).astype(np.float32)
-        init[:, -1] = 0.0
-        result = observer.start(
-            grid=grid,
-            initial_arrays=ArrayRecord({"items": Array(init)}),
-            num_rounds=c.iterations,
-            evaluate_fn=evaluate_fn,
+        legacy_observer = SecAggObserved(
+            make_legacy_strategy(c, n_clients, n_sampled, has_valid, central_z, init, legacy_evaluate_fn),
+            client_epsilon=central_epsilon,
+            on_round=on_round,
         )
-        final["items"] = result.arrays["items"].numpy()
+        workflow = secagg_workflow(c, max_weight)
+
+        @server_app.main()
+        def main_secagg(grid: Grid, context: Context) -> None:
+            final["items"], got = run_secagg(
+                grid, context, c, legacy_observer, workflow, server_ndcg, keep=keep_messages
+            )
+            received.extend(got)
+
+        rounds = legacy_observer.rounds
+    else:
+        observer = Observed(
+            make_strategy(c, n_clients, n_sampled, has_valid, central_z),
+            client_epsilon=central_epsilon,
+            on_round=on_round,
+            keep=keep_messages,
+        )
+
+        def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+            """Flower calls this last in every round: the round's log is complete here."""
+            value = None
+            if server_eval is not None and server_round > 0:
+                value = server_eval(server_round, arrays["items"].numpy())
+            observer.end_round(server_round, value)
+            return None if value is None else MetricRecord({"ndcg": value})
+
+        @server_app.main()
+        def main(grid: Grid, context: Context) -> None:
+            result = observer.start(
+                grid=grid,
+                initial_arrays=ArrayRecord({"items": Array(init)}),
+                num_rounds=c.iterations,
+                evaluate_fn=evaluate_fn,
+            )
+            final["items"] = result.arrays["items"].numpy()
+
+        rounds = observer.rounds
+        received = observer.received
 
     # Ray warns (FutureWarning) that it will stop overriding accelerator variables; we use none
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
@@ -219,10 +296,10 @@ def simulate(
         raise RuntimeError("the Flower simulation ended without a model (see the log above)")
     return FederatedRun(
         items=np.ascontiguousarray(final["items"], dtype=np.float32),
-        rounds=observer.rounds,
+        rounds=rounds,
         delta=delta if c.dp != "none" else None,
         noise_multiplier=central_z,
-        received=observer.received,
+        received=received,
     )
 
 
