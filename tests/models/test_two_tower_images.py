@@ -16,7 +16,7 @@ from lmrec.data.dataset import Dataset
 from lmrec.errors import DataError, LmrecError
 from lmrec.models.base import Recommender
 from lmrec.models.two_tower import TwoTower, TwoTowerConfig
-from lmrec.testing import make_checkerboard
+from lmrec.testing import RecommenderContract, make_checkerboard
 
 torch.set_num_threads(1)
 
@@ -118,33 +118,6 @@ def test_item_without_a_picture_is_masked_not_zero_fused(board: Dataset, fitted:
     assert np.isfinite(scores).all()
 
 
-def test_modality_dropout_keeps_a_part_and_only_trains(board: Dataset) -> None:
-    from lmrec.nn.item_repr import ItemRepresentation
-
-    text = torch.randn(6, 8)
-    image = torch.randn(6, 5)
-    rep = ItemRepresentation(
-        6,
-        4,
-        text,
-        modalities=("id", "text", "image"),
-        image_embeddings=image,
-        image_known=torch.tensor([True, True, True, False, False, False]),
-        id_dropout=0.9,
-        modality_dropout=0.9,
-    )
-    tokens = torch.arange(1, 7).repeat(200)
-    rep.train()
-    _, present = rep._parts(tokens, None)
-    kept = torch.stack(present, -1)
-    assert bool(kept.any(-1).all()), "every item keeps at least one part it has"
-    assert not bool(kept[:, 2][tokens >= 4].any()), "items without a picture never get one"
-    assert kept.float().mean() < 0.6, "parts are dropped while training"
-    rep.eval()
-    _, present = rep._parts(tokens, None)
-    assert bool(torch.stack(present, -1)[:, :2].all()), "no dropout at inference"
-
-
 def test_cold_item_with_only_a_picture_is_recommended(
     tmp_path: Path, board: Dataset, fitted: TwoTower, new_files: dict[int, str]
 ) -> None:
@@ -234,3 +207,16 @@ def test_modality_config_reads_naturally() -> None:
     assert cfg.modalities == ("id", "text", "image") and cfg.parts == ("id", "text", "image")
     assert TwoTowerConfig(fusion="id_only").parts == ("id",) and TwoTowerConfig().parts == ("id", "text")
     assert TwoTowerConfig.model_validate_json(cfg.model_dump_json()) == cfg
+
+
+class TestTwoTowerModalitiesContract(RecommenderContract):
+    """The shared contract for the masked tower (ID + text, gated, modality dropout; no pictures)."""
+
+    model_factory = staticmethod(
+        lambda: TwoTower(
+            **{k: v for k, v in FAST.items() if k != "image_encoder"},
+            modalities=["id", "text"],
+            fusion="gate",
+            modality_dropout=0.2,
+        )
+    )
