@@ -4,6 +4,7 @@ cold items placed by their picture (``add_items``), save/load, config validation
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -22,7 +23,7 @@ torch.set_num_threads(1)
 
 N_ITEMS = 20
 #: fast settings: model-free encoders (hashing text, colour-histogram pictures), a tiny network
-FAST = {
+FAST: dict[str, Any] = {
     "dim": 16,
     "n_heads": 2,
     "n_layers": 1,
@@ -72,6 +73,7 @@ def new_files(tmp_path_factory: pytest.TempPathFactory) -> dict[int, str]:
 def board(pictures: Path) -> Dataset:
     """The checkerboard with group-carrying pictures and titles that say nothing about the group."""
     data = make_checkerboard(n_items=N_ITEMS)
+    assert data.items is not None
     data = Dataset.from_frames(
         data.interactions.select("user_id", "item_id", "timestamp"),
         items=data.items.with_columns(title=pl.Series([f"item {i}" for i in data.items["item_id"]])),
@@ -140,7 +142,7 @@ def test_cold_item_with_only_a_picture_is_recommended(
     # an id-only model has nothing to place a new item with
     id_only = TwoTower(**{**FAST, "fusion": "id_only", "train": {**FAST["train"], "max_epochs": 1}}).fit(
         board
-    )  # type: ignore[dict-item]
+    )
     with pytest.raises(LmrecError, match="ID only"):
         id_only.add_items(pl.DataFrame({"item_id": [100], "image": [files[100]]}))
 
@@ -159,7 +161,7 @@ def test_save_load_round_trip_with_pictures(
     assert loaded.image_encoder_id_ == model.image_encoder_id_
     np.testing.assert_array_equal(loaded.image_center_, model.image_center_)
     np.testing.assert_array_equal(loaded.item_vectors(), model.item_vectors())
-    queries = [0, 5, {"history": [2, 4, 100]}, {"text": "item 102"}]
+    queries: list[Any] = [0, 5, {"history": [2, 4, 100]}, {"text": "item 102"}]
     np.testing.assert_allclose(loaded.score(queries), model.score(queries), rtol=1e-5, atol=1e-6)
     # the loaded model still places new pictures in the same space
     loaded.add_items(pl.DataFrame({"item_id": [101], "image": [files[101]]}))
@@ -171,7 +173,7 @@ def test_save_load_round_trip_with_pictures(
 
 
 def test_image_only_model_needs_pictures(board: Dataset) -> None:
-    model = TwoTower(**{**FAST, "modalities": ("id", "image"), "train": {**FAST["train"], "max_epochs": 1}})  # type: ignore[dict-item]
+    model = TwoTower(**{**FAST, "modalities": ("id", "image"), "train": {**FAST["train"], "max_epochs": 1}})
     plain = Dataset.from_frames(board.interactions.select("user_id", "item_id", "timestamp"), name="plain")
     with pytest.raises(LmrecError, match="'plain' has no item pictures"):
         model.fit(plain)

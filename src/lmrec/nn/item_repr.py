@@ -239,10 +239,11 @@ class ItemRepresentation(nn.Module):
             self.register_buffer("text_known", self._token_mask(has), persistent=True)
         if self.masked and fusion == "gate" and len(mods) > 1:
             # one gate per modality; zero init: an even mix of the parts an item has
-            self.gates = nn.ModuleDict({m: nn.Linear(dim, dim) for m in mods})
-            for g in self.gates.values():
+            gates = {m: nn.Linear(dim, dim) for m in mods}
+            for g in gates.values():
                 nn.init.zeros_(g.weight)
                 nn.init.zeros_(g.bias)
+            self.gates = nn.ModuleDict(gates)
 
         token_known = torch.ones(self.n_tokens, dtype=torch.bool)
         if padding_idx is not None:
