@@ -34,12 +34,25 @@ Intervals: per-user percentile bootstrap 95% CIs (:func:`lmrec.evaluation.signif
 1000 resamples); for cold items over the users of all seeds pooled. ``paired`` rows compare text +
 image with text on the same users (:func:`~lmrec.evaluation.significance.paired_test`).
 
+Two-tower arms (``--two-tower``; :class:`~lmrec.models.two_tower.TwoTower` with ``modalities``, the
+masked gated fusion, ID dropout 0.2): ``ID only`` (``["id"]``), ``text`` (``["id", "text"]``, the same
+MiniLM profile text), ``image`` (``["id", "image"]``, the same MobileNetV2 poster vectors) and ``text +
+image`` (``["id", "text", "image"]``). ``modality_dropout`` is chosen from ``--tt-dropouts`` on the
+first seed's **validation** phase, for the text + image arm, once per protocol, and then used by
+every arm with a part to drop (warm: the early-stopping validation NDCG@10 on ``Split.valid``; cold:
+NDCG@10 on the validation-cold items). Warm: the leave-last-out split is fixed, the seeds are the
+training seeds, early stopping on ``Split.valid``; the per-user rows of the 3 seeds are pooled for the
+CIs. Cold: one ``cold_item`` split per seed; early stopping on the last event of 10% of the training
+users (``val_fraction``), never on cold items. ``--smoke`` shrinks the two-tower arms (a few hundred
+users, a tiny network, 1 epoch) so a test can run them; its numbers mean nothing.
+
 Encoding is timed once per run: the pictures through a fresh embedding cache (first run), then again
 through the same cache (every picture a hit). ``--throughput N`` also times N posters without a
 cache at 1 and 2 torch threads.
 
     python benchmarks/multimodal.py [--data-dir ../shared/data] [--seeds 42,43,44]
         [--weights 0.1,0.25,0.5,0.75] [--cache-dir DIR] [--throughput 200] [--out results.json]
+        [--two-tower [--skip-content] [--protocols cold,warm] [--tt-dropouts 0,0.25,0.5] [--smoke]]
 """
 
 from __future__ import annotations
@@ -408,6 +421,178 @@ def run_warm(data: Dataset, weights: list[float], cache: str) -> dict[str, Any]:
     }
 
 
+#: the two-tower arms: label -> modalities
+TT_ARMS: dict[str, tuple[str, ...]] = {
+    "two_tower: ID only": ("id",),
+    "two_tower: text": ("id", "text"),
+    "two_tower: image": ("id", "image"),
+    "two_tower: text + image": ("id", "text", "image"),
+}
+#: two-tower settings beside the arm's modalities (``--smoke`` shrinks them)
+TT_PARAMS: dict[str, Any] = {"fusion": "gate", "dim": 64, "id_dropout": 0.2}
+TT_TRAIN: dict[str, Any] = {"progress_bar": False, "accelerator": "cpu"}
+SMOKE_PARAMS: dict[str, Any] = {"dim": 8, "max_len": 10, "n_heads": 2}
+SMOKE_TRAIN: dict[str, Any] = {"max_epochs": 1, "batch_size": 256}
+SMOKE_USERS = 150
+#: fit seconds per two-tower model (by id: the models live as long as the run)
+FIT_SECONDS: dict[int, float] = {}
+
+
+def two_tower(
+    train: Dataset,
+    cache: str,
+    modalities: tuple[str, ...],
+    dropout: float,
+    seed: int,
+    valid: pl.DataFrame | None = None,
+) -> Any:
+    """A fitted two-tower arm (early stopping on ``valid``, else on its own ``val_fraction``)."""
+    from lmrec.models.two_tower import TwoTower
+
+    t0 = time.perf_counter()
+    model = TwoTower(
+        modalities=modalities,
+        modality_dropout=dropout if len(modalities) > 1 else 0.0,
+        profile=PROFILE,
+        cache_dir=cache,
+        encoder=ENCODERS["text"],
+        encoder_device="cpu",
+        image_encoder=ENCODERS["image"],
+        train={**TT_TRAIN, "seed": seed},
+        **TT_PARAMS,
+    ).fit(train, valid=valid)
+    FIT_SECONDS[id(model)] = round(time.perf_counter() - t0, 1)
+    return model
+
+
+def _fit_info(model: Any) -> dict[str, Any]:
+    rep = model.report_
+    return {
+        "fit_s": FIT_SECONDS.get(id(model)),
+        "best_epoch": None if rep is None else rep.best_epoch,
+        "epochs": None if rep is None else len(rep.epochs),
+        "valid_ndcg@10 (early stopping)": None
+        if rep is None or rep.best_metric is None
+        else round(rep.best_metric, 4),
+    }
+
+
+def _choose_dropout(val: dict[float, float]) -> float:
+    return max(val, key=lambda p: (val[p], -p))  # ties: less dropout
+
+
+def run_two_tower_warm(data: Dataset, seeds: list[int], dropouts: list[float], cache: str) -> dict[str, Any]:
+    """Warm leave-last-out, full ranking: the four two-tower arms, one fit per arm and training seed."""
+    split = leave_last_out(data, n_test=1, n_valid=1)
+    train = split.train
+    assert split.valid is not None
+    both = TT_ARMS["two_tower: text + image"]
+
+    def per_user(model: Recommender) -> np.ndarray:
+        res = evaluate(model, split, ks=(K,), metrics=("ndcg",), beyond_accuracy=False, auc=False)
+        assert res.per_user is not None
+        return res.per_user[f"ndcg@{K}"].to_numpy()
+
+    # validation: modality dropout, on the first seed's early-stopping metric (Split.valid)
+    grid = {p: two_tower(train, cache, both, p, seeds[0], split.valid) for p in dropouts}
+    val = {p: float(m.report_.best_metric or 0.0) for p, m in grid.items()}
+    p = _choose_dropout(val)
+    print(f"two_tower warm: modality dropout {p} (valid {val})", flush=True)
+    per_arm: dict[str, list[np.ndarray]] = {}
+    fits: list[dict[str, Any]] = []
+    for seed in seeds:
+        for name, mods in TT_ARMS.items():
+            model = (
+                grid[p]
+                if (seed == seeds[0] and mods == both)
+                else two_tower(train, cache, mods, p, seed, split.valid)
+            )
+            per_arm.setdefault(name, []).append(per_user(model))
+            fits.append({"seed": seed, "arm": name, **_fit_info(model)})
+            print(f"two_tower warm seed {seed} {name}: {per_arm[name][-1].mean():.4f} {fits[-1]}", flush=True)
+    pooled = {name: np.concatenate(v) for name, v in per_arm.items()}
+    return {
+        "rows": {
+            name: ci(v) | {"per_seed": [round(float(x.mean()), 4) for x in per_arm[name]]}
+            for name, v in pooled.items()
+        },
+        "modality_dropout": p,
+        "dropout_valid_ndcg@10": {str(k): round(v, 4) for k, v in val.items()},
+        "fits": fits,
+        "grid_fits": [{"modality_dropout": k, **_fit_info(m)} for k, m in grid.items()],
+        "paired_text+image_vs_text": paired_test(
+            pooled["two_tower: text + image"], pooled["two_tower: text"]
+        ).to_dict(),
+        "paired_text+image_vs_id": paired_test(
+            pooled["two_tower: text + image"], pooled["two_tower: ID only"]
+        ).to_dict(),
+        "paired_image_vs_id": paired_test(pooled["two_tower: image"], pooled["two_tower: ID only"]).to_dict(),
+    }
+
+
+def run_two_tower_cold(data: Dataset, seeds: list[int], dropouts: list[float], cache: str) -> dict[str, Any]:
+    """Cold items (the content arms' splits and candidates): the four two-tower arms per seed."""
+    both = TT_ARMS["two_tower: text + image"]
+    per_arm: dict[str, list[np.ndarray]] = {}
+    fits: list[dict[str, Any]] = []
+    val: dict[float, float] = {}
+    p = dropouts[0]
+    examples: list[dict[str, Any]] = []
+    for seed in seeds:
+        split = cold_item(data, item_fraction=0.1, valid_fraction=0.1, seed=seed)
+        train = split.train
+        assert split.valid is not None
+        test_items = np.unique(split.test["item_idx"].to_numpy())
+        chosen = None
+        if seed == seeds[0]:
+            # validation: modality dropout on the validation-cold items (test never feeds it)
+            valid_items = np.unique(split.valid["item_idx"].to_numpy())
+            grid = {q: two_tower(train, cache, both, q, seed) for q in dropouts}
+            val = {
+                q: float(candidate_ndcg(m, train, split.valid, valid_items).mean()) for q, m in grid.items()
+            }
+            p = _choose_dropout(val)
+            chosen = grid[p]
+            print(f"two_tower cold: modality dropout {p} (valid {val})", flush=True)
+        models: dict[str, Recommender] = {}
+        for name, mods in TT_ARMS.items():
+            model = (
+                chosen if (chosen is not None and mods == both) else two_tower(train, cache, mods, p, seed)
+            )
+            models[name] = model
+            per_arm.setdefault(name, []).append(candidate_ndcg(model, train, split.test, test_items))
+            fits.append({"seed": seed, "arm": name, **_fit_info(model)})
+            print(f"two_tower cold seed {seed} {name}: {per_arm[name][-1].mean():.4f} {fits[-1]}", flush=True)
+        if not examples:
+            examples = picture_examples(
+                data, models["two_tower: text"], models["two_tower: text + image"], split, test_items
+            )
+    pooled = {name: np.concatenate(v) for name, v in per_arm.items()}
+    return {
+        "rows": {
+            name: ci(v) | {"per_seed": [round(float(x.mean()), 4) for x in per_arm[name]]}
+            for name, v in pooled.items()
+        },
+        "modality_dropout": p,
+        "dropout_valid_ndcg@10": {str(k): round(v, 4) for k, v in val.items()},
+        "fits": fits,
+        "examples": examples,
+        "paired_text+image_vs_text": paired_test(
+            pooled["two_tower: text + image"], pooled["two_tower: text"]
+        ).to_dict(),
+        "paired_image_vs_id": paired_test(pooled["two_tower: image"], pooled["two_tower: ID only"]).to_dict(),
+    }
+
+
+def smoke_subset(data: Dataset, n_users: int) -> Dataset:
+    """The interactions of the first ``n_users`` users (every item, its text and picture kept)."""
+    keep = data.user_vocab.external(np.arange(min(n_users, data.n_users)))
+    inter = data.interactions.filter(pl.col("user_id").is_in(list(keep)))
+    return Dataset.from_frames(
+        inter.select("user_id", "item_id", "rating", "timestamp"), items=data.items, name=data.name
+    ).with_images(data.images)  # type: ignore[arg-type]
+
+
 def time_encoding(data: Dataset, main_cache: str, threads: int) -> dict[str, Any]:
     """Encode every poster through a fresh cache, then again through the same cache; the vectors
     then go into ``main_cache`` too, so the model runs do not encode them a second time."""
@@ -481,8 +666,21 @@ def main(argv: list[str] | None = None) -> int:
         default="image,text,text+image",
         help="modalities with a cf_projection arm on cold items ('' for none)",
     )
+    ap.add_argument("--two-tower", action="store_true", help="also the two-tower arms (ID/text/image/both)")
+    ap.add_argument("--skip-content", action="store_true", help="only the two-tower arms (with --two-tower)")
+    ap.add_argument("--protocols", default="cold,warm", help="which protocols to run: cold, warm or both")
+    ap.add_argument(
+        "--tt-dropouts", default="0,0.25,0.5", help="two-tower modality dropouts tried on validation"
+    )
+    ap.add_argument("--smoke", action="store_true", help="tiny two-tower runs on a user subset (for tests)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
+    protocols = set(args.protocols.split(","))
+    if protocols - {"cold", "warm"}:
+        ap.error(f"--protocols: give cold and/or warm, not {args.protocols!r}")
+    if args.smoke:
+        TT_PARAMS.update(SMOKE_PARAMS)
+        TT_TRAIN.update(SMOKE_TRAIN)
     ENCODERS.update(text=args.text_encoder, image=args.image_encoder)
     PROJECTED[:] = [m for m in args.projection.split(",") if m]
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -497,13 +695,26 @@ def main(argv: list[str] | None = None) -> int:
         "text_encoder": args.text_encoder or "all-MiniLM-L6-v2 (bundled)",
         "image_encoder": args.image_encoder or "mobilenetv2-imagenet",
     }
+    if args.smoke:
+        data = smoke_subset(data, SMOKE_USERS)
+        result["smoke_users"] = data.n_users
     if not args.skip_timing:
         result["encoding"] = time_encoding(data, cache, args.threads)
         print(f"encoding: {result['encoding']}", flush=True)
     if args.throughput:
         result["throughput"] = throughput(data, args.throughput)
-    result["cold"] = run_cold(data, seeds, weights, cache)
-    result["warm"] = run_warm(data, weights, cache)
+    content_arms = not (args.skip_content and args.two_tower)
+    if content_arms and "cold" in protocols:
+        result["cold"] = run_cold(data, seeds, weights, cache)
+    if content_arms and "warm" in protocols:
+        result["warm"] = run_warm(data, weights, cache)
+    if args.two_tower:
+        dropouts = [float(x) for x in args.tt_dropouts.split(",")]
+        result["two_tower_settings"] = {**TT_PARAMS, "train": TT_TRAIN, "dropouts_tried": dropouts}
+        if "cold" in protocols:
+            result["two_tower_cold"] = run_two_tower_cold(data, seeds, dropouts, cache)
+        if "warm" in protocols:
+            result["two_tower_warm"] = run_two_tower_warm(data, seeds, dropouts, cache)
     if args.hybrid:
         result["hybrid"] = run_hybrid(data, cache)
     result["seconds"] = round(time.perf_counter() - t0, 1)
@@ -513,10 +724,9 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.out).write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
     print()
-    cold, warm = result["cold"]["rows"], result["warm"]["rows"]
-    print(
-        f"### ml-100k-posters: content NDCG@10 with per-user bootstrap 95% CIs (cold: seeds {seeds} pooled)"
-    )
+    cold = {**result.get("cold", {}).get("rows", {}), **result.get("two_tower_cold", {}).get("rows", {})}
+    warm = {**result.get("warm", {}).get("rows", {}), **result.get("two_tower_warm", {}).get("rows", {})}
+    print(f"### ml-100k-posters: NDCG@10 with per-user bootstrap 95% CIs (cold: seeds {seeds} pooled)")
     print()
     print("| arm | warm (leave-last-out, full ranking) | cold items (cold candidates) |")
     print("|---|---:|---:|")
@@ -538,29 +748,45 @@ def main(argv: list[str] | None = None) -> int:
     def cell(r: dict[str, Any] | None) -> str:
         return "" if r is None else f"{r['ndcg@10']:.4f} [{r['lo']:.4f}, {r['hi']:.4f}]"
 
+    names += [(name, name, name) for name in TT_ARMS]
     for label, w_key, c_key in names:
+        if (w_key not in warm) and (c_key not in cold):
+            continue
         print(f"| {label} | {cell(warm.get(w_key) if w_key else None)} | {cell(cold.get(c_key))} |")
     if "hybrid" in result:
         print("| hybrid ranker (EASE, item-kNN, popularity) | | |")
         for label, r in result["hybrid"]["rows"].items():
             print(f"| {label} | {cell(r)} | |")
-    print()
-    print("cold items (first seed) whose mean rank among the cold candidates moved most with the poster:")
-    print()
-    print(
-        "| effect | item | title | suspect poster link | users | mean rank, text | mean rank, text + image |"
-    )
-    print("|---|---:|---|---:|---:|---:|---:|")
-    for e in result["cold"]["examples"]:
+    for key, model_name in (("cold", "content"), ("two_tower_cold", "two_tower")):
+        if key not in result:
+            continue
+        print()
         print(
-            f"| {e['effect']} | {e['item_id']} | {e['title']} | {e['poster_link_suspect']} | {e['users']} | "
-            f"{e['mean_rank_text']} | {e['mean_rank_text_image']} |"
+            f"{model_name}: cold items (first seed) whose mean rank among the cold candidates moved most "
+            "with the poster:"
         )
+        print()
+        print(
+            "| effect | item | title | suspect poster link | users | mean rank, text | mean rank, text + image |"
+        )
+        print("|---|---:|---|---:|---:|---:|---:|")
+        for e in result[key]["examples"]:
+            print(
+                f"| {e['effect']} | {e['item_id']} | {e['title']} | {e['poster_link_suspect']} | {e['users']} | "
+                f"{e['mean_rank_text']} | {e['mean_rank_text_image']} |"
+            )
     print()
-    print(
-        f"picture weight chosen on validation: warm {result['warm']['weight']}, cold "
-        f"{[c['weight'] for c in result['cold']['weights']]}"
-    )
+    if "warm" in result and "cold" in result:
+        print(
+            f"picture weight chosen on validation: warm {result['warm']['weight']}, cold "
+            f"{[c['weight'] for c in result['cold']['weights']]}"
+        )
+    for key in ("two_tower_warm", "two_tower_cold"):
+        if key in result:
+            print(
+                f"{key}: modality dropout chosen on validation {result[key]['modality_dropout']} "
+                f"(valid NDCG@10 {result[key]['dropout_valid_ndcg@10']})"
+            )
     return 0
 
 

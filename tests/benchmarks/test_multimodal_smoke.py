@@ -46,3 +46,30 @@ def test_multimodal_benchmark_runs_end_to_end(tmp_path: Path, data_home: Path) -
     choices = cold["projection_choices"]
     assert {c["modality"] for c in choices} == {"image", "text", "text+image"}
     assert all(c["projection_method"] in ("ridge", "knn") and len(c["valid_ndcg@10"]) >= 2 for c in choices)
+
+
+def test_multimodal_benchmark_two_tower_arms_smoke(tmp_path: Path, data_home: Path) -> None:
+    """``--two-tower --smoke``: the four two-tower arms on both protocols, a validation-chosen
+    modality dropout, CIs and the poster examples (tiny network and user subset: numbers mean nothing)."""
+    spec = importlib.util.spec_from_file_location(
+        "bench_multimodal_tt", ROOT / "benchmarks" / "multimodal.py"
+    )
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    out = tmp_path / "mm.json"
+    args = ["--data-dir", str(data_home), "--seeds", "42", "--skip-timing", "--two-tower", "--skip-content"]
+    args += ["--smoke", "--tt-dropouts", "0,0.5", "--text-encoder", "hashing", "--image-encoder", "histogram"]
+    assert mod.main([*args, "--cache-dir", str(tmp_path / "c"), "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert "cold" not in doc and "warm" not in doc, "--skip-content runs the two-tower arms only"
+    arms = {"two_tower: ID only", "two_tower: text", "two_tower: image", "two_tower: text + image"}
+    for key in ("two_tower_cold", "two_tower_warm"):
+        part = doc[key]
+        assert set(part["rows"]) == arms and part["modality_dropout"] in (0.0, 0.5)
+        assert set(part["dropout_valid_ndcg@10"]) == {"0.0", "0.5"}
+        for row in part["rows"].values():
+            assert 0 <= row["lo"] <= row["ndcg@10"] <= row["hi"] <= 1 and row["users"] > 0
+    assert len(doc["two_tower_warm"]["fits"]) == 4 and doc["smoke_users"] == 150
+    assert {e["effect"] for e in doc["two_tower_cold"]["examples"]} <= {"helped", "hurt"}

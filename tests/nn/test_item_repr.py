@@ -1,4 +1,5 @@
-"""ItemRepresentation: token layout, fusion modes, ID dropout and cold items."""
+"""ItemRepresentation: token layout, fusion modes, ID dropout and cold items; the masked ID + text +
+picture tower (``modalities``), modality dropout, appending items."""
 
 from __future__ import annotations
 
@@ -74,3 +75,84 @@ def test_gradients_reach_projection_not_text(text: torch.Tensor) -> None:
     assert rep.text_proj.weight.grad is not None and rep.id_embedding is not None
     assert rep.id_embedding.weight.grad is not None
     assert not rep.text_table.requires_grad
+
+
+# ---------------------------------------------------------------------------------- masked tower
+def _masked(fusion: str = "gate", **kw: object) -> ItemRepresentation:
+    torch.manual_seed(0)
+    return ItemRepresentation(
+        6,
+        4,
+        torch.randn(6, 5),
+        fusion=fusion,  # type: ignore[arg-type]
+        modalities=("id", "text", "image"),
+        image_embeddings=torch.randn(6, 3),
+        image_known=torch.tensor([True, True, True, False, False, False]),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+@pytest.mark.parametrize("fusion", ["sum", "gate"])
+def test_masked_fusion_uses_only_the_parts_an_item_has(fusion: str) -> None:
+    rep = _masked(fusion).eval()
+    with torch.no_grad():
+        for g in getattr(rep, "gates", {}).values():  # a gate that is not an even mix
+            torch.nn.init.normal_(g.weight)
+        tokens = rep.to_tokens(torch.arange(6))
+        ident = rep.id_embedding(tokens)  # type: ignore[misc]
+        txt = rep.text_proj(rep.text_table[tokens])
+        img = rep.image_proj(rep.image_table[tokens])
+        out = rep.all_items()
+        # items 3..5 have no picture: their vector ignores the picture row entirely
+        rep.image_table[4:] += 10.0
+        torch.testing.assert_close(rep.all_items()[3:], out[3:])
+        if fusion == "sum":
+            torch.testing.assert_close(out[:3], (ident + txt + img)[:3])
+            torch.testing.assert_close(out[3:], (ident + txt)[3:])
+        # a cold item (no ID) with only a picture is exactly its projected picture
+        rep.set_known_items(torch.tensor([False] * 6))
+        rep.set_content(torch.tensor([0]), text_known=torch.tensor([False]))
+        torch.testing.assert_close(rep.all_items()[0], img[0])
+        assert torch.equal(rep(torch.tensor([0])), torch.zeros(1, 4)), "padding is an exact zero"
+        # text alone (a free-text query) goes through the text part
+        torch.testing.assert_close(rep.text_only(rep.text_table[1]), txt[0])
+
+
+def test_modality_dropout_keeps_a_part_and_only_trains() -> None:
+    rep = _masked(id_dropout=0.9, modality_dropout=0.9)
+    tokens = torch.arange(1, 7).repeat(200)
+    rep.train()
+    _, present = rep._parts(tokens, None)
+    kept = torch.stack(present, -1)
+    assert bool(kept.any(-1).all()), "every item keeps at least one part it has"
+    assert not bool(kept[:, 2][tokens >= 4].any()), "items without a picture never get one"
+    assert kept.float().mean() < 0.6, "parts are dropped while training"
+    rep.eval()
+    _, present = rep._parts(tokens, None)
+    assert bool(torch.stack(present, -1)[:, :2].all()), "no dropout at inference"
+
+
+def test_add_items_appends_cold_rows() -> None:
+    rep = _masked().eval()
+    before = rep.all_items().detach().clone()
+    rep.add_items(2)
+    assert rep.n_items == 8 and rep.n_tokens == 9 and rep.id_embedding.num_embeddings == 9  # type: ignore[union-attr]
+    assert not rep.id_known[7:].any() and not rep.text_known[7:].any() and not rep.image_known[7:].any()
+    rep.set_content(torch.tensor([7]), image=torch.ones(1, 3), image_known=torch.tensor([True]))
+    after = rep.all_items().detach()
+    torch.testing.assert_close(after[:6], before)
+    torch.testing.assert_close(after[7], rep.image_proj(torch.ones(3)).detach())
+    assert torch.equal(after[6], torch.zeros(4)), "an item with no part at all is a zero vector"
+
+
+def test_masked_tower_arguments_are_checked(text: torch.Tensor) -> None:
+    with pytest.raises(ValueError, match="must be 'sum' or 'gate'"):
+        ItemRepresentation(6, 4, text, fusion="id_only", modalities=("id",))
+    with pytest.raises(ValueError, match="needs image_embeddings"):
+        ItemRepresentation(6, 4, text, modalities=("id", "image"))
+    with pytest.raises(ValueError, match="distinct values"):
+        ItemRepresentation(6, 4, text, modalities=("id", "audio"))
+    with pytest.raises(ValueError, match="modality_dropout must be in"):
+        ItemRepresentation(6, 4, text, modalities=("id", "text"), modality_dropout=1.0)
+    with pytest.raises(ValueError, match="need modalities"):
+        ItemRepresentation(6, 4, text, image_embeddings=torch.randn(6, 3))

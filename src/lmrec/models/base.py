@@ -34,7 +34,7 @@ from lmrec._memory import rows_per_batch
 from lmrec._version import __version__
 from lmrec.data.dataset import Dataset
 from lmrec.data.vocabulary import Vocabulary
-from lmrec.errors import NotFittedError, UnknownIdError, UnknownIdWarning
+from lmrec.errors import DataError, NotFittedError, UnknownIdError, UnknownIdWarning
 from lmrec.models.query import (
     Query,
     QueryBatch,
@@ -446,6 +446,34 @@ class Recommender(ABC):
     def _check_fitted(self) -> None:
         if not self.is_fitted:
             raise NotFittedError(f"{type(self).__name__} is not fitted: call fit(data) first")
+
+
+def new_items_frame(items: pl.DataFrame, vocab: Vocabulary) -> pl.DataFrame:
+    """Check a frame of new catalogue items (``add_items``) and cast ``item_id`` to the catalogue's
+    id type; errors name the column or the ids at fault."""
+    if not isinstance(items, pl.DataFrame):
+        raise TypeError(f"add_items takes a polars DataFrame, got {type(items).__name__}")
+    if "item_id" not in items.columns:
+        raise DataError(
+            f"new items have no 'item_id' column (columns: {', '.join(items.columns)})", column="item_id"
+        )
+    if items["item_id"].null_count():
+        raise DataError("new items: null item_id", column="item_id")
+    if items["item_id"].is_duplicated().any():
+        raise DataError(
+            f"new items: duplicate item_id {items['item_id'].filter(items['item_id'].is_duplicated())[0]!r}",
+            column="item_id",
+        )
+    if vocab.kind == "int":
+        bad = [
+            i
+            for i in items["item_id"].to_list()
+            if not (isinstance(i, int) or (isinstance(i, str) and i.strip().lstrip("-").isdigit()))
+        ]
+        if bad:
+            raise UnknownIdError("item_id (this catalogue uses integer ids)", bad)
+        return items.with_columns(pl.col("item_id").cast(pl.Int64))
+    return items.with_columns(pl.col("item_id").cast(pl.Utf8))
 
 
 def _check_k(k: Any) -> None:

@@ -64,15 +64,21 @@ import scipy.sparse as sp
 from pydantic import Field
 
 from lmrec.data.dataset import Dataset
-from lmrec.errors import DataError, LmrecError, UnknownIdError
+from lmrec.errors import DataError, LmrecError
 from lmrec.image.cache import cached_encode_images, item_image_vectors
 from lmrec.image.encoder import ImageEncoder, shared_image_encoder
-from lmrec.models.base import EmbeddingRecommender, ModelConfig, QueryBatch
+from lmrec.models.base import EmbeddingRecommender, ModelConfig, QueryBatch, new_items_frame
 from lmrec.models.cf_projection import CFProjection
 from lmrec.text.cache import EmbeddingCache, cached_encode
 from lmrec.text.encoder import TextEncoder, l2_normalize, shared_encoder
 from lmrec.text.keywords import keyword_map, review_keywords
-from lmrec.text.profiles import ProfileConfig, build_item_texts, item_texts_from_frame, query_text
+from lmrec.text.profiles import (
+    ProfileConfig,
+    build_item_texts,
+    has_profile_text,
+    item_texts_from_frame,
+    query_text,
+)
 
 
 def recency_mean(
@@ -418,33 +424,9 @@ class ContentRecommender(EmbeddingRecommender):
         """
         self._check_fitted()
         assert self.item_vocab is not None and self.item_vectors_ is not None
-        if not isinstance(items, pl.DataFrame):
-            raise TypeError(f"add_items takes a polars DataFrame, got {type(items).__name__}")
-        if "item_id" not in items.columns:
-            raise DataError(
-                f"new items have no 'item_id' column (columns: {', '.join(items.columns)})", column="item_id"
-            )
+        items = new_items_frame(items, self.item_vocab)
         if items.height == 0:
             return
-        if items["item_id"].null_count():
-            raise DataError("new items: null item_id", column="item_id")
-        if items["item_id"].is_duplicated().any():
-            raise DataError(
-                f"new items: duplicate item_id {items['item_id'].filter(items['item_id'].is_duplicated())[0]!r}",
-                column="item_id",
-            )
-        ids = items["item_id"].to_list()
-        if self.item_vocab.kind == "int":
-            bad = [
-                i
-                for i in ids
-                if not (isinstance(i, int) or (isinstance(i, str) and i.strip().lstrip("-").isdigit()))
-            ]
-            if bad:
-                raise UnknownIdError("item_id (this catalogue uses integer ids)", bad)
-            items = items.with_columns(pl.col("item_id").cast(pl.Int64))
-        else:
-            items = items.with_columns(pl.col("item_id").cast(pl.Utf8))
         width = self.projection_.content_dim if self._projected else self.item_vectors_.shape[1]
         vecs = np.zeros((items.height, width), np.float32)
         wt, wi = self._weights()
@@ -452,14 +434,9 @@ class ContentRecommender(EmbeddingRecommender):
             texts = item_texts_from_frame(items, self.config.profile)
             # the fitted mean: existing vectors stay valid
             tv = wt * self._centred(self.encode_texts(texts))
-            cols = [c for c in self.config.profile.fields if c in items.columns]
-            textless = np.ones(items.height, bool)
-            for c in cols:
-                col = items[c]
-                empty = col.fill_null("").str.strip_chars() == "" if col.dtype == pl.String else col.is_null()
-                textless &= empty.to_numpy()
             if "image" in self.config.modalities:
-                tv[textless] = 0.0  # no text (the profile would be a bare id): scored on the picture alone
+                # no text (the profile would be a bare id): scored on the picture alone
+                tv[~has_profile_text(items, self.config.profile)] = 0.0
             vecs[:, : self.text_dim_] = tv
         if "image" in self.config.modalities and "image" in items.columns:
             vecs[:, self.text_dim_ :] = wi * self._new_pictures(items["image"].to_list())

@@ -10,6 +10,19 @@ Item tower
     meant for a GPU) the text encoder itself is fine-tuned with LoRA adapters (``peft``): item text
     vectors are then recomputed by the adapted encoder at the end of each epoch.
 
+Pictures (``modalities``)
+    ``modalities=["id", "text", "image"]`` (any non-empty subset) builds the masked item tower of
+    :class:`~lmrec.nn.item_repr.ItemRepresentation`: the ID embedding, the projected text vector and
+    the projected picture vector (the dataset's item pictures through the shared image encoder and
+    on-disk cache, :mod:`lmrec.image`, centred on the catalogue's mean picture like the content
+    model's) are fused by ``fusion`` ("sum", or "gate": a per-dimension softmax gate) over the parts
+    an item *has*. An item without a picture, without text, or without a trained ID (a cold item)
+    has that part masked out, not fused as a zero vector. ``modality_dropout`` drops the text and
+    picture parts of items during training (the ID has ``id_dropout``), so the tower learns to place
+    an item from whichever parts it has. Without ``modalities`` the ID + text tower named by
+    ``fusion`` is unchanged. ``add_items`` places new catalogue items from their text and picture
+    (an ``image`` column of files) without a refit.
+
 User tower
     :class:`~lmrec.nn.towers.HistoryEncoder` over the representations of the user's most recent
     ``max_len`` items (recency-weighted pooling + MLP, or a small causal transformer), plus an
@@ -55,19 +68,24 @@ from collections.abc import Callable
 from typing import Any, Literal, Self
 
 import numpy as np
+import polars as pl
 import torch
 from pydantic import Field, field_validator, model_validator
 from torch.utils.data import DataLoader, TensorDataset
 
 from lmrec.data.dataset import Dataset
-from lmrec.errors import LmrecError
-from lmrec.models.base import ModelConfig, QueryBatch
+from lmrec.errors import DataError, LmrecError
+from lmrec.image.cache import cached_encode_images, item_image_vectors
+from lmrec.image.encoder import shared_image_encoder
+from lmrec.models.base import ModelConfig, QueryBatch, new_items_frame
 from lmrec.models.neural import NeuralRecommender, ScoreFn
+from lmrec.nn.item_repr import FUSION_MODALITIES
 from lmrec.nn.lora import LoraTextEncoder
 from lmrec.nn.losses import log_frequency, resolve_loss
 from lmrec.nn.training import NeuralTrainConfig
 from lmrec.nn.two_tower import TwoTowerNet, left_pad, next_item_windows, text_neighbours
-from lmrec.text.profiles import ProfileConfig
+from lmrec.text.encoder import l2_normalize
+from lmrec.text.profiles import ProfileConfig, has_profile_text, item_texts_from_frame
 
 _DEFAULT_TRAIN = NeuralTrainConfig(max_epochs=60, batch_size=128, lr=2e-3, weight_decay=0.0, patience=5)
 
@@ -77,10 +95,20 @@ class TwoTowerConfig(ModelConfig):
 
     #: width of both towers
     dim: int = Field(default=64, ge=4)
-    #: item tower: "sum" | "gate" of ID and projected text; "text_only"; "id_only" (no text at all)
+    #: item tower: "sum" | "gate" of ID and projected text; "text_only"; "id_only" (no text at all).
+    #: With ``modalities``: how the parts are fused, "sum" or "gate" (masked; see the module doc)
     fusion: Literal["sum", "gate", "text_only", "id_only"] = "sum"
+    #: what an item vector is made of: any of "id", "text", "image" (the dataset's item pictures),
+    #: fused over the parts each item has. None: the ID + text tower ``fusion`` names
+    modalities: tuple[Literal["id", "text", "image"], ...] | None = None
     #: probability of zeroing an item's ID part during training (so text alone can carry cold items)
     id_dropout: float = Field(default=0.2, ge=0.0, lt=1.0)
+    #: with ``modalities``: probability of dropping an item's text or picture part during training,
+    #: each on its own (an item keeps at least one part it has), so items lacking one are placed well
+    modality_dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    #: picture model: None = the offline ImageNet MobileNetV2 (:mod:`lmrec.image`); "histogram" for
+    #: the model-free one. Ignored when the dataset's pictures come as a feature matrix
+    image_encoder: str | None = None
     #: hidden width of a 2-layer text projection (None: one linear layer)
     text_hidden: int | None = Field(default=None, ge=1)
     #: user tower: "pool" (recency-weighted pooling + MLP) or "transformer" (small causal transformer)
@@ -146,22 +174,48 @@ class TwoTowerConfig(ModelConfig):
             return {**_DEFAULT_TRAIN.model_dump(), **v}
         return v
 
+    @property
+    def parts(self) -> tuple[str, ...]:
+        """The modalities an item vector is made of (``modalities``, else what ``fusion`` implies)."""
+        return self.modalities if self.modalities is not None else FUSION_MODALITIES[self.fusion]
+
     @model_validator(mode="after")
     def _check(self) -> Self:
         if self.dim % self.n_heads:
             raise ValueError(f"dim ({self.dim}) must be divisible by n_heads ({self.n_heads})")
-        if self.hard_negatives and self.fusion == "id_only":
+        mods = self.modalities
+        if mods is not None:
+            if not mods or len(set(mods)) != len(mods):
+                raise ValueError(f"modalities={list(mods)!r}: give 'id', 'text' and/or 'image', once each")
+            if self.fusion not in ("sum", "gate"):
+                raise ValueError(
+                    f"fusion={self.fusion!r} names its own modalities; with modalities={list(mods)!r} "
+                    "fusion must be 'sum' or 'gate'"
+                )
+        if self.modality_dropout:
+            if mods is None:
+                raise ValueError(
+                    "modality_dropout needs modalities (e.g. ['id', 'text', 'image']); the ID + text "
+                    "tower of fusion alone has id_dropout"
+                )
+            if len(mods) < 2 or not {"text", "image"} & set(mods):
+                raise ValueError(
+                    f"modality_dropout drops text or picture parts, with another part left to carry "
+                    f"the item; modalities={list(mods)!r} has none to drop"
+                )
+        if self.hard_negatives and "text" not in self.parts:
             raise ValueError(
                 "hard_negatives are mined by text similarity and need a text fusion, not 'id_only'"
             )
-        if self.lora_rank and self.fusion == "id_only":
+        if self.lora_rank and "text" not in self.parts:
             raise ValueError("lora_rank fine-tunes the text encoder; fusion='id_only' uses no text")
         return self
 
 
 # ---------------------------------------------------------------------------------------- model
 class TwoTower(NeuralRecommender):
-    """Contrastive two-tower recommender with language-model item text (see the module docstring)."""
+    """Contrastive two-tower recommender with language-model item text and, optionally, item
+    pictures (see the module docstring)."""
 
     name = "two_tower"
     Config = TwoTowerConfig
@@ -174,6 +228,10 @@ class TwoTower(NeuralRecommender):
         self._item_vecs: np.ndarray | None = None
         self._lora_state: dict[str, np.ndarray] | None = None
         self._lora_encoder: LoraTextEncoder | None = None
+        #: mean picture vector of the catalogue at fit time (new pictures are centred on it)
+        self.image_center_ = np.zeros(0, np.float32)
+        #: the picture model the item picture vectors came from (checked when new pictures come)
+        self.image_encoder_id_: str | None = None
 
     # ------------------------------------------------------------------ fit
     def _encoder_path(self) -> str:
@@ -185,11 +243,30 @@ class TwoTower(NeuralRecommender):
         return path
 
     def _item_text(self, data: Dataset) -> np.ndarray | None:
-        if self.config.fusion == "id_only":
+        if "text" not in self.config.parts:
             return None
         vecs = self._encode(self._item_profile_texts(data))
         self.encoder_id_ = self.encoder.model_id
         return vecs
+
+    def _item_images(self, data: Dataset) -> tuple[np.ndarray, np.ndarray]:
+        """Centred unit picture vectors, one row per item (zeros where none), and the has-picture
+        mask, through the shared image encoder and the on-disk cache (as the content model)."""
+        if data.images is None:
+            raise LmrecError(
+                f"two_tower modalities include 'image' but dataset {data.name!r} has no item pictures "
+                "(Dataset.with_images, or a dataset with an images folder such as ml-100k-posters)"
+            )
+        encoder = shared_image_encoder(self.config.image_encoder)
+        raw, has = item_image_vectors(data, encoder, self.config.cache_dir)
+        # centred like the content model's: MobileNet features share a large common direction
+        self.image_center_ = raw[has].mean(axis=0) if has.any() else np.zeros(raw.shape[1], np.float32)
+        vecs = np.zeros_like(raw)
+        vecs[has] = l2_normalize(raw[has] - self.image_center_[None, :])
+        self.image_encoder_id_ = (
+            encoder.model_id if data.images.features is None else (data.images.model_id or data.images.source)
+        )
+        return vecs, has
 
     def _user_profiles(self, data: Dataset) -> np.ndarray | None:
         if not self.config.user_text or data.users is None:
@@ -210,6 +287,10 @@ class TwoTower(NeuralRecommender):
         neighbours = None
         if cfg.hard_negatives and text is not None:
             neighbours = text_neighbours(text, known, cfg.hard_negative_pool)
+        image = has_image = None
+        self.image_center_, self.image_encoder_id_ = np.zeros(0, np.float32), None
+        if "image" in cfg.parts:
+            image, has_image = self._item_images(data)
         net = TwoTowerNet(
             cfg,
             n_items,
@@ -218,6 +299,8 @@ class TwoTower(NeuralRecommender):
             item_log_freq=log_frequency(counts),
             user_profiles=None if profiles is None else torch.from_numpy(profiles),
             text_neighbours=None if neighbours is None else torch.from_numpy(neighbours),
+            image=None if image is None else torch.from_numpy(image),
+            image_known=None if has_image is None else torch.from_numpy(has_image),
         )
         net.items.set_known_items(torch.from_numpy(known))
         net.train_items.copy_(torch.from_numpy(known))
@@ -281,9 +364,10 @@ class TwoTower(NeuralRecommender):
         users = torch.from_numpy(np.asarray(batch.user_idx, dtype=np.int64))
         extra = None
         if any(batch.texts):
-            if self.config.fusion == "id_only":
+            if "text" not in self.config.parts:
                 raise LmrecError(
-                    "this two_tower model has no text path (fusion='id_only'): it cannot serve text queries"
+                    f"this two_tower model has no text path (modalities {list(self.config.parts)}): "
+                    "it cannot serve text queries"
                 )
             rows = [i for i, t in enumerate(batch.texts) if t]
             texts = [batch.texts[i] or "" for i in rows]
@@ -310,12 +394,86 @@ class TwoTower(NeuralRecommender):
             self._lora_encoder = enc.eval()
         return self._lora_encoder
 
+    def _text_vectors(self, texts: list[str]) -> np.ndarray:
+        """Item profile texts as the item tower's raw text vectors (the LoRA encoder when tuned)."""
+        if self._lora_state is not None:
+            with torch.no_grad():
+                return self._query_lora_encoder().encode_texts(texts).float().numpy()
+        return self._encode(texts)
+
+    # ------------------------------------------------------------------ catalogue updates
+    def add_items(self, items: pl.DataFrame) -> None:
+        """Add new catalogue items (or new content for known ones) without a refit.
+
+        ``items`` needs ``item_id`` plus the profile's text columns (``title``, ``genres``, ...)
+        and, for a model with the ``"image"`` modality, an optional ``image`` column of picture
+        files (null: no picture). New ids are appended to the item vocabulary (existing indices
+        never move). A new item has no trained ID, so the item tower places it from its text and
+        picture alone; with ``modalities`` a part it lacks (no picture, or no text in any profile
+        field) is masked out of the fusion, so an item with only a picture is recommendable at once.
+        A known id keeps its ID part and gets the new text/picture.
+        """
+        self._check_fitted()
+        assert self.net is not None and self.item_vocab is not None
+        parts = self.config.parts
+        if parts == ("id",):
+            raise LmrecError(
+                "this two_tower model places items by their trained ID only (fusion='id_only'): "
+                "a new item has none; fit with a text or picture modality to add items"
+            )
+        items = new_items_frame(items, self.item_vocab)
+        if items.height == 0:
+            return
+        if "text" not in parts and "image" not in items.columns:
+            raise DataError(
+                "new items need an 'image' column of picture files: this two_tower model reads no text",
+                column="image",
+            )
+        ids = items["item_id"].to_list()
+        vocab = self.item_vocab.extend(ids)
+        idx = torch.from_numpy(vocab.indices(ids))
+        content: dict[str, torch.Tensor] = {}
+        if "text" in parts:
+            content["text"] = torch.from_numpy(
+                self._text_vectors(item_texts_from_frame(items, self.config.profile))
+            )
+            content["text_known"] = torch.from_numpy(has_profile_text(items, self.config.profile))
+        if "image" in parts:
+            files = items["image"].to_list() if "image" in items.columns else [None] * items.height
+            vecs, has = self._new_pictures(files)
+            content["image"], content["image_known"] = torch.from_numpy(vecs), torch.from_numpy(has)
+        self.net.add_items(len(vocab) - len(self.item_vocab))
+        self.net.items.set_content(idx, **content)
+        self.item_vocab = vocab
+        with torch.no_grad():
+            self._inputs = self.net._item_inputs()
+            self._item_vecs = self.net.item_outputs(self._inputs).numpy().astype(np.float32)
+        self._history_csr = None  # its shape follows the catalogue
+
+    def _new_pictures(self, files: list[Any]) -> tuple[np.ndarray, np.ndarray]:
+        """Centred unit picture vectors of new items' files and which rows have one (null: none)."""
+        encoder = shared_image_encoder(self.config.image_encoder)
+        if self.image_encoder_id_ != encoder.model_id:
+            raise LmrecError(
+                f"this two_tower model's picture vectors come from {self.image_encoder_id_!r}, not the image "
+                f"encoder {encoder.model_id!r}: new pictures would land in a different space; refit"
+            )
+        has = np.array([f is not None and bool(str(f).strip()) for f in files], bool)
+        out = np.zeros((len(files), len(self.image_center_)), np.float32)
+        if has.any():
+            rows = np.flatnonzero(has)
+            raw = cached_encode_images([str(files[k]) for k in rows], encoder, self.config.cache_dir)
+            out[rows] = l2_normalize(raw - self.image_center_[None, :])
+        return out, has
+
     # ------------------------------------------------------------------ persistence
     def _get_state(self) -> dict[str, np.ndarray]:
         assert self.net is not None
         state = {f"net.{k}": v.detach().cpu().numpy() for k, v in self.net.state_dict().items()}
         assert self._item_vecs is not None
         state["item_vectors"] = self._item_vecs
+        if self.image_center_.size:
+            state["image_center"] = self.image_center_
         for k, v in (self._lora_state or {}).items():
             state[f"lora.{k}"] = v
         return state
@@ -328,6 +486,8 @@ class TwoTower(NeuralRecommender):
             "profile_dim": 0 if self.net.user_profiles is None else int(self.net.user_profiles.shape[1]),
             "n_profiles": 0 if self.net.user_profiles is None else int(self.net.user_profiles.shape[0]),
             "encoder_model_id": self.encoder_id_,
+            "image_dim": self.net.items.image_dim,
+            "image_encoder_model_id": self.image_encoder_id_,
             "report": None if self.report_ is None else self.report_.to_dict(),
         }
 
@@ -340,7 +500,14 @@ class TwoTower(NeuralRecommender):
             if extra.get("profile_dim")
             else None
         )
-        net = TwoTowerNet(self.config, n_items, text, user_profiles=profiles)
+        image_dim = int(extra.get("image_dim") or 0)
+        net = TwoTowerNet(
+            self.config,
+            n_items,
+            text,
+            user_profiles=profiles,
+            image=torch.zeros(n_items, image_dim) if image_dim else None,
+        )
         state = {
             k.removeprefix("net."): torch.from_numpy(np.array(v))
             for k, v in tensors.items()
@@ -354,6 +521,8 @@ class TwoTower(NeuralRecommender):
             )
         self.net = net.eval()
         self.encoder_id_ = extra.get("encoder_model_id")
+        self.image_encoder_id_ = extra.get("image_encoder_model_id")
+        self.image_center_ = np.asarray(tensors.get("image_center", np.zeros(0, np.float32)), np.float32)
         self._item_vecs = np.ascontiguousarray(tensors["item_vectors"], dtype=np.float32)
         # the text buffer already holds the fine-tuned item vectors; adapters serve text queries
         lora = {k.removeprefix("lora."): v for k, v in tensors.items() if k.startswith("lora.")}

@@ -6,7 +6,8 @@ speed-up lands everywhere at once:
 * :mod:`lmrec.nn.item_repr`: :class:`ItemRepresentation`, an item-ID embedding fused with a frozen,
   projected language-model text embedding (``"sum"``, ``"gate"``, ``"text_only"``, ``"id_only"``),
   with ID dropout so the text path carries cold items; a padding row and special tokens for
-  sequence models.
+  sequence models. With ``modalities`` (ID, text, picture) the masked tower: each part an item has,
+  fused by a sum or a per-dimension softmax gate, missing parts masked, modality dropout.
 * :mod:`lmrec.nn.losses`: :func:`info_nce` (in-batch + sampled negatives, logQ correction, accidental
   hit masking), :func:`sampled_softmax`, :func:`full_softmax_ce`, :func:`bce_with_negatives`.
 * :mod:`lmrec.nn.training`: :class:`NeuralTrainConfig` (the ``train`` fragment of a model config),

@@ -36,17 +36,55 @@ padding_idx=0, n_extra_tokens=0, text_hidden=None, known_items=None)``
 The text matrix is a frozen buffer (float32, ``(n_items, text_dim)``, rows of zeros for items
 without text); only the projection (and the ID table) learn. Fine-tuning the text encoder itself is
 the job of the model that owns the encoder (see ``lmrec.models.two_tower``).
+
+Modalities (ID + text + picture)
+--------------------------------
+``modalities`` (any of ``"id"``, ``"text"``, ``"image"``) switches to the **masked** item tower,
+used for pictures: each part an item has is projected to ``dim`` (``image_embeddings``, frozen
+like the text, through their own linear projection), and the parts are fused over the ones the
+item *has*:
+
+* ``fusion="sum"``: the sum of the present parts;
+* ``fusion="gate"``: a per-dimension softmax gate over the present parts, ``w_m = softmax_m(G_m
+  v_m)`` (a learned ``dim x dim`` gate per modality), ``sum_m w_m * v_m``; an item with one part is
+  exactly that part.
+
+Which parts an item has: the ID when it has training interactions (``known_items``) and is not
+dropped out; the text where ``text_known`` (default every item); the picture where ``image_known``
+(default: rows of ``image_embeddings`` that are not all zero). A missing part is *masked out* of
+the fusion, never fused as a zero vector (whose projection would be the bias, "a picture that looks
+like nothing"). **Modality dropout** (``modality_dropout``): while training, the text and the
+picture part of each item occurrence are dropped, each with this probability (the ID keeps
+``id_dropout``); an item whose every present part was dropped keeps one of them, drawn at random.
+The fused tower thus learns to place an item from any subset of its parts: no picture, no text, or
+no trained ID (a cold item). Without ``modalities`` the ID + text tower above is unchanged (its
+``"gate"`` is the two-way sigmoid gate), so models and artifacts built before pictures load as
+they were.
+
+:meth:`add_items` appends catalogue items after training (cold: no ID part) to the buffers, for
+models that serve new items without a refit.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal, Protocol
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 Fusion = Literal["sum", "gate", "text_only", "id_only"]
 FUSIONS: tuple[str, ...] = ("sum", "gate", "text_only", "id_only")
+Modality = Literal["id", "text", "image"]
+MODALITIES: tuple[str, ...] = ("id", "text", "image")
+#: the parts each legacy ``fusion`` value fuses (the tower without ``modalities``)
+FUSION_MODALITIES: dict[str, tuple[str, ...]] = {
+    "sum": ("id", "text"),
+    "gate": ("id", "text"),
+    "text_only": ("text",),
+    "id_only": ("id",),
+}
 
 
 class ItemReprSettings(Protocol):
@@ -67,6 +105,9 @@ class ItemRepresentation(nn.Module):
 
     text_table: Tensor
     id_known: Tensor
+    text_known: Tensor
+    image_table: Tensor
+    image_known: Tensor
 
     def __init__(
         self,
@@ -81,6 +122,11 @@ class ItemRepresentation(nn.Module):
         text_hidden: int | None = None,
         known_items: Tensor | None = None,
         init_std: float = 0.02,
+        modalities: Sequence[str] | None = None,
+        image_embeddings: Tensor | None = None,
+        image_known: Tensor | None = None,
+        text_known: Tensor | None = None,
+        modality_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if n_items <= 0 or dim <= 0:
@@ -91,8 +137,26 @@ class ItemRepresentation(nn.Module):
             raise ValueError(f"padding_idx must be 0 (items start at token 1) or None, got {padding_idx!r}")
         if not 0.0 <= id_dropout < 1.0:
             raise ValueError(f"id_dropout must be in [0, 1), got {id_dropout}")
-        if text_embeddings is None and fusion != "id_only":
+        if not 0.0 <= modality_dropout < 1.0:
+            raise ValueError(f"modality_dropout must be in [0, 1), got {modality_dropout}")
+        #: the masked multi-modality tower (``modalities`` given) or the ID + text one
+        self.masked = modalities is not None
+        if modalities is not None:
+            mods = tuple(modalities)
+            if not mods or len(set(mods)) != len(mods) or set(mods) - set(MODALITIES):
+                raise ValueError(f"modalities must be distinct values of {MODALITIES}, got {mods!r}")
+            if fusion not in ("sum", "gate"):
+                raise ValueError(f"with modalities, fusion must be 'sum' or 'gate', got {fusion!r}")
+            if "image" in mods and image_embeddings is None:
+                raise ValueError("modality 'image' needs image_embeddings")
+        else:
+            mods = FUSION_MODALITIES[fusion]
+            if image_embeddings is not None or modality_dropout:
+                raise ValueError("image_embeddings and modality_dropout need modalities (the masked tower)")
+        if text_embeddings is None and "text" in mods:
             raise ValueError(f"fusion={fusion!r} needs text_embeddings; use fusion='id_only' without text")
+        self.modalities: tuple[str, ...] = mods
+        self.modality_dropout = float(modality_dropout)
         self.n_items = int(n_items)
         self.dim = int(dim)
         self.fusion: Fusion = fusion
@@ -102,8 +166,9 @@ class ItemRepresentation(nn.Module):
         self.n_extra_tokens = int(n_extra_tokens)
         self.n_tokens = self.item_offset + self.n_items + self.n_extra_tokens
 
-        self.use_id = fusion != "text_only"
-        self.use_text = fusion != "id_only"
+        self.use_id = "id" in mods
+        self.use_text = "text" in mods
+        self.use_image = "image" in mods
         if self.use_id:
             self.id_embedding: nn.Embedding | None = nn.Embedding(self.n_tokens, dim, padding_idx=padding_idx)
             nn.init.normal_(self.id_embedding.weight, std=init_std)
@@ -135,11 +200,50 @@ class ItemRepresentation(nn.Module):
                 )
             else:
                 self.text_proj = nn.Linear(text_dim, dim)
-            if fusion == "gate":
+            if fusion == "gate" and not self.masked:
                 self.gate = nn.Linear(2 * dim, dim)
                 nn.init.zeros_(self.gate.weight)
                 nn.init.zeros_(self.gate.bias)  # start as an even mix
         self.text_dim = text_dim
+
+        image_dim = 0
+        if self.use_image:
+            assert image_embeddings is not None
+            image = torch.as_tensor(image_embeddings, dtype=torch.float32)
+            if image.ndim != 2 or image.shape[0] != n_items:
+                raise ValueError(
+                    f"image_embeddings must have shape ({n_items}, image_dim), got {tuple(image.shape)}"
+                )
+            image_dim = image.shape[1]
+            table = torch.zeros(self.n_tokens, image_dim)
+            table[self.item_offset : self.item_offset + n_items] = image
+            self.register_buffer("image_table", table, persistent=True)
+            has = (
+                image.abs().sum(-1) > 0
+                if image_known is None
+                else torch.as_tensor(image_known, dtype=torch.bool)
+            )
+            if has.shape != (n_items,):
+                raise ValueError(f"image_known must have shape ({n_items},), got {tuple(has.shape)}")
+            self.register_buffer("image_known", self._token_mask(has), persistent=True)
+            self.image_proj = nn.Linear(image_dim, dim)
+        self.image_dim = image_dim
+        if self.masked and self.use_text:
+            has = (
+                torch.ones(n_items, dtype=torch.bool)
+                if text_known is None
+                else torch.as_tensor(text_known, dtype=torch.bool)
+            )
+            if has.shape != (n_items,):
+                raise ValueError(f"text_known must have shape ({n_items},), got {tuple(has.shape)}")
+            self.register_buffer("text_known", self._token_mask(has), persistent=True)
+        if self.masked and fusion == "gate" and len(mods) > 1:
+            # one gate per modality; zero init: an even mix of the parts an item has
+            gates = {m: nn.Linear(dim, dim) for m in mods}
+            for g in gates.values():
+                nn.init.zeros_(g.weight)
+                nn.init.zeros_(g.bias)
+            self.gates = nn.ModuleDict(gates)
 
         token_known = torch.ones(self.n_tokens, dtype=torch.bool)
         if padding_idx is not None:
@@ -163,6 +267,12 @@ class ItemRepresentation(nn.Module):
             text_hidden=cfg.text_hidden,
             **options,
         )
+
+    def _token_mask(self, items: Tensor) -> Tensor:
+        """A per-item bool mask as a per-token one (padding and extra tokens: False)."""
+        out = torch.zeros(self.n_tokens, dtype=torch.bool)
+        out[self.item_offset : self.item_offset + self.n_items] = items
+        return out
 
     # ------------------------------------------------------------------ token helpers
     @property
@@ -217,6 +327,8 @@ class ItemRepresentation(nn.Module):
         with rows freshly computed by a text encoder that is being fine-tuned (gradients then flow
         into that encoder).
         """
+        if self.masked:
+            return self._masked_forward(tokens, text_table)
         id_vec = text_vec = None
         if self.id_embedding is not None:
             id_vec = self.id_embedding(tokens) * self._id_keep(tokens).unsqueeze(-1).to(
@@ -236,6 +348,71 @@ class ItemRepresentation(nn.Module):
         # zero padding exactly (the text projection's bias would otherwise leak into it)
         return out * is_item.unsqueeze(-1).to(out.dtype)
 
+    def _parts(self, tokens: Tensor, text_table: Tensor | None) -> tuple[list[Tensor], list[Tensor]]:
+        """Each modality's projected vector and presence mask for ``tokens`` (dropout applied)."""
+        vecs: list[Tensor] = []
+        present: list[Tensor] = []
+        drop = self.training and self.modality_dropout > 0
+        for m in self.modalities:
+            if m == "id":
+                assert self.id_embedding is not None
+                vecs.append(self.id_embedding(tokens))
+                present.append(self._id_keep(tokens))
+                continue
+            if m == "text":
+                table = self.text_table if text_table is None else text_table
+                vecs.append(self.text_proj(table[tokens]))
+                has = self.text_known[tokens]
+            else:
+                vecs.append(self.image_proj(self.image_table[tokens]))
+                has = self.image_known[tokens]
+            if drop:
+                has = has & (torch.rand(tokens.shape, device=tokens.device) >= self.modality_dropout)
+            present.append(has)
+        if self.training and (self.id_dropout > 0 or drop) and len(present) > 1:
+            # an item whose every present part was dropped keeps one of them, drawn at random
+            had = torch.stack(self._presence(tokens), dim=-1)
+            now = torch.stack(present, dim=-1)
+            lost = had.any(-1) & ~now.any(-1)
+            if lost.any():
+                draw = torch.where(had, torch.rand(had.shape, device=had.device), -1.0)
+                keep = F.one_hot(draw.argmax(-1), len(present)).bool() & lost.unsqueeze(-1)
+                present = list((now | keep).unbind(-1))
+        return vecs, present
+
+    def _presence(self, tokens: Tensor) -> list[Tensor]:
+        """Which parts each token has, before any dropout (masked tower)."""
+        out = []
+        for m in self.modalities:
+            if m == "id":
+                out.append(self.id_known[tokens])
+            elif m == "text":
+                out.append(self.text_known[tokens])
+            else:
+                out.append(self.image_known[tokens])
+        return out
+
+    def _masked_forward(self, tokens: Tensor, text_table: Tensor | None) -> Tensor:
+        vecs, present = self._parts(tokens, text_table)
+        out = self._fuse_present(vecs, present)
+        if self.n_extra_tokens and self.id_embedding is None:
+            is_extra = tokens >= self.first_extra_token
+            extra = (tokens - self.first_extra_token).clamp(min=0, max=self.n_extra_tokens - 1)
+            out = torch.where(is_extra.unsqueeze(-1), self.extra_embedding[extra].to(out.dtype), out)
+        return out
+
+    def _fuse_present(self, vecs: list[Tensor], present: list[Tensor]) -> Tensor:
+        """Fuse the parts over those present (a token with none, e.g. padding, gives exact zeros)."""
+        masks = [p.unsqueeze(-1).to(v.dtype) for v, p in zip(vecs, present, strict=True)]
+        if self.fusion == "sum" or len(vecs) == 1:
+            return sum((v * m for v, m in zip(vecs, masks, strict=True)), torch.zeros_like(vecs[0]))
+        logits = torch.stack([self.gates[name](v) for name, v in zip(self.modalities, vecs, strict=True)])
+        mask = torch.stack(masks)  # (M, ..., 1)
+        logits = logits.masked_fill(mask == 0, float("-inf"))
+        # a token with no part at all: every logit -inf; give it zero weights instead of NaN
+        weights = torch.nan_to_num(torch.softmax(logits, dim=0), nan=0.0)
+        return (weights * torch.stack(vecs)).sum(0)
+
     def all_items(self, text_table: Tensor | None = None) -> Tensor:
         """(n_items, dim): every real item, internal-index order; one ID-dropout draw per item."""
         tokens = torch.arange(self.item_offset, self.first_extra_token, device=self.id_known.device)
@@ -246,12 +423,74 @@ class ItemRepresentation(nn.Module):
         if not self.use_text:
             raise ValueError("this ItemRepresentation has no text path (fusion='id_only')")
         vec = self.text_proj(text.to(self.text_table.dtype))
+        if self.masked:
+            return vec  # the text part alone: the fusion of an item that has nothing else
         if self.fusion == "gate":
             return self._fuse(torch.zeros_like(vec), vec)
         return vec
+
+    # ------------------------------------------------------------------ catalogue updates
+    @torch.no_grad()
+    def add_items(self, n_new: int) -> None:
+        """Append ``n_new`` items after the last one: no ID part (they have no training
+        interactions), no text, no picture until :meth:`set_content` gives them some."""
+        if n_new < 0:
+            raise ValueError(f"n_new must be >= 0, got {n_new}")
+        if self.n_extra_tokens:
+            raise ValueError("cannot append items after extra tokens (they would change token ids)")
+        if not n_new:
+            return
+
+        def grow(buf: Tensor, fill: float | bool = 0) -> Tensor:
+            return torch.cat([buf, buf.new_full((n_new, *buf.shape[1:]), fill)])
+
+        self.n_items += n_new
+        self.n_tokens += n_new
+        if self.id_embedding is not None:
+            old = self.id_embedding
+            emb = nn.Embedding(self.n_tokens, self.dim, padding_idx=self.padding_idx)
+            emb = emb.to(device=old.weight.device, dtype=old.weight.dtype)
+            emb.weight.copy_(grow(old.weight.detach()))
+            self.id_embedding = emb
+        self.id_known = grow(self.id_known, False)
+        if self.use_text:
+            self.text_table = grow(self.text_table)
+            if self.masked:
+                self.text_known = grow(self.text_known, False)
+        if self.use_image:
+            self.image_table = grow(self.image_table)
+            self.image_known = grow(self.image_known, False)
+
+    @torch.no_grad()
+    def set_content(
+        self,
+        item_idx: Tensor,
+        *,
+        text: Tensor | None = None,
+        text_known: Tensor | None = None,
+        image: Tensor | None = None,
+        image_known: Tensor | None = None,
+    ) -> None:
+        """Replace the frozen text and/or picture rows of items (raw encoder vectors, as at build
+        time) and, in the masked tower, which of them the items have."""
+        tokens = self.to_tokens(torch.as_tensor(item_idx, dtype=torch.long, device=self.id_known.device))
+        if text is not None and self.use_text:
+            self.text_table[tokens] = text.to(self.text_table)
+        if text_known is not None and self.masked and self.use_text:
+            self.text_known[tokens] = torch.as_tensor(text_known, dtype=torch.bool, device=tokens.device)
+        if image is not None and self.use_image:
+            self.image_table[tokens] = image.to(self.image_table)
+        if image_known is not None and self.use_image:
+            self.image_known[tokens] = torch.as_tensor(image_known, dtype=torch.bool, device=tokens.device)
 
     def extra_repr(self) -> str:
         return (
             f"n_items={self.n_items}, dim={self.dim}, fusion={self.fusion}, text_dim={self.text_dim}, "
             f"id_dropout={self.id_dropout}, padding_idx={self.padding_idx}, n_extra_tokens={self.n_extra_tokens}"
+            + (
+                f", modalities={self.modalities}, image_dim={self.image_dim}, "
+                f"modality_dropout={self.modality_dropout}"
+                if self.masked
+                else ""
+            )
         )

@@ -53,13 +53,26 @@ class TwoTowerNet(RecLightningModule):
         item_log_freq: Tensor | None = None,
         user_profiles: Tensor | None = None,
         text_neighbours: Tensor | None = None,
+        image: Tensor | None = None,
+        image_known: Tensor | None = None,
     ) -> None:
         super().__init__(cfg.train)
         self.cfg = cfg
         self.n_items = n_items
         #: the loss trained with: ``loss``, else the config's (``"auto"`` resolved on ``n_items``)
         self.loss = loss or resolve_loss(cfg.loss, n_items, full="full_softmax", sampled="sampled_softmax")
-        self.items = ItemRepresentation.from_config(cfg, n_items, text, padding_idx=0)
+        # with ``modalities`` the masked ID + text + picture tower, else the ID + text one of ``fusion``
+        masked: dict[str, object] = (
+            {}
+            if cfg.modalities is None
+            else {
+                "modalities": cfg.modalities,
+                "image_embeddings": image,
+                "image_known": image_known,
+                "modality_dropout": cfg.modality_dropout,
+            }
+        )
+        self.items = ItemRepresentation.from_config(cfg, n_items, text, padding_idx=0, **masked)
         self.encoder = HistoryEncoder(
             cfg.dim,
             cfg.max_len,
@@ -88,6 +101,17 @@ class TwoTowerNet(RecLightningModule):
         self.text_encoder: LoraTextEncoder | None = None
 
     # ------------------------------------------------------------------ pieces
+    @torch.no_grad()
+    def add_items(self, n_new: int) -> None:
+        """Append ``n_new`` cold catalogue items (never trained on); see
+        :meth:`ItemRepresentation.add_items`. Their content comes with ``items.set_content``."""
+        self.items.add_items(n_new)
+        self.n_items += n_new
+        self.train_items = torch.cat([self.train_items, self.train_items.new_zeros(n_new)])
+        self.item_log_freq = torch.cat([self.item_log_freq, self.item_log_freq.new_zeros(n_new)])
+        nb = self.text_neighbours
+        self.text_neighbours = torch.cat([nb, nb.new_zeros(n_new, nb.shape[1])])
+
     @property
     def temperature(self) -> Tensor:
         # clamp like CLIP: 1/100 <= temperature <= 1

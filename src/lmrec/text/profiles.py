@@ -25,6 +25,7 @@ import string
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict, field_validator
 
@@ -214,6 +215,18 @@ def review_snippets(
 
 
 # ---------------------------------------------------------------------------------- item profiles
+def has_profile_text(items: pl.DataFrame, config: ProfileConfig | None = None) -> np.ndarray:
+    """Bool per row of ``items``: whether any of the profile's fields that are columns holds
+    something (a row without would be profiled by its bare item id)."""
+    config = config or ProfileConfig()
+    textless = np.ones(items.height, bool)
+    for c in (c for c in config.fields if c in items.columns):
+        col = items[c]
+        empty = col.fill_null("").str.strip_chars() == "" if col.dtype == pl.String else col.is_null()
+        textless &= empty.to_numpy()
+    return ~textless
+
+
 def item_texts_from_frame(
     items: pl.DataFrame,
     config: ProfileConfig | None = None,
@@ -439,6 +452,7 @@ __all__ = [
     "build_user_texts",
     "clean_text",
     "drop_heldout_text",
+    "has_profile_text",
     "item_texts_from_frame",
     "query_text",
     "review_snippets",
