@@ -48,8 +48,10 @@ from torch.utils.data import DataLoader, SequentialSampler
 
 from lmrec.data.dataset import Dataset
 from lmrec.errors import LmrecError
+from lmrec.image.cache import centred_item_pictures
 from lmrec.models.base import ModelConfig, QueryBatch, QueryLike, as_queries
 from lmrec.models.neural import NeuralRecommender, ScoreFn
+from lmrec.nn.item_repr import FUSION_MODALITIES, check_modalities
 from lmrec.nn.sequence import (
     AugmentationConfig,
     BucketBatchSampler,
@@ -98,6 +100,15 @@ class SequentialConfig(ModelConfig):
     #: item representation: "id_only" (ID embeddings), "sum"/"gate" (ID fused with projected text),
     #: "text_only" (text alone: items never seen in training are ranked too)
     fusion: Literal["id_only", "sum", "gate", "text_only"] = "id_only"
+    #: what an item vector is made of: any of "id", "text", "image" (the dataset's item pictures),
+    #: fused by ``fusion`` ("sum" or "gate") over the parts each item *has* (the masked tower of
+    #: :class:`~lmrec.nn.item_repr.ItemRepresentation`). None: the tower ``fusion`` names
+    modalities: tuple[Literal["id", "text", "image"], ...] | None = None
+    #: with ``modalities``: probability of dropping an item's text or picture part during training
+    modality_dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    #: picture model: None = the offline ImageNet MobileNetV2 (:mod:`lmrec.image`); "histogram" for
+    #: the model-free one. Ignored when the dataset's pictures come as a feature matrix
+    image_encoder: str | None = None
     #: probability of zeroing an item's ID part during training (the text path learns to carry it)
     id_dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
     #: hidden width of a 2-layer text projection (None: one linear layer)
@@ -147,16 +158,24 @@ class SequentialConfig(ModelConfig):
             return {**cls._train_defaults_.model_dump(), **v}
         return v
 
+    @property
+    def parts(self) -> tuple[str, ...]:
+        """The modalities an item vector is made of (``modalities``, else what ``fusion`` implies)."""
+        return self.modalities if self.modalities is not None else FUSION_MODALITIES[self.fusion]
+
     @model_validator(mode="after")
     def _check(self) -> Self:
         if self.dim % self.n_heads:
             raise ValueError(f"dim ({self.dim}) must be divisible by n_heads ({self.n_heads})")
         if self.contrastive and not self.augmentations:
             raise ValueError("contrastive=True needs at least one of augmentations: crop, mask, reorder")
-        if self.init_from_text and self.fusion == "text_only":
-            raise ValueError("init_from_text initialises ID embeddings; fusion='text_only' has none")
-        if self.id_dropout and self.fusion in ("id_only", "text_only"):
-            raise ValueError(f"id_dropout only makes sense with fusion 'sum' or 'gate', not {self.fusion!r}")
+        check_modalities(self.modalities, self.fusion, self.modality_dropout)
+        if self.init_from_text and "id" not in self.parts:
+            raise ValueError(f"init_from_text initialises ID embeddings; {list(self.parts)} has none")
+        if self.id_dropout and ("id" not in self.parts or len(self.parts) < 2):
+            raise ValueError(
+                f"id_dropout needs the ID fused with another part (fusion 'sum' or 'gate'), not {list(self.parts)}"
+            )
         return self
 
 
@@ -194,12 +213,24 @@ class SequentialRecommender(NeuralRecommender):
         super().__init__(config, **params)
         self.net: SequenceNet | None = None
         self._item_vecs: np.ndarray | None = None
+        #: the item tower's picture vectors and has-picture mask (``"image"`` in ``modalities``)
+        self._pictures: tuple[np.ndarray, np.ndarray] | None = None
 
     # ------------------------------------------------------------------ fit
     def _item_text(self, data: Dataset) -> np.ndarray | None:
-        if self.config.fusion == "id_only" and not self.config.init_from_text:
+        if "text" not in self.config.parts and not self.config.init_from_text:
             return None
         return self._encode_item_texts(data)
+
+    def _item_pictures(self, data: Dataset) -> tuple[np.ndarray, np.ndarray] | None:
+        """Centred unit picture vectors and the has-picture mask, as two_tower's (``"image"`` in
+        ``modalities``), through the shared image encoder and on-disk cache."""
+        if "image" not in self.config.parts:
+            return None
+        vecs, has, _center, _source = centred_item_pictures(
+            data, self.config.image_encoder, self.config.cache_dir, model=self.name
+        )
+        return vecs, has
 
     def _collator(self) -> SequenceCollator:
         cfg = self.config
@@ -218,14 +249,22 @@ class SequentialRecommender(NeuralRecommender):
         return windows(seqs, self.config.max_len + 1, min_len=2)
 
     def _make_net(self, n_items: int, text: np.ndarray | None, known: np.ndarray) -> SequenceNet:
-        """The network (fusion ``"id_only"`` gets no text table; ``known``: items seen in training)."""
+        """The network (no text table without a text part; ``known``: items seen in training;
+        pictures from :attr:`_pictures`)."""
         return SequenceNet(
             self.config,
             n_items,
-            None if text is None or self.config.fusion == "id_only" else torch.from_numpy(text),
+            None if text is None or "text" not in self.config.parts else torch.from_numpy(text),
             torch.from_numpy(known),
             causal=self.causal,
+            **self._picture_tensors(),
         )
+
+    def _picture_tensors(self) -> dict[str, Tensor]:
+        if self._pictures is None:
+            return {}
+        vecs, has = self._pictures
+        return {"image": torch.from_numpy(vecs), "image_known": torch.from_numpy(has)}
 
     def _build(
         self, data: Dataset, train: Dataset, text: np.ndarray | None
@@ -238,6 +277,7 @@ class SequentialRecommender(NeuralRecommender):
             raise LmrecError(
                 f"{self.name}: no user has two or more training interactions; nothing to learn from"
             )
+        self._pictures = self._item_pictures(data)
         seed_all(cfg.train.seed)  # before building the net, so initial weights repeat
         net = self._make_net(data.n_items, text, known)
         net.set_item_frequency(np.bincount(train.interactions["item_idx"].to_numpy(), minlength=data.n_items))
@@ -390,6 +430,12 @@ class SequentialRecommender(NeuralRecommender):
         text = None
         if "items.text_table" in tensors:
             text = np.asarray(tensors["items.text_table"], dtype=np.float32)[1 : n_items + 1]
+        self._pictures = None
+        if "items.image_table" in tensors:  # the saved picture vectors: no image encoder needed
+            self._pictures = (
+                np.asarray(tensors["items.image_table"], dtype=np.float32)[1 : n_items + 1],
+                np.asarray(tensors["items.image_known"], dtype=bool)[1 : n_items + 1],
+            )
         net = self._make_net(n_items, text, known)
         state = {k: torch.from_numpy(np.array(v)) for k, v in tensors.items()}
         net.load_state_dict(state)

@@ -75,11 +75,11 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lmrec.data.dataset import Dataset
 from lmrec.errors import DataError, LmrecError
-from lmrec.image.cache import cached_encode_images, item_image_vectors
+from lmrec.image.cache import cached_encode_images, centred_item_pictures
 from lmrec.image.encoder import shared_image_encoder
 from lmrec.models.base import ModelConfig, QueryBatch, new_items_frame
 from lmrec.models.neural import NeuralRecommender, ScoreFn
-from lmrec.nn.item_repr import FUSION_MODALITIES
+from lmrec.nn.item_repr import FUSION_MODALITIES, check_modalities
 from lmrec.nn.lora import LoraTextEncoder
 from lmrec.nn.losses import log_frequency, resolve_loss
 from lmrec.nn.training import NeuralTrainConfig
@@ -183,26 +183,7 @@ class TwoTowerConfig(ModelConfig):
     def _check(self) -> Self:
         if self.dim % self.n_heads:
             raise ValueError(f"dim ({self.dim}) must be divisible by n_heads ({self.n_heads})")
-        mods = self.modalities
-        if mods is not None:
-            if not mods or len(set(mods)) != len(mods):
-                raise ValueError(f"modalities={list(mods)!r}: give 'id', 'text' and/or 'image', once each")
-            if self.fusion not in ("sum", "gate"):
-                raise ValueError(
-                    f"fusion={self.fusion!r} names its own modalities; with modalities={list(mods)!r} "
-                    "fusion must be 'sum' or 'gate'"
-                )
-        if self.modality_dropout:
-            if mods is None:
-                raise ValueError(
-                    "modality_dropout needs modalities (e.g. ['id', 'text', 'image']); the ID + text "
-                    "tower of fusion alone has id_dropout"
-                )
-            if len(mods) < 2 or not {"text", "image"} & set(mods):
-                raise ValueError(
-                    f"modality_dropout drops text or picture parts, with another part left to carry "
-                    f"the item; modalities={list(mods)!r} has none to drop"
-                )
+        check_modalities(self.modalities, self.fusion, self.modality_dropout)
         if self.hard_negatives and "text" not in self.parts:
             raise ValueError(
                 "hard_negatives are mined by text similarity and need a text fusion, not 'id_only'"
@@ -252,19 +233,8 @@ class TwoTower(NeuralRecommender):
     def _item_images(self, data: Dataset) -> tuple[np.ndarray, np.ndarray]:
         """Centred unit picture vectors, one row per item (zeros where none), and the has-picture
         mask, through the shared image encoder and the on-disk cache (as the content model)."""
-        if data.images is None:
-            raise LmrecError(
-                f"two_tower modalities include 'image' but dataset {data.name!r} has no item pictures "
-                "(Dataset.with_images, or a dataset with an images folder such as ml-100k-posters)"
-            )
-        encoder = shared_image_encoder(self.config.image_encoder)
-        raw, has = item_image_vectors(data, encoder, self.config.cache_dir)
-        # centred like the content model's: MobileNet features share a large common direction
-        self.image_center_ = raw[has].mean(axis=0) if has.any() else np.zeros(raw.shape[1], np.float32)
-        vecs = np.zeros_like(raw)
-        vecs[has] = l2_normalize(raw[has] - self.image_center_[None, :])
-        self.image_encoder_id_ = (
-            encoder.model_id if data.images.features is None else (data.images.model_id or data.images.source)
+        vecs, has, self.image_center_, self.image_encoder_id_ = centred_item_pictures(
+            data, self.config.image_encoder, self.config.cache_dir, model="two_tower"
         )
         return vecs, has
 

@@ -83,7 +83,8 @@ class UniSRecConfig(SequentialConfig):
     """UniSRec hyperparameters: :class:`~lmrec.models.sasrec.SequentialConfig` plus the adaptor.
 
     ``fusion`` follows ``mode`` (``"sum"`` for transductive, ``"text_only"`` for inductive) and need
-    not be given; ``text_hidden`` and ``init_from_text`` do not apply (the adaptor is the text path).
+    not be given (with ``modalities``, pictures beside the text: ``"sum"`` or ``"gate"`` over the
+    mode's parts, ``"id"`` exactly when transductive); ``text_hidden`` and ``init_from_text`` do not apply (the adaptor is the text path).
     """
 
     #: "inductive": adapted text only (cold items ranked like any other); "transductive": + item IDs
@@ -140,6 +141,15 @@ class UniSRecConfig(SequentialConfig):
         want = _FUSION.get(mode)
         if want is None:
             return data  # the field validator reports the bad mode
+        mods = data.get("modalities")
+        if mods is not None:
+            # pictures: the masked tower over the mode's parts (inductive: no ID part)
+            if ("id" in mods) != (mode == "transductive") or "text" not in mods:
+                raise ValueError(
+                    f"UniSRec mode={mode!r} with modalities={list(mods)!r}: give 'text' (and 'image'), plus "
+                    "'id' exactly when transductive"
+                )
+            return {**data, "fusion": data.get("fusion", "sum")}
         if "fusion" in data and data["fusion"] != want:
             raise ValueError(f"UniSRec mode={mode!r} implies fusion={want!r}; leave fusion out")
         return {**data, "fusion": want}
@@ -160,9 +170,17 @@ class UniSRecNet(SequenceNet):
     cfg: UniSRecConfig
 
     def __init__(
-        self, cfg: UniSRecConfig, n_items: int, text: Tensor, known: Tensor, *, causal: bool = True
+        self,
+        cfg: UniSRecConfig,
+        n_items: int,
+        text: Tensor,
+        known: Tensor,
+        *,
+        causal: bool = True,
+        image: Tensor | None = None,
+        image_known: Tensor | None = None,
     ) -> None:
-        super().__init__(cfg, n_items, text, known, causal=causal)
+        super().__init__(cfg, n_items, text, known, causal=causal, image=image, image_known=image_known)
         # the item representation's linear text projection becomes UniSRec's adaptor; everything
         # else (ID table, cold-item handling, padding and mask tokens) stays the shared one
         adaptor = MoEAdaptor(text.shape[1], cfg.dim, n_experts=cfg.n_experts, dropout=cfg.adaptor_dropout)
@@ -276,7 +294,9 @@ class UniSRec(SequentialRecommender):
         if not wins:
             raise LmrecError(f"{self.name}: no pre-training sequence has two or more interactions")
         table = torch.from_numpy(np.concatenate(texts))
-        pre_cfg = cfg.model_copy(update={"mode": "inductive", "fusion": "text_only", "id_dropout": 0.0})
+        pre_cfg = cfg.model_copy(  # text only: the other datasets' IDs and pictures mean nothing here
+            update={"mode": "inductive", "fusion": "text_only", "id_dropout": 0.0, "modalities": None}
+        )
         train = cfg.train.model_copy(
             update={"max_epochs": epochs or cfg.pretrain_epochs, "checkpoint_dir": None, "resume": False}
         )
@@ -298,7 +318,12 @@ class UniSRec(SequentialRecommender):
         if text is None:
             raise LmrecError("UniSRec needs item text vectors")
         return UniSRecNet(
-            self.config, n_items, torch.from_numpy(text), torch.from_numpy(known), causal=self.causal
+            self.config,
+            n_items,
+            torch.from_numpy(text),
+            torch.from_numpy(known),
+            causal=self.causal,
+            **self._picture_tensors(),
         )
 
     def _build(self, data: Dataset, train: Dataset, text: np.ndarray | None) -> tuple[UniSRecNet, Any]:

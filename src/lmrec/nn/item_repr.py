@@ -87,6 +87,30 @@ FUSION_MODALITIES: dict[str, tuple[str, ...]] = {
 }
 
 
+def check_modalities(modalities: Sequence[str] | None, fusion: str, modality_dropout: float) -> None:
+    """A model config's ``modalities`` / ``fusion`` / ``modality_dropout`` as the masked tower takes
+    them; a :class:`ValueError` naming the fields otherwise (pydantic reports it per field)."""
+    if modalities is not None:
+        mods = list(modalities)
+        if not mods or len(set(mods)) != len(mods):
+            raise ValueError(f"modalities={mods!r}: give 'id', 'text' and/or 'image', once each")
+        if fusion not in ("sum", "gate"):
+            raise ValueError(
+                f"fusion={fusion!r} names its own modalities; with modalities={mods!r} fusion must be 'sum' or 'gate'"
+            )
+    if modality_dropout:
+        if modalities is None:
+            raise ValueError(
+                "modality_dropout needs modalities (e.g. ['id', 'text', 'image']); the ID + text "
+                "tower of fusion alone has id_dropout"
+            )
+        if len(modalities) < 2 or not {"text", "image"} & set(modalities):
+            raise ValueError(
+                f"modality_dropout drops text or picture parts, with another part left to carry "
+                f"the item; modalities={list(modalities)!r} has none to drop"
+            )
+
+
 class ItemReprSettings(Protocol):
     """The config fields :meth:`ItemRepresentation.from_config` reads (a model config has them)."""
 
@@ -256,8 +280,16 @@ class ItemRepresentation(nn.Module):
     def from_config(
         cls, cfg: ItemReprSettings, n_items: int, text_embeddings: Tensor | None, **options: Any
     ) -> ItemRepresentation:
-        """Built from a model config's ``dim``, ``fusion``, ``id_dropout`` and ``text_hidden``;
-        ``options`` are the other keyword arguments (``padding_idx``, ``n_extra_tokens``, …)."""
+        """Built from a model config's ``dim``, ``fusion``, ``id_dropout`` and ``text_hidden``, and,
+        when it has ``modalities`` set, the masked tower with its ``modality_dropout``; ``options``
+        are the other keyword arguments (``padding_idx``, ``n_extra_tokens``, ``image_embeddings``,
+        …). Without ``modalities`` the pictures are not used (the ID + text tower of ``fusion``)."""
+        modalities = getattr(cfg, "modalities", None)
+        if modalities is None:
+            options.pop("image_embeddings", None)
+            options.pop("image_known", None)
+        else:
+            options.update(modalities=modalities, modality_dropout=getattr(cfg, "modality_dropout", 0.0))
         return cls(
             n_items,
             cfg.dim,

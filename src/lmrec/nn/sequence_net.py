@@ -61,9 +61,12 @@ class SequenceNet(RecLightningModule):
         known: Tensor,
         *,
         causal: bool,
+        image: Tensor | None = None,
+        image_known: Tensor | None = None,
     ) -> None:
         super().__init__(cfg.train)
         self.cfg = cfg
+        # with ``modalities`` the masked ID + text + picture tower, else the ID + text one of ``fusion``
         self.items = ItemRepresentation.from_config(
             cfg,
             n_items,
@@ -71,6 +74,8 @@ class SequenceNet(RecLightningModule):
             padding_idx=0,
             n_extra_tokens=1,  # the mask token (BERT4Rec's [MASK], CL4SRec's item mask)
             known_items=known,
+            image_embeddings=image,
+            image_known=image_known,
         )
         self.encoder = SequenceEncoder(
             cfg.dim,

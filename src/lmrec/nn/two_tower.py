@@ -62,17 +62,9 @@ class TwoTowerNet(RecLightningModule):
         #: the loss trained with: ``loss``, else the config's (``"auto"`` resolved on ``n_items``)
         self.loss = loss or resolve_loss(cfg.loss, n_items, full="full_softmax", sampled="sampled_softmax")
         # with ``modalities`` the masked ID + text + picture tower, else the ID + text one of ``fusion``
-        masked: dict[str, object] = (
-            {}
-            if cfg.modalities is None
-            else {
-                "modalities": cfg.modalities,
-                "image_embeddings": image,
-                "image_known": image_known,
-                "modality_dropout": cfg.modality_dropout,
-            }
+        self.items = ItemRepresentation.from_config(
+            cfg, n_items, text, padding_idx=0, image_embeddings=image, image_known=image_known
         )
-        self.items = ItemRepresentation.from_config(cfg, n_items, text, padding_idx=0, **masked)
         self.encoder = HistoryEncoder(
             cfg.dim,
             cfg.max_len,
