@@ -510,6 +510,20 @@ def run_two_tower_warm(data: Dataset, seeds: list[int], dropouts: list[float], c
             per_arm.setdefault(name, []).append(per_user(model))
             fits.append({"seed": seed, "arm": name, **_fit_info(model)})
             print(f"two_tower warm seed {seed} {name}: {per_arm[name][-1].mean():.4f} {fits[-1]}", flush=True)
+    out = two_tower_summary(per_arm, p, val, fits)
+    pooled = {name: np.concatenate(v) for name, v in per_arm.items()}
+    out["grid_fits"] = [{"modality_dropout": k, **_fit_info(m)} for k, m in grid.items()]
+    out["paired_text+image_vs_id"] = paired_test(
+        pooled["two_tower: text + image"], pooled["two_tower: ID only"]
+    ).to_dict()
+    return out
+
+
+def two_tower_summary(
+    per_arm: dict[str, list[np.ndarray]], p: float, val: dict[float, float], fits: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Both protocols' two-tower report: pooled rows with CIs and per-seed means, the chosen
+    modality dropout with its validation scores, the fits, and the paired tests against text and ID."""
     pooled = {name: np.concatenate(v) for name, v in per_arm.items()}
     return {
         "rows": {
@@ -519,12 +533,8 @@ def run_two_tower_warm(data: Dataset, seeds: list[int], dropouts: list[float], c
         "modality_dropout": p,
         "dropout_valid_ndcg@10": {str(k): round(v, 4) for k, v in val.items()},
         "fits": fits,
-        "grid_fits": [{"modality_dropout": k, **_fit_info(m)} for k, m in grid.items()],
         "paired_text+image_vs_text": paired_test(
             pooled["two_tower: text + image"], pooled["two_tower: text"]
-        ).to_dict(),
-        "paired_text+image_vs_id": paired_test(
-            pooled["two_tower: text + image"], pooled["two_tower: ID only"]
         ).to_dict(),
         "paired_image_vs_id": paired_test(pooled["two_tower: image"], pooled["two_tower: ID only"]).to_dict(),
     }
@@ -567,21 +577,7 @@ def run_two_tower_cold(data: Dataset, seeds: list[int], dropouts: list[float], c
             examples = picture_examples(
                 data, models["two_tower: text"], models["two_tower: text + image"], split, test_items
             )
-    pooled = {name: np.concatenate(v) for name, v in per_arm.items()}
-    return {
-        "rows": {
-            name: ci(v) | {"per_seed": [round(float(x.mean()), 4) for x in per_arm[name]]}
-            for name, v in pooled.items()
-        },
-        "modality_dropout": p,
-        "dropout_valid_ndcg@10": {str(k): round(v, 4) for k, v in val.items()},
-        "fits": fits,
-        "examples": examples,
-        "paired_text+image_vs_text": paired_test(
-            pooled["two_tower: text + image"], pooled["two_tower: text"]
-        ).to_dict(),
-        "paired_image_vs_id": paired_test(pooled["two_tower: image"], pooled["two_tower: ID only"]).to_dict(),
-    }
+    return two_tower_summary(per_arm, p, val, fits) | {"examples": examples}
 
 
 def smoke_subset(data: Dataset, n_users: int) -> Dataset:

@@ -15,6 +15,7 @@ from lmrec.errors import DataError, LmrecError
 from lmrec.models.base import Query, Recommender
 from lmrec.models.content import ContentRecommender
 from lmrec.testing import make_checkerboard
+from tests.models.pictures import draw_group_picture
 
 N_ITEMS = 20
 
@@ -26,14 +27,7 @@ def board(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
     folder = tmp_path_factory.mktemp("pics")
     rng = np.random.default_rng(0)
     for i in range(N_ITEMS - 1):
-        base = (200, 40, 40) if i % 2 == 0 else (40, 40, 200)
-        im = Image.new("RGB", (24, 36), tuple(int(c + rng.integers(-30, 30)) for c in base))
-        d = ImageDraw.Draw(im)
-        if i % 2 == 0:
-            d.ellipse((4, 8, 20, 24), fill=(250, 250, 250))
-        else:
-            d.rectangle((2, 2, 21, 12), fill=(10, 10, 10))
-        im.save(folder / f"{i}.jpg", "JPEG")
+        draw_group_picture(i, folder / f"{i}.jpg", rng)
     (folder / "17.jpg").write_bytes(b"broken")
     data = make_checkerboard(n_items=N_ITEMS)
     # pictures only: a text that says nothing about the group, so any signal is the picture's

@@ -10,7 +10,6 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-from PIL import Image, ImageDraw
 from pydantic import ValidationError
 
 from lmrec.data.dataset import Dataset
@@ -18,6 +17,7 @@ from lmrec.errors import DataError, LmrecError
 from lmrec.models.base import Recommender
 from lmrec.models.two_tower import TwoTower, TwoTowerConfig
 from lmrec.testing import RecommenderContract, make_checkerboard
+from tests.models.pictures import draw_group_picture
 
 torch.set_num_threads(1)
 
@@ -37,25 +37,13 @@ FAST: dict[str, Any] = {
 }
 
 
-def _draw(i: int, path: Path, rng: np.random.Generator) -> None:
-    """A picture that carries item ``i``'s checkerboard group (even: red + circle, odd: blue + box)."""
-    base = (200, 40, 40) if i % 2 == 0 else (40, 40, 200)
-    im = Image.new("RGB", (24, 36), tuple(int(c + rng.integers(-30, 30)) for c in base))
-    d = ImageDraw.Draw(im)
-    if i % 2 == 0:
-        d.ellipse((4, 8, 20, 24), fill=(250, 250, 250))
-    else:
-        d.rectangle((2, 2, 21, 12), fill=(10, 10, 10))
-    im.save(path, "JPEG")
-
-
 @pytest.fixture(scope="module")
 def pictures(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Pictures of items 0..18 (19 has none)."""
     folder = tmp_path_factory.mktemp("pics")
     rng = np.random.default_rng(0)
     for i in range(N_ITEMS - 1):
-        _draw(i, folder / f"{i}.jpg", rng)
+        draw_group_picture(i, folder / f"{i}.jpg", rng)
     return folder
 
 
@@ -65,7 +53,7 @@ def new_files(tmp_path_factory: pytest.TempPathFactory) -> dict[int, str]:
     folder = tmp_path_factory.mktemp("new")
     rng = np.random.default_rng(1)
     for i in (100, 101, 102):
-        _draw(i, folder / f"{i}.jpg", rng)
+        draw_group_picture(i, folder / f"{i}.jpg", rng)
     return {i: str(folder / f"{i}.jpg") for i in (100, 101, 102)}
 
 
