@@ -188,7 +188,7 @@ def create_app(state: ServingState, *, owns_state: bool = False) -> FastAPI:
         responses=ERROR_RESPONSES,
         summary="Recommend items for a user id, a history, free text, or a mix.",
     )
-    async def recommend(req: RecommendRequest, request: Request) -> RecommendResponse:
+    async def recommend(req: RecommendRequest, request: Request) -> Response:
         # text queries run a text encoder (tens of ms): off the event loop; the rest is quick numpy,
         # ranked together with every other request waiting (:mod:`lmrec.serving.batching`)
         options: dict[str, Any] = dict(
@@ -207,9 +207,13 @@ def create_app(state: ServingState, *, owns_state: bool = False) -> FastAPI:
             request_id=request_id_of(request.scope),
         )
         if req.text:
-            return await run_in_threadpool(functools.partial(state.recommend, **options))
-        result: RecommendResponse = await batcher.submit(options)
-        return result
+            result: RecommendResponse = await run_in_threadpool(functools.partial(state.recommend, **options))
+        else:
+            result = await batcher.submit(options)
+        # the pipeline built and validated this model already: serialise it once. Returning the
+        # model would have FastAPI validate and re-encode it against response_model, ~0.4 ms a
+        # request of a ~4 ms budget (the schema in /docs still comes from response_model)
+        return Response(result.model_dump_json(), media_type="application/json")
 
     @app.get(
         "/items/{item_id}/similar",
