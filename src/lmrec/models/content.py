@@ -315,7 +315,6 @@ class ContentRecommender(EmbeddingRecommender):
         inter = data.interactions
         rows, cols = inter["user_idx"].to_numpy(), inter["item_idx"].to_numpy()
         r = sp.csr_matrix((np.ones(len(rows), np.float64), (rows, cols)), shape=(data.n_users, data.n_items))
-        self.projection_ = self._empty_projection()
         self.item_vectors_ = self.projection_.fit(self.item_vectors_, r, dataset=data.name)
 
     @property
