@@ -136,4 +136,39 @@ def centred_item_pictures(
     return vecs, has, center.astype(np.float32), source
 
 
-__all__ = ["cached_encode_images", "centred_item_pictures", "image_key", "item_image_vectors"]
+def centred_new_pictures(
+    files: Sequence[object],
+    encoder: ImageEncoder,
+    cache: EmbeddingCache | str | os.PathLike[str] | None,
+    center: np.ndarray,
+    fitted_source: str | None,
+    *,
+    model: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """New items' picture files as a fitted model's item tower takes them: unit vectors after
+    subtracting the fit-time ``center`` (zero rows where a file is null or blank), and which rows
+    have one. A model fitted with another picture model (``fitted_source``) is refused: the new
+    vectors would land in a different space."""
+    from lmrec.errors import LmrecError
+
+    if fitted_source != encoder.model_id:
+        raise LmrecError(
+            f"this {model} model's picture vectors come from {fitted_source!r}, not the image "
+            f"encoder {encoder.model_id!r}: new pictures would land in a different space; refit"
+        )
+    has = np.array([f is not None and bool(str(f).strip()) for f in files], bool)
+    out = np.zeros((len(files), len(center)), np.float32)
+    if has.any():
+        rows = np.flatnonzero(has)
+        raw = cached_encode_images([str(files[int(k)]) for k in rows], encoder, cache)
+        out[rows] = l2_normalize(raw - center[None, :])
+    return out, has
+
+
+__all__ = [
+    "cached_encode_images",
+    "centred_item_pictures",
+    "centred_new_pictures",
+    "image_key",
+    "item_image_vectors",
+]

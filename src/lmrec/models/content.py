@@ -65,7 +65,7 @@ from pydantic import Field
 
 from lmrec.data.dataset import Dataset
 from lmrec.errors import DataError, LmrecError
-from lmrec.image.cache import cached_encode_images, item_image_vectors
+from lmrec.image.cache import centred_new_pictures, item_image_vectors
 from lmrec.image.encoder import ImageEncoder, shared_image_encoder
 from lmrec.models.base import EmbeddingRecommender, ModelConfig, QueryBatch, new_items_frame
 from lmrec.models.cf_projection import CFProjection
@@ -458,18 +458,15 @@ class ContentRecommender(EmbeddingRecommender):
 
     def _new_pictures(self, files: list[Any]) -> np.ndarray:
         """Centred unit picture vectors of new items' files (zero rows where the file is null)."""
-        encoder = self.picture_encoder
-        if self.image_encoder_id_ != encoder.model_id:
-            raise LmrecError(
-                f"this content model's picture vectors come from {self.image_encoder_id_!r}, not the image "
-                f"encoder {encoder.model_id!r}: new pictures would land in a different space; refit"
-            )
-        out = np.zeros((len(files), len(self.image_center_)), np.float32)
-        rows = [k for k, f in enumerate(files) if f is not None and str(f).strip()]
-        if rows:
-            raw = cached_encode_images([str(files[k]) for k in rows], encoder, self._cache())
-            out[rows] = l2_normalize(raw - self.image_center_[None, :])
-        return out
+        vecs, _has = centred_new_pictures(
+            files,
+            self.picture_encoder,
+            self._cache(),
+            self.image_center_,
+            self.image_encoder_id_,
+            model="content",
+        )
+        return vecs
 
     def item_keywords(self, item_id: Any) -> list[str]:
         """Review keyphrases of one item (empty when the model was fitted without keywords)."""

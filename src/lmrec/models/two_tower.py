@@ -75,7 +75,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lmrec.data.dataset import Dataset
 from lmrec.errors import DataError, LmrecError
-from lmrec.image.cache import cached_encode_images, centred_item_pictures
+from lmrec.image.cache import centred_item_pictures, centred_new_pictures
 from lmrec.image.encoder import shared_image_encoder
 from lmrec.models.base import ModelConfig, QueryBatch, new_items_frame
 from lmrec.models.neural import NeuralRecommender, ScoreFn
@@ -84,7 +84,6 @@ from lmrec.nn.lora import LoraTextEncoder
 from lmrec.nn.losses import log_frequency, resolve_loss
 from lmrec.nn.training import NeuralTrainConfig
 from lmrec.nn.two_tower import TwoTowerNet, left_pad, next_item_windows, text_neighbours
-from lmrec.text.encoder import l2_normalize
 from lmrec.text.profiles import ProfileConfig, has_profile_text, item_texts_from_frame
 
 _DEFAULT_TRAIN = NeuralTrainConfig(max_epochs=60, batch_size=128, lr=2e-3, weight_decay=0.0, patience=5)
@@ -423,18 +422,14 @@ class TwoTower(NeuralRecommender):
     def _new_pictures(self, files: list[Any]) -> tuple[np.ndarray, np.ndarray]:
         """Centred unit picture vectors of new items' files and which rows have one (null: none)."""
         encoder = shared_image_encoder(self.config.image_encoder)
-        if self.image_encoder_id_ != encoder.model_id:
-            raise LmrecError(
-                f"this two_tower model's picture vectors come from {self.image_encoder_id_!r}, not the image "
-                f"encoder {encoder.model_id!r}: new pictures would land in a different space; refit"
-            )
-        has = np.array([f is not None and bool(str(f).strip()) for f in files], bool)
-        out = np.zeros((len(files), len(self.image_center_)), np.float32)
-        if has.any():
-            rows = np.flatnonzero(has)
-            raw = cached_encode_images([str(files[k]) for k in rows], encoder, self.config.cache_dir)
-            out[rows] = l2_normalize(raw - self.image_center_[None, :])
-        return out, has
+        return centred_new_pictures(
+            files,
+            encoder,
+            self.config.cache_dir,
+            self.image_center_,
+            self.image_encoder_id_,
+            model="two_tower",
+        )
 
     # ------------------------------------------------------------------ persistence
     def _get_state(self) -> dict[str, np.ndarray]:
