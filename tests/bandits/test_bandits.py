@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from lmrec.bandits import LinearThompson, LinUCB, create_policy, make_features
+from lmrec.bandits.base import scale_scores
 
 
 def _env(rng: np.random.Generator, n_arms: int = 40, dim: int = 6) -> tuple[np.ndarray, np.ndarray]:
@@ -44,6 +45,23 @@ def test_make_features_scales_scores_within_the_list() -> None:
     X = make_features(np.array([10.0, 5.0, 0.0, -np.inf]), np.array([[3.0, 4.0], [0, 0], [1, 0], [0, 2]]))
     assert np.allclose(X[:, 0], [1.0, 0.5, 0.0, 0.0])
     assert np.allclose(X[0, 1:], [0.6, 0.8]) and np.allclose(X[1, 1:], 0.0)
+
+
+@pytest.mark.parametrize(
+    ("scores", "scaled"),
+    [
+        ([2.0, 4.0, 3.0], [0.0, 1.0, 0.5]),  # every score finite: the fast path
+        ([7.0, 7.0], [1.0, 1.0]),  # all equal: every item at the top
+        ([np.nan, 1.0, 3.0, np.inf], [0.0, 0.0, 1.0, 0.0]),  # non-finite: 0, the rest scaled
+        ([5.0, -np.inf, 5.0], [1.0, 0.0, 1.0]),
+        ([np.nan, -np.inf], [0.0, 0.0]),
+        ([], []),
+    ],
+)
+def test_scale_scores_edge_cases(scores: list[float], scaled: list[float]) -> None:
+    out = scale_scores(np.array(scores))
+    assert out.dtype == np.float64 and np.array_equal(out, np.array(scaled))
+    assert np.array_equal(make_features(np.array(scores), np.zeros((len(scores), 0)))[:, 0], out)
 
 
 @pytest.mark.parametrize("klass", [LinUCB, LinearThompson])

@@ -31,6 +31,7 @@ from lmrec.serving.pipeline import (
     explanations,
     model_ranking,
 )
+from lmrec.serving.schemas import RecommendResponse
 from lmrec.serving.state import ServingState
 from lmrec.serving.store import open_store
 from lmrec.testing import make_checkerboard
@@ -238,6 +239,7 @@ def test_explanations_build_the_response_items(
     assert all(it.title == f"item {it.item_id}" and it.propensity == 1.0 for it in items)
     assert all(it.because is not None for it in items)
     assert all(b.item_id in _seen(model, 0) for it in items for b in it.because.items)  # type: ignore[union-attr]
+    assert all(type(it.item_id) is int and type(it.score) is float for it in items)
     quiet = _ctx(model, user_id=0, k=4, explain=False)
     assert all(
         it.because is None for it in explanations(ranked, quiet, state.features, catalogue, state.item_ids)
@@ -247,6 +249,7 @@ def test_explanations_build_the_response_items(
 # ---------------------------------------------------------------------- wired together
 def test_pipeline_equals_the_models_own_list(model: EASE, state: ServingState) -> None:
     served = state.recommend(user_id=3, k=5)
+    assert RecommendResponse.model_validate_json(served.model_dump_json()) == served
     assert [it.item_id for it in served.items] == model.recommend(3, k=5)["item_id"].to_list()
     assert served.policy == "model" and not served.explored and served.model == "ease"
     explored = state.recommend(user_id=3, k=5, explore=True, policy="thompson")

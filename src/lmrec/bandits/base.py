@@ -34,12 +34,7 @@ def make_features(base_scores: np.ndarray, item_vectors: np.ndarray) -> np.ndarr
     Scores are min-max scaled within the list so that the first feature means "how high the
     recommender put this item here", comparable across queries whose raw scores differ in scale.
     """
-    s = np.asarray(base_scores, dtype=np.float64)
-    finite = np.isfinite(s)
-    s = np.where(finite, s, np.nan)
-    lo = np.nanmin(s) if finite.any() else 0.0
-    hi = np.nanmax(s) if finite.any() else 0.0
-    scaled = np.where(finite, (s - lo) / (hi - lo) if hi > lo else 1.0, 0.0)
+    scaled = scale_scores(base_scores)
     v = np.asarray(item_vectors, dtype=np.float64)
     norms = np.linalg.norm(v, axis=1, keepdims=True)
     v = np.divide(v, norms, out=np.zeros_like(v), where=norms > 0)
@@ -47,8 +42,19 @@ def make_features(base_scores: np.ndarray, item_vectors: np.ndarray) -> np.ndarr
 
 
 def scale_scores(base_scores: np.ndarray) -> np.ndarray:
-    """The first feature of :func:`make_features` alone (what the server logs per candidate)."""
-    return make_features(base_scores, np.zeros((len(base_scores), 0)))[:, 0]
+    """The first feature of :func:`make_features` (what the server logs per candidate): scores
+    min-max scaled within the list, non-finite ones 0, all 1 when every finite score is equal."""
+    s = np.asarray(base_scores, dtype=np.float64)
+    finite = np.isfinite(s)
+    if finite.all():  # the usual list, every request: plain min/max, no NaN-aware passes
+        if not len(s):
+            return s.copy()
+        lo, hi = s.min(), s.max()
+        return (s - lo) / (hi - lo) if hi > lo else np.ones_like(s)
+    if not finite.any():
+        return np.zeros_like(s)
+    lo, hi = s[finite].min(), s[finite].max()
+    return np.where(finite, (s - lo) / (hi - lo) if hi > lo else 1.0, 0.0)
 
 
 @dataclass(frozen=True)

@@ -105,17 +105,22 @@ def item_image_vectors(
 
 def centred_item_pictures(
     data: Dataset,
-    encoder_name: str | None,
+    encoder: str | ImageEncoder | None,
     cache: EmbeddingCache | str | os.PathLike[str] | None,
     *,
     model: str = "this model",
+    center: bool = True,
+    show_progress: bool | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
     """What an item tower takes from the dataset's pictures: ``(vectors, has, center, source)``.
 
     ``vectors`` are the pictures' unit vectors after subtracting ``center``, the catalogue's mean
     picture vector (MobileNet features share a large common direction, so raw cosines are all high),
     zero rows where an item has no picture; ``has`` marks the items with one; ``source`` names the
-    picture model (checked when new pictures come). The same recipe as the content model's.
+    picture model (checked when new pictures come). ``encoder`` is a built encoder or a name for
+    :func:`~lmrec.image.encoder.shared_image_encoder` (None: the default). ``center=False`` keeps the
+    raw unit vectors (and a zero ``center``). The content model, two_tower and the sequence models
+    all take their pictures through here.
     """
     from lmrec.errors import LmrecError
     from lmrec.image.encoder import shared_image_encoder
@@ -125,15 +130,13 @@ def centred_item_pictures(
             f"{model} modalities include 'image' but dataset {data.name!r} has no item pictures "
             "(Dataset.with_images, or a dataset with an images folder such as ml-100k-posters)"
         )
-    encoder = shared_image_encoder(encoder_name)
-    raw, has = item_image_vectors(data, encoder, cache)
-    center = raw[has].mean(axis=0) if has.any() else np.zeros(raw.shape[1], np.float32)
+    enc = encoder if isinstance(encoder, ImageEncoder) else shared_image_encoder(encoder)
+    raw, has = item_image_vectors(data, enc, cache, show_progress=show_progress)
+    mean = raw[has].mean(axis=0) if center and has.any() else np.zeros(raw.shape[1], np.float32)
     vecs = np.zeros_like(raw)
-    vecs[has] = l2_normalize(raw[has] - center[None, :])
-    source = (
-        encoder.model_id if data.images.features is None else (data.images.model_id or data.images.source)
-    )
-    return vecs, has, center.astype(np.float32), source
+    vecs[has] = l2_normalize(raw[has] - mean[None, :])
+    source = enc.model_id if data.images.features is None else (data.images.model_id or data.images.source)
+    return vecs, has, mean.astype(np.float32), source
 
 
 def centred_new_pictures(

@@ -65,7 +65,7 @@ from pydantic import Field
 
 from lmrec.data.dataset import Dataset
 from lmrec.errors import DataError, LmrecError
-from lmrec.image.cache import centred_new_pictures, item_image_vectors
+from lmrec.image.cache import centred_item_pictures, centred_new_pictures
 from lmrec.image.encoder import ImageEncoder, shared_image_encoder
 from lmrec.models.base import EmbeddingRecommender, ModelConfig, QueryBatch, new_items_frame
 from lmrec.models.cf_projection import CFProjection
@@ -262,30 +262,15 @@ class ContentRecommender(EmbeddingRecommender):
         else:
             self.center_ = np.zeros(0, np.float32)
         if "image" in self.config.modalities:
-            if data.images is None:
-                raise LmrecError(
-                    f"modalities include 'image' but dataset {data.name!r} has no item pictures "
-                    "(Dataset.with_images, or a dataset with an images folder such as ml-100k-posters)"
-                )
-            raw, has = item_image_vectors(
+            img, _has, self.image_center_, self.image_encoder_id_ = centred_item_pictures(
                 data,
                 self.picture_encoder,
                 self._cache(),
+                model="content",
+                center=self.config.center,
                 show_progress=self.config.show_progress,
             )
-            self.image_center_ = (
-                raw[has].mean(axis=0)
-                if self.config.center and has.any()
-                else np.zeros(raw.shape[1], np.float32)
-            )
-            img = np.zeros_like(raw)
-            img[has] = l2_normalize(raw[has] - self.image_center_[None, :])
             parts.append(wi * img)
-            self.image_encoder_id_ = (
-                self.picture_encoder.model_id
-                if data.images.features is None
-                else (data.images.model_id or data.images.source)
-            )
         self.item_vectors_ = np.concatenate(parts, axis=1).astype(np.float32) if len(parts) > 1 else parts[0]
         self.projection_ = self._empty_projection()
         if self.config.cf_projection:

@@ -468,9 +468,9 @@ class RecommendPipeline:
                 request_id=request_id,
                 user_id=ctx.key,
                 items=[it.item_id for it in items],
-                propensities=[float(p) for p in ranked.propensities],
+                propensities=np.asarray(ranked.propensities, np.float64).tolist(),
                 candidates=st.item_ids(cands),
-                candidate_scores=[float(s) for s in scaled],
+                candidate_scores=np.asarray(scaled, np.float64).tolist(),
                 policy=ranked.policy,
                 served_at=time.time(),
             )

@@ -166,6 +166,11 @@ def _enc(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
+def _rounded(values: Any) -> list[float]:
+    """Floats to 6 decimals for the log (Python's ``round``: the same digits ``json`` writes back)."""
+    return [round(v, 6) if type(v) is float else round(float(v), 6) for v in values]
+
+
 def _dec(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
@@ -333,9 +338,9 @@ class SQLiteEventStore(EventStore):
                 imp.request_id,
                 _enc(imp.user_id),
                 _enc(imp.items),
-                _enc([round(float(p), 6) for p in imp.propensities]),
+                _enc(_rounded(imp.propensities)),
                 _enc(imp.candidates),
-                _enc([round(float(s), 6) for s in imp.candidate_scores]),
+                _enc(_rounded(imp.candidate_scores)),
                 imp.policy,
                 imp.served_at,
             )
