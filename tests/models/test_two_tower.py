@@ -12,7 +12,7 @@ import torch
 
 from lmrec.data.dataset import Dataset
 from lmrec.data.split import leave_last_out
-from lmrec.errors import LmrecError
+from lmrec.errors import LmrecError, UnsupportedQueryError
 from lmrec.models.base import Query, Recommender
 from lmrec.models.popularity import Popularity
 from lmrec.models.two_tower import TwoTower, TwoTowerConfig
@@ -115,7 +115,7 @@ def _cold_preference(model: TwoTower, data: Dataset, cold_even: list[int], cold_
     return float((even_pref == is_even_user).mean())
 
 
-def test_cold_items_served_by_text() -> None:
+def test_cold_items_served_by_text(tmp_path: Path) -> None:
     data, cold_even, cold_odd = _cold_catalogue()
     text_model = TwoTower(**{**FAST, "fusion": "sum", "id_dropout": 0.5}).fit(data)
     id_model = TwoTower(**{**FAST, "fusion": "id_only"}).fit(data)
@@ -126,6 +126,11 @@ def test_cold_items_served_by_text() -> None:
     # cold items have no ID part: their vector is the text path alone
     net = text_model.net
     assert net is not None and not bool(net.items.id_known[data.item_vocab.index(100) + 1])
+    # without a text path the model does not list text queries, and refuses one in one line
+    assert "text" in text_model.supports and "text" not in id_model.supports
+    assert "text" not in Recommender.load(id_model.save(tmp_path / "m")).supports
+    with pytest.raises(UnsupportedQueryError, match="no text path"):
+        id_model.encode_queries([Query(text="an even item")])
 
 
 def test_unseen_user_history_and_text_query(checkerboard: Dataset) -> None:

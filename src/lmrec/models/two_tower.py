@@ -212,6 +212,17 @@ class TwoTower(NeuralRecommender):
         self.image_center_ = np.zeros(0, np.float32)
         #: the picture model the item picture vectors came from (checked when new pictures come)
         self.image_encoder_id_: str | None = None
+        if "text" not in self.config.parts:
+            # no text path (``fusion="id_only"``, or modalities without "text"): free text has nowhere
+            # to land, so the model does not list it (``lmrec serve``'s warm-up asks every kind listed)
+            self.supports = frozenset({"user", "history"})  # type: ignore[misc]
+            self.unsupported_reason = {"text": self._no_text_path()}
+
+    def _no_text_path(self) -> str:
+        return (
+            f"this two_tower model has no text path (modalities {list(self.config.parts)}): "
+            "it cannot serve text queries"
+        )
 
     # ------------------------------------------------------------------ fit
     def _encoder_path(self) -> str:
@@ -334,10 +345,7 @@ class TwoTower(NeuralRecommender):
         extra = None
         if any(batch.texts):
             if "text" not in self.config.parts:
-                raise LmrecError(
-                    f"this two_tower model has no text path (modalities {list(self.config.parts)}): "
-                    "it cannot serve text queries"
-                )
+                raise LmrecError(self._no_text_path())
             rows = [i for i, t in enumerate(batch.texts) if t]
             texts = [batch.texts[i] or "" for i in rows]
             with torch.no_grad():

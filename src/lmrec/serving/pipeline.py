@@ -187,8 +187,10 @@ def build_context(
     if history is not None and not len(history):
         raise ServingError("history is empty: give item ids, oldest first, or leave history out")
     if text and "text" not in model.supports:
+        why = getattr(model, "unsupported_reason", {}).get("text")
         raise ServingError(
             f"model {model.name} cannot serve text queries (supports: {', '.join(sorted(model.supports))})"
+            + (f": {why}" if why else "")
         )
     strict = config.strict_ids if strict is None else strict
     if policy == "rl":
