@@ -184,16 +184,18 @@ def item_picture_vectors(config: HybridConfig, data: Dataset, encoded: dict[str,
     """(n_items, dim) picture vectors from the image encoder, centred over the items that have a
     picture (zero rows for the others). The inner build and the serving build share one item
     vocabulary, so the vectors are computed once per fit (kept in ``encoded``)."""
-    from lmrec.image import get_image_encoder, item_image_vectors
-    from lmrec.text.encoder import l2_normalize
+    from lmrec.image import get_image_encoder
+    from lmrec.image.cache import centred_item_pictures
 
     if _IMAGES_KEY not in encoded or len(encoded[_IMAGES_KEY]) != data.n_items:
-        enc = get_image_encoder(config.image_encoder)
-        raw, has = item_image_vectors(data, enc, config.text_cache_dir, show_progress=False)
-        out = np.zeros_like(raw)
-        if has.any():
-            out[has] = l2_normalize(raw[has] - raw[has].mean(axis=0, keepdims=True))
-        encoded[_IMAGES_KEY] = out.astype(np.float32)
+        vecs, _has, _center, _source = centred_item_pictures(
+            data,
+            get_image_encoder(config.image_encoder),
+            config.text_cache_dir,
+            model="hybrid",
+            show_progress=False,
+        )
+        encoded[_IMAGES_KEY] = vecs.astype(np.float32)
     return encoded[_IMAGES_KEY]
 
 
