@@ -63,6 +63,28 @@ def test_ease_weighted_uses_weights() -> None:
     assert binary.score(hist)[0] == pytest.approx(binary.score(Query(history=[0, 1]))[0])
 
 
+def test_ease_fit_peak_memory_is_what_the_guard_checks() -> None:
+    """The fit's peak (numpy allocations, LAPACK's copies included) stays within ``memory_needed``:
+    the Gram matrix and the inverse, n² float64 each, and no column-order copies of either."""
+    import tracemalloc
+
+    from lmrec.models.ease import memory_needed
+
+    rng = np.random.default_rng(0)
+    n = 1500
+    users, items = np.nonzero(rng.random((400, n)) < 0.05)
+    data = Dataset.from_frames(pl.DataFrame({"user_id": users, "item_id": items}))
+    assert data.n_items == n
+    tracemalloc.start()
+    try:
+        EASE(l2=10.0).fit(data)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak <= memory_needed(n) * 1.1, (peak / (8 * n * n), memory_needed(n) / (8 * n * n))
+    assert peak >= 2 * 8 * n * n  # the two n x n float64 arrays really were made
+
+
 def test_ease_refuses_huge_catalogues() -> None:
     with pytest.raises(LmrecError, match="max_items=5"):
         EASE(max_items=5).fit(_data())

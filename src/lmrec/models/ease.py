@@ -101,9 +101,13 @@ class EASE(Recommender):
         gram[np.diag_indices(n)] += c.l2
         # G is symmetric positive definite (λ > 0): a Cholesky-based inverse is faster and stabler
         # than a general LU inverse. The factor overwrites G and the inverse overwrites the
-        # identity, so the peak is these two n x n float64 arrays.
-        chol = scipy.linalg.cho_factor(gram, overwrite_a=True, check_finite=False)
-        p = scipy.linalg.cho_solve(chol, np.eye(n), overwrite_b=True, check_finite=False)
+        # identity, so the peak is these two n x n float64 arrays. LAPACK works in column order:
+        # G goes in as its transpose (the same symmetric matrix, a Fortran-ordered view) and the
+        # identity is made in column order, or each would be copied first. Those two copies had
+        # doubled the peak, and the 20M scale run (27k items) was killed by the OOM killer at 23 GB
+        # after the memory check had passed it at 12 GB.
+        chol = scipy.linalg.cho_factor(gram.T, overwrite_a=True, check_finite=False)
+        p = scipy.linalg.cho_solve(chol, np.eye(n, order="F"), overwrite_b=True, check_finite=False)
         del chol, gram
         p /= (-np.diag(p))[None, :]
         p[np.diag_indices(n)] = 0.0
