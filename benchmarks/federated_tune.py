@@ -80,10 +80,10 @@ def run(
     tower: str | None = None,
 ) -> list[tuple[int, float]]:
     data = split.train
-    layout = text = None
+    spec: tuple[np.ndarray, TowerLayout] | None = None
     if tower is not None:
         text = item_text(split)
-        layout = TowerLayout(text.shape[1], data.n_items, factors, ids=tower == "sum")
+        spec = (text, TowerLayout(text.shape[1], data.n_items, factors, ids=tower == "sum"))
     inter = data.interactions
     cl = client_data(
         partition_users(data, partition, clients, seed=seed),
@@ -93,8 +93,8 @@ def run(
     rng = np.random.default_rng(seed)
     items = (rng.standard_normal((data.n_items, factors + 1)) * 0.1).astype(np.float32)
     items[:, -1] = 0
-    if layout is not None:
-        items = layout.init(seed)
+    if spec is not None:
+        items = spec[1].init(seed)
     users = [
         (np.random.default_rng([seed, k, 0xFED]).standard_normal((len(d.users), factors)) * 0.1).astype(
             np.float32
@@ -125,7 +125,7 @@ def run(
                 d.record_items,
                 dataclasses.replace(local, noise_multiplier=noise[k]),
                 np.random.default_rng([seed, k, r]),
-                tower=None if layout is None else (text, layout),
+                tower=spec,
             )
             users[k] = res.users
             tables.append(res.items)
@@ -137,7 +137,7 @@ def run(
             step = mom
         items = (items - server_lr * step).astype(np.float32)
         if r % eval_every == 0 or r == rounds:
-            table = items if layout is None else layout.table(items, text)
+            table = items if spec is None else spec[1].table(items, spec[0])
             out.append((r, round(valid_ndcg(split, table, seed), 4)))
     return out
 

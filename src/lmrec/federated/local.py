@@ -68,7 +68,7 @@ class _BPR(nn.Module):
         d = v[:, 0] - v[:, 1]
         return (u * d[:, :-1]).sum(-1) + d[:, -1]
 
-    def shared(self) -> list[nn.Parameter]:
+    def shared(self) -> list[torch.Tensor]:
         """The federated parameters (what the server aggregates): the item table."""
         return [self.items.weight]
 
@@ -188,6 +188,7 @@ def _dp_update(
             if anchor is not None:  # data-independent: added after clipping and noise
                 with torch.no_grad():
                     for p, a in zip(model.shared(), anchor, strict=True):
+                        assert p.grad is not None  # every federated parameter is in the loss
                         p.grad.add_(config.proximal_mu * (p - a))
             dp_opt.step()
             losses.append(float(loss.detach()))

@@ -214,8 +214,10 @@ class FedTwoTower(FedMF):
         table[:n_old] = self.item_factors_
         all_text = np.zeros((len(vocab), self.item_text_.shape[1]), np.float32)
         all_text[:n_old] = self.item_text_
-        # a known item's ID part (its row minus its old text's projection) stays; new items have none
-        table[rows] += project(text, self.projection_) - project(all_text[rows], self.projection_)
+        # a known item keeps its ID part (its row minus its old text's projection); a new one has none
+        old = project(all_text[rows], self.projection_)
+        old[rows >= n_old] = 0.0
+        table[rows] += project(text, self.projection_) - old
         all_text[rows] = text
         self.item_text_ = all_text
         self.item_vocab = vocab

@@ -139,9 +139,9 @@ class TowerBPR(nn.Module):
         d = v[:, 0] - v[:, 1]
         return (u * d[:, :-1]).sum(-1) + d[:, -1]
 
-    def shared(self) -> list[nn.Parameter]:
+    def shared(self) -> list[torch.Tensor]:
         """The federated parameters (what the server aggregates), in packing order."""
-        out = [self.proj.weight, self.proj.bias]
+        out: list[torch.Tensor] = [self.proj.weight, self.proj.bias]
         if self.ids is not None:
             out.append(self.ids.weight)
         return out
