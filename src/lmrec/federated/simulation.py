@@ -6,7 +6,9 @@ Nothing here moves data between processes by itself: the ``ServerApp`` runs a Fl
 and each client answers with the item factors it trained and a few metrics. Every message the
 server receives is an ``ArrayRecord`` holding ``items`` (the ``n_items x (factors + 1)`` item table)
 and a ``MetricRecord`` of numbers (record count, loss, ε, validation NDCG); user ids, item ids and
-the user factors stay in the client's ``Context.state``.
+the user factors stay in the client's ``Context.state``. For federated two-tower (``text`` given)
+``items`` holds the packed item tower (:class:`~lmrec.federated.tower.TowerLayout`) instead, and the
+public item text vectors are read by every client from a file, like the clients' own data.
 
 With ``secagg=True`` the server runs Flower's SecAgg+ instead (:mod:`lmrec.federated.secagg`):
 Flower's legacy ``DefaultWorkflow`` with ``SecAggPlusWorkflow`` as its fit step, and the clients'
