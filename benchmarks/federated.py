@@ -1,4 +1,5 @@
-"""Federated BPR-MF on ml-100k (issue 15): cross-silo, DP and cross-device against central training.
+"""Federated BPR-MF or two-tower on ml-100k (issue 15): cross-silo, DP and cross-device against
+central training.
 
 Leave-last-out, full ranking; NDCG@10 of the saved artifact (user vectors folded in from history;
 test queries carry the train + validation history). No refit: every model, central included, is
@@ -16,12 +17,17 @@ model alike). Per seed, all in Flower's simulation engine (``flwr.simulation.run
   ``evaluate_fn``: validation NDCG@10 with users folded in, a simulation-only measurement) and
   reports the first round that reaches 0.9x the central model's validation NDCG@10 (same measure).
 
+``--model two_tower`` runs :class:`lmrec.federated.FedTwoTower` instead (the MiniLM item text
+vectors through the embedding cache, a federated item tower, local user vectors) with the same
+local training and strategies plus the tower settings in ``TOWER``; its central run is the same
+model with one client.
+
 Every setting below was chosen on validation NDCG@10 only (``benchmarks/federated_tune.py``, an
 in-process replica of the same local update and the same FedAvg/FedAvgM arithmetic, no Ray); no
 test number fed a choice. The grids and their validation numbers are in docs/federated.md.
 
-    python benchmarks/federated.py [--seeds 0,1,2] [--epsilons 1,2,4,8,inf] [--parts central,silo,dp,device]
-                                   [--device-rounds 60] [--out runs/federated]
+    python benchmarks/federated.py [--model mf|two_tower] [--seeds 0,1,2] [--epsilons 1,2,4,8,inf]
+                                   [--parts central,silo,dp,device] [--device-rounds 60] [--out runs/federated]
 
 Prints JSON and a Markdown table; writes ``federated.json``, ``federated.png`` (validation NDCG@10
 against rounds and against ε spent) and ``federated_epsilon.png`` (test NDCG@10 against ε).
@@ -43,9 +49,10 @@ import numpy as np
 from lmrec.data.loaders import load_dataset
 from lmrec.data.split import Split, leave_last_out
 from lmrec.evaluation import evaluate
-from lmrec.federated import FedMF, RoundLog
+from lmrec.federated import FedMF, FedTwoTower, RoundLog
 from lmrec.federated.cluster import ray_cluster
 from lmrec.federated.report import plot_epsilon, plot_rounds
+from lmrec.text.cache import default_cache_dir
 
 #: local training shared by every run (central included); chosen on central validation NDCG@10
 LOCAL: dict[str, Any] = {"factors": 32, "batch_size": 1024, "learning_rate": 0.006, "weight_decay": 1e-5}
@@ -81,6 +88,15 @@ DEVICE: dict[str, Any] = {
 }
 
 
+#: ``--model two_tower``: the item tower, added to every run's settings (the text vectors come from
+#: the shared embedding cache); chosen on validation NDCG@10 (benchmarks/federated_tune.py, seed 0;
+#: docs/federated.md): the ID + text sum beat text only centrally and in the silos
+TOWER: dict[str, Any] = {"fusion": "sum"}
+#: per run kind, what differs for the two-tower model (chosen the same way)
+TOWER_RUNS: dict[str, dict[str, Any]] = {}
+MODELS: dict[str, type[FedMF]] = {"mf": FedMF, "two_tower": FedTwoTower}
+
+
 def _t95(n: int) -> float:
     return {1: math.nan, 2: 12.706, 3: 4.303, 4: 3.182, 5: 2.776}.get(n, 1.96)
 
@@ -105,9 +121,13 @@ def run(
     params: dict[str, Any],
     device_eval: int = 0,
     ray_address: str | None = None,
+    model_name: str = "mf",
 ) -> dict[str, Any]:
     started = time.perf_counter()
-    model = FedMF(seed=seed, simulation_cpus=2, ray_address=ray_address, **params)
+    if model_name == "two_tower":
+        kind = name.split(" ")[0]
+        params = {**params, **TOWER, **TOWER_RUNS.get(kind, {}), "cache_dir": str(default_cache_dir())}
+    model = MODELS[model_name](seed=seed, simulation_cpus=2, ray_address=ray_address, **params)
 
     def server_eval(server_round: int, items: np.ndarray) -> float | None:
         if device_eval <= 0 or (server_round % device_eval and server_round != params["iterations"]):
@@ -220,6 +240,7 @@ def run_all(
     out: Path,
     device_eval: int,
     resume: bool = False,
+    model_name: str = "mf",
 ) -> tuple[tuple[float, float, float], list[dict[str, Any]], float]:
     """Every (run, seed), each written to ``out/federated.partial.jsonl`` as it finishes; with
     ``resume``, the runs already there (same name and seed) are kept and not run again."""
@@ -242,7 +263,7 @@ def run_all(
         for name, params, seed in order:
             if (name, seed) in done:
                 continue
-            row = run(name, split, seed, params, device_eval if name == "device" else 0, address)
+            row = run(name, split, seed, params, device_eval if name == "device" else 0, address, model_name)
             rows.append(row)
             with partial.open("a") as f:
                 f.write(json.dumps(row) + "\n")
@@ -253,6 +274,7 @@ def run_all(
 def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--model", choices=sorted(MODELS), default="mf", help="fed_mf or fed_two_tower")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--epsilons", default="1,2,4,8,inf")
     ap.add_argument("--rounds", type=int, default=ROUNDS, help="rounds of the central, silo and DP runs")
@@ -276,7 +298,9 @@ def main() -> None:
         plan = [(n, p) for n, p in plan if any(r["run"] == n for r in rows)]
         load_start, total_s = None, sum(r["fit_seconds"] for r in rows)
     else:
-        load_start, rows, total_s = run_all(plan, split, seeds, args.out, args.device_eval, args.resume)
+        load_start, rows, total_s = run_all(
+            plan, split, seeds, args.out, args.device_eval, args.resume, args.model
+        )
     summary = summarise(plan, rows)
     if any(math.isinf(e) for e in epsilons) and "silo" in summary:
         summary["dp eps=inf"] = {**summary["silo"], "note": "the silo run: no DP"}
@@ -296,7 +320,9 @@ def main() -> None:
     eps_plot = plot_epsilon(eps_points, args.out / "federated_epsilon.png", central=central_test)
     report = {
         "summary": summary,
+        "model": args.model,
         "settings": {"central": CENTRAL, "silo": SILO, "dp": DP, "device": DEVICE},
+        "tower": {"all": TOWER, **TOWER_RUNS} if args.model == "two_tower" else None,
         "runs": rows,
         "seconds": round(total_s, 1),
         "loadavg_start": load_start,

@@ -12,7 +12,9 @@ only; it never evaluates on test.
 
 Keys (defaults): partition ("occupation"), clients (10), rounds (30), lr (0.003), epochs (1),
 batch (256), server_lr (1), momentum (0), factors (32), seed (0), wd (0), eval_every (10),
-eps (None: no DP), clip (1.0), fraction (1.0). Prints one JSON line per grid point.
+eps (None: no DP), clip (1.0), fraction (1.0), tower (None: federated MF; "text_only" or "sum":
+federated two-tower over the MiniLM item text, through the embedding cache). Prints one JSON line
+per grid point.
 """
 
 from __future__ import annotations
@@ -30,9 +32,23 @@ import torch
 from lmrec.data.loaders import load_dataset
 from lmrec.data.split import Split, leave_last_out
 from lmrec.evaluation import evaluate
-from lmrec.federated import FedMF, FedMFConfig, client_data, partition_users
+from lmrec.federated import FedMF, FedMFConfig, FedTwoTower, client_data, partition_users
 from lmrec.federated.accounting import noise_for
 from lmrec.federated.local import LocalConfig, local_update
+from lmrec.federated.tower import TowerLayout, centred, text_centre
+from lmrec.text.cache import default_cache_dir
+from lmrec.text.profiles import build_item_texts
+
+_TEXT: dict[str, np.ndarray] = {}
+
+
+def item_text(split: Split) -> np.ndarray:
+    """The centred MiniLM item text vectors FedTwoTower trains on (encoded once, cached)."""
+    if "ml" not in _TEXT:
+        model = FedTwoTower(cache_dir=str(default_cache_dir()))
+        raw = model._encode(build_item_texts(split.train, model.config.profile))
+        _TEXT["ml"] = centred(raw, *text_centre(raw))
+    return _TEXT["ml"]
 
 
 def valid_ndcg(split: Split, items: np.ndarray, seed: int) -> float:
@@ -61,8 +77,13 @@ def run(
     eps: float | None = None,
     clip: float = 1.0,
     fraction: float = 1.0,
+    tower: str | None = None,
 ) -> list[tuple[int, float]]:
     data = split.train
+    spec: tuple[np.ndarray, TowerLayout] | None = None
+    if tower is not None:
+        text = item_text(split)
+        spec = (text, TowerLayout(text.shape[1], data.n_items, factors, ids=tower == "sum"))
     inter = data.interactions
     cl = client_data(
         partition_users(data, partition, clients, seed=seed),
@@ -72,6 +93,8 @@ def run(
     rng = np.random.default_rng(seed)
     items = (rng.standard_normal((data.n_items, factors + 1)) * 0.1).astype(np.float32)
     items[:, -1] = 0
+    if spec is not None:
+        items = spec[1].init(seed)
     users = [
         (np.random.default_rng([seed, k, 0xFED]).standard_normal((len(d.users), factors)) * 0.1).astype(
             np.float32
@@ -102,6 +125,7 @@ def run(
                 d.record_items,
                 dataclasses.replace(local, noise_multiplier=noise[k]),
                 np.random.default_rng([seed, k, r]),
+                tower=spec,
             )
             users[k] = res.users
             tables.append(res.items)
@@ -113,7 +137,8 @@ def run(
             step = mom
         items = (items - server_lr * step).astype(np.float32)
         if r % eval_every == 0 or r == rounds:
-            out.append((r, round(valid_ndcg(split, items, seed), 4)))
+            table = items if spec is None else spec[1].table(items, spec[0])
+            out.append((r, round(valid_ndcg(split, table, seed), 4)))
     return out
 
 

@@ -15,7 +15,8 @@ runner = CliRunner()
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--model", "two_tower"], "--model 'two_tower': only 'mf'"),
+        (["--model", "sasrec"], "--model 'sasrec': choose mf (federated BPR-MF) or two_tower"),
+        (["--model", "two_tower", "--fusion", "gate"], "--fusion 'gate': choose sum or text_only"),
         (["--dp", "shop"], "--dp 'shop': choose record or client"),
         (["--strategy", "fedsgd"], "--strategy 'fedsgd': choose fedavg, fedavgm, fedprox or fedadam"),
         (["--dp-clipping", "both"], "--dp-clipping 'both': choose server or client"),

@@ -1,5 +1,5 @@
-"""``lmrec federate``: train federated MF in Flower's simulation engine, evaluate it, save it
-(a thin wrapper over :class:`lmrec.federated.FedMF`)."""
+"""``lmrec federate``: train federated MF or two-tower in Flower's simulation engine, evaluate it,
+save it (a thin wrapper over :class:`lmrec.federated.FedMF` and :class:`~lmrec.federated.FedTwoTower`)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,20 @@ def federate_cmd(
     dataset: Annotated[
         str, typer.Option("--dataset", "-d", help="Dataset name (built-in or `lmrec datasets add`ed).")
     ] = "ml-100k",
-    model: Annotated[str, typer.Option("--model", "-m", help="federated model: mf (BPR-MF)")] = "mf",
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model",
+            "-m",
+            help="federated model: mf (BPR-MF) or two_tower (shared MiniLM text item tower, local user vectors)",
+        ),
+    ] = "mf",
+    fusion: Annotated[
+        str,
+        typer.Option(
+            "--fusion", help="two_tower item tower: sum (projected text + item ID embedding) or text_only"
+        ),
+    ] = "sum",
     clients: Annotated[int, typer.Option("--clients", "-k", min=1, help="cross-silo clients")] = 10,
     rounds: Annotated[int, typer.Option("--rounds", "-r", min=1, help="federated rounds")] = 40,
     partition: Annotated[
@@ -71,14 +84,18 @@ def federate_cmd(
     ] = False,
     seed: Annotated[int, typer.Option("--seed", help="seeds partitions, initialisation and sampling")] = 42,
     out: Annotated[
-        Path, typer.Option("--out", "-o", help="artifact folder (+ federated.png, rounds.json)")
-    ] = Path("artifacts/fed_mf"),
+        Path | None,
+        typer.Option(
+            "--out", "-o", help="artifact folder (+ federated.png, rounds.json); default artifacts/fed_MODEL"
+        ),
+    ] = None,
     data_dir: Annotated[
         str | None,
         typer.Option("--data-dir", help="folder holding dataset copies (overrides $LMREC_DATA_HOME)"),
     ] = None,
 ) -> None:
-    """Federated training: user data stays on simulated clients, only item factors travel.
+    """Federated training: user data stays on simulated clients, only the item side travels (item
+    factors for mf; the item tower over the public item text for two_tower).
 
     Leave-last-out split; each round prints the clients' mean loss, their validation NDCG@10, the
     bytes sent and the ε spent so far. The result is a normal lmrec artifact (`lmrec recommend` /
@@ -89,8 +106,10 @@ def federate_cmd(
     from lmrec.evaluation import evaluate
     from lmrec.experiment import DatasetSpec, load_data, save_catalog
 
-    if model != "mf":
-        raise LmrecError(f"--model {model!r}: only 'mf' (federated BPR-MF) is available")
+    if model not in ("mf", "two_tower"):
+        raise LmrecError(f"--model {model!r}: choose mf (federated BPR-MF) or two_tower")
+    if fusion not in ("sum", "text_only"):
+        raise LmrecError(f"--fusion {fusion!r}: choose sum or text_only")
     if dp not in ("record", "client"):
         raise LmrecError(f"--dp {dp!r}: choose record or client")
     if dp_clipping not in ("server", "client"):
@@ -98,7 +117,7 @@ def federate_cmd(
     if strategy not in ("fedavg", "fedavgm", "fedprox", "fedadam"):
         raise LmrecError(f"--strategy {strategy!r}: choose fedavg, fedavgm, fedprox or fedadam")
     try:
-        from lmrec.federated import FedMF, FedMFConfig
+        from lmrec.federated import FedMF, FedMFConfig, FedTwoTower, FedTwoTowerConfig
         from lmrec.federated.report import plot_rounds
     except ModuleNotFoundError as exc:
         raise LmrecError(
@@ -124,9 +143,17 @@ def federate_cmd(
             "secagg": secagg,
             "seed": seed,
         }
-        config = FedMFConfig(**params)  # type: ignore[arg-type]
+        config: FedMFConfig
+        if model == "two_tower":
+            from lmrec.text.cache import default_cache_dir
+
+            # item text vectors through the shared embedding cache, as `lmrec quickstart` does
+            config = FedTwoTowerConfig(**params, fusion=fusion, cache_dir=str(default_cache_dir()))  # type: ignore[arg-type]
+        else:
+            config = FedMFConfig(**params)  # type: ignore[arg-type]
     except ValidationError as exc:
         raise LmrecError(describe_validation_error(exc)) from None
+    out = Path(f"artifacts/fed_{model}") if out is None else out
     console, err = stdout_console(), stderr_console()
     with err.status(f"loading {dataset}"):
         data = load_data(DatasetSpec(name=dataset, data_dir=data_dir))
@@ -147,7 +174,8 @@ def federate_cmd(
         )
 
     started = time.perf_counter()
-    fitted = FedMF(config).fit(sp.train, valid=sp.valid, on_round=show)
+    estimator = FedTwoTower(config) if isinstance(config, FedTwoTowerConfig) else FedMF(config)
+    fitted = estimator.fit(sp.train, valid=sp.valid, on_round=show)
     seconds = time.perf_counter() - started
     with err.status("evaluating (user vectors folded in from history)"):
         valid = evaluate(fitted, sp, ks=(10,), phase="valid", beyond_accuracy=False, auc=False)
@@ -155,7 +183,7 @@ def federate_cmd(
     fitted.save(out)
     save_catalog(data, out)
     (out / "rounds.json").write_text(json.dumps([r.__dict__ for r in fitted.run_.rounds], indent=1))
-    plot = plot_rounds({f"fed_mf ({partition})": fitted.run_.rounds}, out / "federated.png")
+    plot = plot_rounds({f"{fitted.name} ({partition})": fitted.run_.rounds}, out / "federated.png")
     eps = fitted.run_.epsilon
     privacy = "no DP" if eps is None else f"ε {eps:.2f} at δ {fitted.run_.delta:.2g}"
     console.print(

@@ -1,4 +1,5 @@
-"""The one config of federated MF (``fed_mf``): model, federation, strategy and privacy settings."""
+"""The configs of federated MF (``fed_mf``) and federated two-tower (``fed_two_tower``): model,
+federation, strategy and privacy settings."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from lmrec.models.mf import BPRConfig
+from lmrec.text.profiles import ProfileConfig
 
 
 class FedMFConfig(BPRConfig):
@@ -131,3 +133,27 @@ class FedMFConfig(BPRConfig):
                 f"secagg_reconstruction_threshold={threshold}: an int must be in [2, secagg_num_shares={shares})"
             )
         return self
+
+
+class FedTwoTowerConfig(FedMFConfig):
+    """Federated two-tower (``fed_two_tower``): every FedMF field (federation, strategy, privacy,
+    local training, the serving-time fold-in) plus the item tower's.
+
+    The item tower is a linear projection of each item's frozen, centrally computed text vector
+    (``fusion="text_only"``), optionally plus a per-item ID embedding (``"sum"``, as lmrec's
+    two_tower fuses them); see :mod:`lmrec.federated.tower`. The artifact is a BPR item table like
+    FedMF's, with the projection kept so that new items are placed from their text.
+    """
+
+    #: item tower: "text_only" (projected text; only the projection travels) or "sum" (projected
+    #: text + an ID embedding per item; the ID table travels too)
+    fusion: Literal["text_only", "sum"] = "sum"
+    #: text model: None = the bundled offline all-MiniLM-L6-v2, a sentence-transformers name or local
+    #: dir, "hashing" for the model-free test encoder
+    encoder: str | None = None
+    #: device for the text encoder (None: CUDA when present)
+    encoder_device: str | None = None
+    #: how item profile texts are built
+    profile: ProfileConfig = ProfileConfig()
+    #: on-disk embedding cache directory (None: encode every time)
+    cache_dir: str | None = None

@@ -9,7 +9,9 @@ negative item:
     loss = softplus(-(u · (v_i - v_j) + b_i - b_j)),  weight decay λ on every factor
 
 and returns the new ``V``; the user factors are kept on the client (FCF, Ammad-ud-din et al. 2019)
-and never leave it.
+and never leave it. For federated two-tower (:mod:`lmrec.federated.tower`) ``V`` is computed from the
+public item text by the federated projection (and ID table), and those parameters are what is trained
+and returned instead.
 
 With ``noise_multiplier > 0`` the step is record-level DP-SGD through Opacus: Poisson-sampled
 batches, each record's gradient (over the user *and* item factors it touches) clipped to
@@ -29,6 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
+
+from lmrec.federated.tower import TowerBPR, TowerLayout
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,13 @@ class _BPR(nn.Module):
         d = v[:, 0] - v[:, 1]
         return (u * d[:, :-1]).sum(-1) + d[:, -1]
 
+    def shared(self) -> list[torch.Tensor]:
+        """The federated parameters (what the server aggregates): the item table."""
+        return [self.items.weight]
+
+    def packed(self) -> np.ndarray:
+        return _numpy(self.items)
+
 
 @dataclass
 class LocalResult:
@@ -82,13 +93,25 @@ def local_update(
     item_idx: np.ndarray,
     config: LocalConfig,
     rng: np.random.Generator,
+    tower: tuple[np.ndarray, TowerLayout] | None = None,
 ) -> LocalResult:
     """Train on one client's records (``user_idx`` local to ``users``, ``item_idx`` global) from the
-    item factors ``items``; return the new item and user factors and the mean training loss."""
-    n_items = items.shape[0]
+    item factors ``items``; return the new item and user factors and the mean training loss.
+
+    With ``tower = (text, layout)`` (federated two-tower) ``items`` is the packed item-tower matrix
+    of :class:`~lmrec.federated.tower.TowerLayout` over the public text vectors ``text``, and so is
+    the returned ``items``: the same loss and optimiser train the projection (and ID table) instead
+    of a free item table."""
+    model: _BPR | TowerBPR
+    if tower is None:
+        n_items = items.shape[0]
+        model = _BPR(users.astype(np.float32), items.astype(np.float32))
+    else:
+        text, layout = tower
+        n_items = layout.n_items
+        model = TowerBPR(users.astype(np.float32), items.astype(np.float32), text, layout)
     n = len(user_idx)
-    model = _BPR(users.astype(np.float32), items.astype(np.float32))
-    anchor = torch.from_numpy(items.astype(np.float32)) if config.proximal_mu > 0 else None
+    anchor = [p.detach().clone() for p in model.shared()] if config.proximal_mu > 0 else None
     seed = int(rng.integers(2**31))
     torch.manual_seed(seed)
     u_all = torch.from_numpy(user_idx.astype(np.int64))
@@ -97,7 +120,7 @@ def local_update(
         return LocalResult(items.copy(), users.copy(), 0.0, 0, 0.0)
     losses: list[float] = []
     if config.noise_multiplier <= 0:
-        plain = _PlainOptimizer(list(model.parameters()), config)
+        plain = _PlainOptimizer([p for p in model.parameters() if p.requires_grad], config)
         for _ in range(config.epochs):
             order = torch.from_numpy(rng.permutation(n))
             for start in range(0, n, config.batch_size):
@@ -110,14 +133,14 @@ def local_update(
                 total.backward()
                 plain.step()
                 losses.append(float(loss.detach()))
-        return LocalResult(_numpy(model.items), _numpy(model.users), float(np.mean(losses)), 0, 0.0)
+        return LocalResult(model.packed(), _numpy(model.users), float(np.mean(losses)), 0, 0.0)
     return _dp_update(model, _optimizer(model, config), anchor, u_all, i_all, n_items, config, rng, seed)
 
 
 def _dp_update(
-    model: _BPR,
+    model: _BPR | TowerBPR,
     opt: torch.optim.Optimizer,
-    anchor: torch.Tensor | None,
+    anchor: list[torch.Tensor] | None,
     u_all: torch.Tensor,
     i_all: torch.Tensor,
     n_items: int,
@@ -164,13 +187,15 @@ def _dp_update(
                 loss.backward()
             if anchor is not None:  # data-independent: added after clipping and noise
                 with torch.no_grad():
-                    model.items.weight.grad.add_(config.proximal_mu * (model.items.weight - anchor))
+                    for p, a in zip(model.shared(), anchor, strict=True):
+                        assert p.grad is not None  # every federated parameter is in the loss
+                        p.grad.add_(config.proximal_mu * (p - a))
             dp_opt.step()
             losses.append(float(loss.detach()))
         steps += len(dp_loader)
     sample_rate = 1.0 / len(dp_loader)
     return LocalResult(
-        _numpy(model.items),
+        model.packed(),
         _numpy(model.users),
         float(np.mean(losses)) if losses else math.nan,
         steps,
@@ -178,12 +203,11 @@ def _dp_update(
     )
 
 
-def _optimizer(model: _BPR, config: LocalConfig) -> torch.optim.Optimizer:
+def _optimizer(model: _BPR | TowerBPR, config: LocalConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]  # not the tower's frozen text
     if config.optimizer == "sgd":
-        return torch.optim.SGD(
-            model.parameters(), lr=config.learning_rate, weight_decay=config.regularization
-        )
-    return torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.regularization)
+        return torch.optim.SGD(params, lr=config.learning_rate, weight_decay=config.regularization)
+    return torch.optim.Adam(params, lr=config.learning_rate, weight_decay=config.regularization)
 
 
 class _PlainOptimizer:
@@ -225,10 +249,14 @@ class _PlainOptimizer:
             p.addcdiv_(m, denom, value=-self.lr / (1 - b1**self.t))
 
 
-def _proximal(model: _BPR, anchor: torch.Tensor | None, mu: float) -> torch.Tensor:
+def _proximal(model: _BPR | TowerBPR, anchor: list[torch.Tensor] | None, mu: float) -> torch.Tensor:
     if anchor is None:
         return torch.zeros(())
-    return 0.5 * mu * ((model.items.weight - anchor) ** 2).sum()
+    return (
+        0.5
+        * mu
+        * sum((((p - a) ** 2).sum() for p, a in zip(model.shared(), anchor, strict=True)), torch.zeros(()))
+    )
 
 
 def _numpy(table: nn.Embedding) -> np.ndarray:

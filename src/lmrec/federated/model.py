@@ -1,4 +1,5 @@
-"""``fed_mf``: BPR matrix factorisation trained by federated learning, served like any lmrec model.
+"""``fed_mf`` and ``fed_two_tower``: BPR matrix factorisation, and a two-tower model whose item
+tower reads the public item text, trained by federated learning and served like any lmrec model.
 
 ``fit`` partitions the users over simulated clients (:func:`lmrec.federated.partition_users`) and
 runs Flower's simulation engine (:func:`lmrec.federated.simulation.simulate`): the item factors are
@@ -24,12 +25,18 @@ import numpy as np
 import polars as pl
 
 from lmrec.data.dataset import Dataset
+from lmrec.errors import LmrecError
 from lmrec.federated.clients import client_data
-from lmrec.federated.config import FedMFConfig
+from lmrec.federated.config import FedMFConfig, FedTwoTowerConfig
 from lmrec.federated.partition import partition_users
 from lmrec.federated.server import FederatedRun, RoundLog
 from lmrec.federated.simulation import simulate
+from lmrec.federated.tower import centred, project, text_centre
+from lmrec.models.base import new_items_frame
 from lmrec.models.mf import BPR
+from lmrec.text.cache import cached_encode
+from lmrec.text.encoder import TextEncoder, shared_encoder
+from lmrec.text.profiles import build_item_texts, item_texts_from_frame
 
 
 class FedMF(BPR):
@@ -87,8 +94,13 @@ class FedMF(BPR):
             on_round=getattr(self, "_on_round", None),
             keep_messages=getattr(self, "_keep", False),
             server_eval=getattr(self, "_server_eval", None),
+            text=self._simulate_text(),
         )
         self._set_items(self.run_.items)
+
+    def _simulate_text(self) -> np.ndarray | None:
+        """Public item text vectors for the simulation (two-tower); FedMF reads none."""
+        return None
 
     def with_items(self, items: np.ndarray) -> FedMF:
         """A copy of this fitted model serving ``items`` instead (e.g. one round's item table)."""
@@ -115,3 +127,119 @@ class FedMF(BPR):
     def _set_state(self, tensors: dict[str, np.ndarray], extra: dict[str, Any]) -> None:
         self._set_items(tensors["item_factors"])
         self._saved_run = dict(extra)
+
+
+class FedTwoTower(FedMF):
+    """Federated two-tower: a shared text item tower, local user vectors (Flower + Opacus).
+
+    Item text is public, so every item's profile text is encoded once, centrally, by the frozen
+    language model (the shared encoder and the ``cache_dir`` embedding cache, as the other text
+    models) and every client gets the same vectors. The trainable item side (a projection of the
+    text vector, plus an ID embedding per item with ``fusion="sum"``; :mod:`lmrec.federated.tower`)
+    is global and aggregated by the Flower strategy; the user vectors stay on the clients and are
+    never sent (FCF, as :class:`FedMF`). The result is served like FedMF: the item table the tower
+    computes is a BPR item table and a user's vector is folded in from the history the query
+    carries. Items without training interactions are scored through their text; ``add_items``
+    places new catalogue items the same way, without a refit.
+
+    What the clients receive besides the federated parameters is the public text matrix only; the
+    server receives the federated parameters and the few metrics FedMF's clients send.
+    """
+
+    name = "fed_two_tower"
+    Config = FedTwoTowerConfig  # type: ignore[assignment]  # a BPRConfig subclass: BPR reads its fields
+    config: FedTwoTowerConfig
+
+    def __init__(self, config: FedTwoTowerConfig | dict[str, Any] | None = None, **params: Any) -> None:
+        super().__init__(config, **params)
+        #: the fitted tower: projection ``P`` ((text_dim + 1) x (factors + 1), bias row last)
+        self.projection_ = np.zeros((0, 0), np.float32)
+        #: the centred item text vectors (one row per item) the tower read
+        self.item_text_ = np.zeros((0, 0), np.float32)
+        #: the catalogue's mean text vector and centred norm at fit time (new items use them)
+        self.text_centre_ = np.zeros(0, np.float32)
+        self.text_scale_ = 1.0
+        self.encoder_id_: str | None = None
+
+    def _encoder(self) -> TextEncoder:
+        """The process-wide encoder of the config, checked against the one the model was fit with."""
+        enc = shared_encoder(self.config.encoder, self.config.encoder_device)
+        if self.encoder_id_ is not None and enc.model_id != self.encoder_id_:
+            raise LmrecError(
+                f"this fed_two_tower model was trained on text vectors from {self.encoder_id_!r} but the "
+                f"encoder is {enc.model_id!r}; set encoder to the training model"
+            )
+        return enc
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        enc = self._encoder()
+        vecs = np.asarray(cached_encode(texts, enc, self.config.cache_dir), dtype=np.float32)
+        self.encoder_id_ = enc.model_id
+        return vecs
+
+    def _fit(self, data: Dataset) -> None:
+        raw = self._encode(build_item_texts(data, self.config.profile))
+        self.text_centre_, self.text_scale_ = text_centre(raw)
+        self.item_text_ = centred(raw, self.text_centre_, self.text_scale_)
+        super()._fit(data)
+        assert self.run_.shared is not None
+        self.projection_ = np.ascontiguousarray(self.run_.shared[: self.item_text_.shape[1] + 1])
+
+    def _simulate_text(self) -> np.ndarray | None:
+        return self.item_text_
+
+    def add_items(self, items: pl.DataFrame) -> None:
+        """Add new catalogue items (or new text for known ones) without a refit.
+
+        ``items`` needs ``item_id`` plus the profile's text columns (``title``, ``genres``, ...). New
+        ids are appended to the item vocabulary (existing indices never move) and placed by the
+        trained projection of their text alone (they have no ID part); a known id keeps its ID part
+        and gets the new text's projection.
+        """
+        self._check_fitted()
+        assert self.item_vocab is not None
+        items = new_items_frame(items, self.item_vocab)
+        if items.height == 0:
+            return
+        ids = items["item_id"].to_list()
+        text = centred(
+            self._encode(item_texts_from_frame(items, self.config.profile)),
+            self.text_centre_,
+            self.text_scale_,
+        )
+        vocab = self.item_vocab.extend(ids)
+        rows = vocab.indices(ids)
+        n_old = len(self.item_vocab)
+        table = np.zeros((len(vocab), self.item_factors_.shape[1]), np.float32)
+        table[:n_old] = self.item_factors_
+        all_text = np.zeros((len(vocab), self.item_text_.shape[1]), np.float32)
+        all_text[:n_old] = self.item_text_
+        # a known item keeps its ID part (its row minus its old text's projection); a new one has none
+        old = project(all_text[rows], self.projection_)
+        old[rows >= n_old] = 0.0
+        table[rows] += project(text, self.projection_) - old
+        all_text[rows] = text
+        self.item_text_ = all_text
+        self.item_vocab = vocab
+        self._set_items(table)
+        self._history_csr = None  # its shape follows the catalogue
+
+    def _get_state(self) -> dict[str, np.ndarray]:
+        return {
+            **super()._get_state(),
+            "projection": self.projection_,
+            "item_text": self.item_text_,
+            "text_centre": self.text_centre_,
+        }
+
+    def _get_extra(self) -> dict[str, Any]:
+        return {**super()._get_extra(), "encoder_model_id": self.encoder_id_, "text_scale": self.text_scale_}
+
+    def _set_state(self, tensors: dict[str, np.ndarray], extra: dict[str, Any]) -> None:
+        extra = dict(extra)
+        self.encoder_id_ = extra.pop("encoder_model_id", None)
+        self.text_scale_ = float(extra.pop("text_scale", 1.0))
+        self.projection_ = np.asarray(tensors["projection"], np.float32)
+        self.item_text_ = np.asarray(tensors["item_text"], np.float32)
+        self.text_centre_ = np.asarray(tensors["text_centre"], np.float32)
+        super()._set_state(tensors, extra)

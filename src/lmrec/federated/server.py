@@ -50,12 +50,16 @@ class RoundLog:
 
 @dataclass
 class FederatedRun:
+    #: the final item table (``n_items x (factors + 1)``, BPR's layout)
     items: np.ndarray
     rounds: list[RoundLog]
     delta: float | None
     noise_multiplier: float | None
     #: every RecordDict the server received, when asked for (tests inspect them)
     received: list[RecordDict] = field(default_factory=list)
+    #: the final federated parameters as they travelled: the item table itself for FedMF, the packed
+    #: item tower (:class:`lmrec.federated.tower.TowerLayout`) for two-tower; None: same as ``items``
+    shared: np.ndarray | None = None
 
     @property
     def epsilon(self) -> float | None:

@@ -6,7 +6,9 @@ Nothing here moves data between processes by itself: the ``ServerApp`` runs a Fl
 and each client answers with the item factors it trained and a few metrics. Every message the
 server receives is an ``ArrayRecord`` holding ``items`` (the ``n_items x (factors + 1)`` item table)
 and a ``MetricRecord`` of numbers (record count, loss, ε, validation NDCG); user ids, item ids and
-the user factors stay in the client's ``Context.state``.
+the user factors stay in the client's ``Context.state``. For federated two-tower (``text`` given)
+``items`` holds the packed item tower (:class:`~lmrec.federated.tower.TowerLayout`) instead, and the
+public item text vectors are read by every client from a file, like the clients' own data.
 
 With ``secagg=True`` the server runs Flower's SecAgg+ instead (:mod:`lmrec.federated.secagg`):
 Flower's legacy ``DefaultWorkflow`` with ``SecAggPlusWorkflow`` as its fit step, and the clients'
@@ -26,6 +28,7 @@ Privacy accounting always comes from Opacus's RDP accountant (``opacus.accountan
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -44,7 +47,7 @@ from flwr.simulation import run_simulation
 
 from lmrec.federated.accounting import epsilon, noise_for
 from lmrec.federated.clients import ClientData, client_data, load_clients, save_clients
-from lmrec.federated.config import FedMFConfig
+from lmrec.federated.config import FedMFConfig, FedTwoTowerConfig
 from lmrec.federated.local import LocalConfig, local_update
 from lmrec.federated.secagg import (
     SecAggObserved,
@@ -57,6 +60,7 @@ from lmrec.federated.secagg import (
     secagg_workflow,
 )
 from lmrec.federated.server import FederatedRun, Observed, RoundLog, items_of, make_strategy, num
+from lmrec.federated.tower import TowerLayout
 
 __all__ = ["ClientData", "FederatedRun", "RoundLog", "client_data", "simulate"]
 
@@ -83,14 +87,33 @@ def simulate(
     on_round: Callable[[RoundLog], None] | None = None,
     keep_messages: bool = False,
     server_eval: Callable[[int, np.ndarray], float | None] | None = None,
+    text: np.ndarray | None = None,
 ) -> FederatedRun:
     """Run ``config.iterations`` rounds of federated BPR-MF over ``clients`` in Flower's simulation
     engine; return the final item factors and the per-round log.
 
     ``server_eval(round, items)`` (simulation only) measures each round's aggregated item table, as
     Flower's server-side ``evaluate_fn``; its number lands in :attr:`RoundLog.server_ndcg`.
+
+    ``text`` (``n_items x text_dim``, the public item text vectors; with a
+    :class:`~lmrec.federated.config.FedTwoTowerConfig`) makes it federated two-tower: what travels
+    and is aggregated is the packed item tower of :class:`~lmrec.federated.tower.TowerLayout`, every
+    client reads the same text vectors, and ``server_eval``, the client's evaluation and the returned
+    ``items`` see the item table the tower computes.
     """
     c = config
+    layout: TowerLayout | None = None
+    if text is not None:
+        if not isinstance(c, FedTwoTowerConfig):
+            raise TypeError(f"item text vectors need a FedTwoTowerConfig, not {type(c).__name__}")
+        if text.shape[0] != n_items:
+            raise ValueError(f"item text vectors have {text.shape[0]} rows for {n_items} items")
+        layout = TowerLayout(text.shape[1], n_items, c.factors, ids=c.fusion == "sum")
+
+    def table_of(shared: np.ndarray) -> np.ndarray:
+        """The item table the federated parameters stand for (FedMF: the parameters themselves)."""
+        return shared if layout is None else layout.table(shared, load_text(text_file))
+
     n_clients = len(clients)
     delta = c.dp_delta if c.dp_delta is not None else 1.0 / max(n_users, 2)
     n_sampled = max(1, int(n_clients * c.fraction))
@@ -120,6 +143,10 @@ def simulate(
     folder = tempfile.TemporaryDirectory(prefix="lmrec-fed-")
     data_file = str(Path(folder.name) / "clients.npz")
     save_clients(clients, Path(data_file))
+    # public item text, written once like the clients' data and read once per Ray actor
+    text_file = str(Path(folder.name) / "text.npy")
+    if text is not None:
+        np.save(text_file, np.ascontiguousarray(text, np.float32))
     max_weight = 0.0
     if c.secagg:
         max_weight = check_secagg(c, n_clients, n_sampled, [d.n_records for d in clients])
@@ -143,6 +170,7 @@ def simulate(
             data.record_items,
             LocalConfig(**{**local.__dict__, "noise_multiplier": z}),
             rng,
+            tower=None if layout is None else (load_text(text_file), layout),
         )
         context.state["local"] = ArrayRecord({"users": Array(run.users)})
         metrics = {"num-examples": float(data.n_records), "loss": run.loss}
@@ -160,6 +188,7 @@ def simulate(
         data = load_clients(data_file)[pid]
         users = _user_factors(context, pid, len(data.users), c)
         ndcg = 0.0
+        items = table_of(items)
         if len(data.valid_users):
             scores = users[data.valid_users] @ items[:, :-1].T + items[:, -1]
             seen = [data.record_items[data.record_users == u] for u in data.valid_users]
@@ -201,8 +230,13 @@ def simulate(
                 RecordDict({"metrics": MetricRecord({"num-examples": n, "ndcg": ndcg})}), reply_to=msg
             )
 
-    init = (np.random.default_rng(c.seed).standard_normal((n_items, c.factors + 1)) * 0.1).astype(np.float32)
-    init[:, -1] = 0.0
+    if layout is None:
+        init = (np.random.default_rng(c.seed).standard_normal((n_items, c.factors + 1)) * 0.1).astype(
+            np.float32
+        )
+        init[:, -1] = 0.0
+    else:
+        init = layout.init(c.seed)
     final: dict[str, np.ndarray] = {}
     received: list[RecordDict] = []
     rounds: list[RoundLog]
@@ -216,7 +250,7 @@ def simulate(
             """Flower's centralised evaluation, after each round's fit (simulation only)."""
             if server_eval is None or server_round == 0:
                 return None
-            value = server_eval(server_round, arrays[0].astype(np.float32))
+            value = server_eval(server_round, table_of(arrays[0].astype(np.float32)))
             if value is None:
                 return None
             server_ndcg[server_round] = value
@@ -249,7 +283,7 @@ def simulate(
             """Flower calls this last in every round: the round's log is complete here."""
             value = None
             if server_eval is not None and server_round > 0:
-                value = server_eval(server_round, arrays["items"].numpy())
+                value = server_eval(server_round, table_of(arrays["items"].numpy()))
             observer.end_round(server_round, value)
             return None if value is None else MetricRecord({"ndcg": value})
 
@@ -289,18 +323,27 @@ def simulate(
                 ),
             },
         )
+        if "items" not in final:
+            raise RuntimeError("the Flower simulation ended without a model (see the log above)")
+        shared = np.ascontiguousarray(final["items"], dtype=np.float32)
+        items = np.ascontiguousarray(table_of(shared), dtype=np.float32)
     finally:
         flwr_log.setLevel(level)
         folder.cleanup()
-    if "items" not in final:
-        raise RuntimeError("the Flower simulation ended without a model (see the log above)")
     return FederatedRun(
-        items=np.ascontiguousarray(final["items"], dtype=np.float32),
+        items=items,
+        shared=shared,
         rounds=rounds,
         delta=delta if c.dp != "none" else None,
         noise_multiplier=central_z,
         received=received,
     )
+
+
+@functools.lru_cache(maxsize=2)
+def load_text(path: str) -> np.ndarray:
+    """The public item text vectors of ``path``, read once per process (see ``load_clients``)."""
+    return np.load(path)
 
 
 def _user_factors(context: Context, pid: int, n: int, c: FedMFConfig) -> np.ndarray:

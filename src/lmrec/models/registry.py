@@ -35,6 +35,7 @@ _MODELS: dict[str, str] = {
     "hybrid": "lmrec.models.hybrid:Hybrid",
     "unisrec": "lmrec.models.unisrec:UniSRec",
     "fed_mf": "lmrec.federated.model:FedMF",
+    "fed_two_tower": "lmrec.federated.model:FedTwoTower",
 }
 
 #: which optional extra provides the modules a model needs
@@ -45,6 +46,7 @@ _EXTRAS = {
     "bert4rec": "torch",
     "unisrec": "torch",
     "fed_mf": "federated",
+    "fed_two_tower": "federated",
 }
 
 
