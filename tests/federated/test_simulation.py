@@ -23,12 +23,11 @@ from lmrec.federated.accounting import epsilon
 from lmrec.federated.clients import ClientData
 from lmrec.models.base import Recommender
 from lmrec.testing import make_checkerboard
+from tests.federated.messages import leaks
 
 pytestmark = pytest.mark.distributed  # Ray starts a cluster of processes
 
 N_USERS, N_ITEMS, FACTORS = 24, 12, 4
-#: the only numbers a client may send: its record count and aggregate statistics
-ALLOWED_METRICS = {"num-examples", "loss", "epsilon", "ndcg"}
 
 
 @pytest.fixture(scope="module")
@@ -71,27 +70,6 @@ def _clients(split: Split, model: FedMF) -> list[ClientData]:
     return client_data(owner, inter["user_idx"].to_numpy(), inter["item_idx"].to_numpy())
 
 
-def leaks(content: RecordDict, clients: list[ClientData]) -> list[str]:
-    """What in a message the server received is not an item table or an allowed aggregate."""
-    problems = []
-    if content.config_records:
-        problems.append(f"config records {list(content.config_records)}")
-    for name, rec in content.array_records.items():
-        for key, arr in rec.items():
-            a = arr.numpy()
-            if key != "items" or a.shape != (N_ITEMS, FACTORS + 1) or a.dtype != np.float32:
-                problems.append(f"array {name}.{key} {a.dtype}{list(a.shape)}")
-    counts = {c.n_records for c in clients} | {len(c.users) for c in clients}
-    for rec in content.metric_records.values():
-        extra = set(rec) - ALLOWED_METRICS
-        if extra:
-            problems.append(f"metrics {sorted(extra)}")
-        n = rec.get("num-examples")
-        if not isinstance(n, (int, float)) or n not in counts:
-            problems.append(f"num-examples {n!r}")
-    return problems
-
-
 def test_two_clients_two_rounds(model: FedMF) -> None:
     rounds = model.run_.rounds
     assert [r.round for r in rounds] == [1, 2] and all(r.clients == 2 for r in rounds)
@@ -115,7 +93,7 @@ def test_the_server_receives_no_interactions(model: FedMF, split: Split) -> None
     received = model.run_.received
     assert len(received) == 2 * 2 * 2  # 2 rounds x 2 clients x (train + evaluate replies)
     for content in received:
-        assert leaks(content, clients) == []
+        assert leaks(content, clients, (N_ITEMS, FACTORS + 1)) == []
 
 
 def test_the_leak_check_can_fail(model: FedMF, split: Split) -> None:
@@ -127,7 +105,7 @@ def test_the_leak_check_can_fail(model: FedMF, split: Split) -> None:
             "metrics": MetricRecord({"num-examples": 999.0, "user_7_item": 4.0}),
         }
     )
-    assert len(leaks(leaky, clients)) == 3
+    assert len(leaks(leaky, clients, (N_ITEMS, FACTORS + 1))) == 3
 
 
 def test_epsilon_grows_with_rounds_and_shrinks_with_noise(model: FedMF) -> None:
