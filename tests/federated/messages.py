@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from flwr.app import RecordDict
 
+from lmrec.data.split import Split
+from lmrec.federated import client_data, partition_users
 from lmrec.federated.clients import ClientData
 
 #: the only numbers a client may send: its record count and aggregate statistics
@@ -31,3 +33,10 @@ def leaks(content: RecordDict, clients: list[ClientData], shape: tuple[int, int]
         if not isinstance(n, (int, float)) or n not in counts:
             problems.append(f"num-examples {n!r}")
     return problems
+
+
+def hashed_clients(split: Split, seed: int) -> list[ClientData]:
+    """The two clients' data as the simulation tests' ``partition="hash"`` fit made them."""
+    inter = split.train.interactions
+    owner = partition_users(split.train, "hash", 2, seed=seed)
+    return client_data(owner, inter["user_idx"].to_numpy(), inter["item_idx"].to_numpy())

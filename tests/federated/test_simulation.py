@@ -18,12 +18,12 @@ pytest.importorskip("opacus")
 from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
 
 from lmrec.data.split import Split, leave_last_out
-from lmrec.federated import FedMF, FedMFConfig, client_data
+from lmrec.federated import FedMF, FedMFConfig
 from lmrec.federated.accounting import epsilon
 from lmrec.federated.clients import ClientData
 from lmrec.models.base import Recommender
 from lmrec.testing import make_checkerboard
-from tests.federated.messages import leaks
+from tests.federated.messages import hashed_clients, leaks
 
 pytestmark = pytest.mark.distributed  # Ray starts a cluster of processes
 
@@ -63,11 +63,7 @@ def model(split: Split) -> FedMF:
 
 
 def _clients(split: Split, model: FedMF) -> list[ClientData]:
-    from lmrec.federated import partition_users
-
-    inter = split.train.interactions
-    owner = partition_users(split.train, "hash", 2, seed=model.config.seed)
-    return client_data(owner, inter["user_idx"].to_numpy(), inter["item_idx"].to_numpy())
+    return hashed_clients(split, model.config.seed)
 
 
 def test_two_clients_two_rounds(model: FedMF) -> None:

@@ -22,12 +22,12 @@ from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
 
 from lmrec.data.dataset import Dataset
 from lmrec.data.split import Split, leave_last_out
-from lmrec.federated import FedTwoTower, FedTwoTowerConfig, client_data, partition_users
+from lmrec.federated import FedTwoTower, FedTwoTowerConfig
 from lmrec.federated.clients import ClientData
 from lmrec.federated.tower import TowerLayout
 from lmrec.models.base import Recommender
 from lmrec.testing import make_checkerboard
-from tests.federated.messages import leaks
+from tests.federated.messages import hashed_clients, leaks
 
 pytestmark = pytest.mark.distributed  # Ray starts a cluster of processes
 
@@ -88,9 +88,7 @@ def _layout(model: FedTwoTower) -> TowerLayout:
 
 
 def _clients(split: Split, model: FedTwoTower) -> list[ClientData]:
-    inter = split.train.interactions
-    owner = partition_users(split.train, "hash", 2, seed=model.config.seed)
-    return client_data(owner, inter["user_idx"].to_numpy(), inter["item_idx"].to_numpy())
+    return hashed_clients(split, model.config.seed)
 
 
 def test_two_clients_two_rounds(model: FedTwoTower) -> None:
