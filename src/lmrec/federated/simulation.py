@@ -110,10 +110,6 @@ def simulate(
             raise ValueError(f"item text vectors have {text.shape[0]} rows for {n_items} items")
         layout = TowerLayout(text.shape[1], n_items, c.factors, ids=c.fusion == "sum")
 
-    def table_of(shared: np.ndarray) -> np.ndarray:
-        """The item table the federated parameters stand for (FedMF: the parameters themselves)."""
-        return shared if layout is None else layout.table(shared, load_text(text_file))
-
     n_clients = len(clients)
     delta = c.dp_delta if c.dp_delta is not None else 1.0 / max(n_users, 2)
     n_sampled = max(1, int(n_clients * c.fraction))
@@ -147,6 +143,11 @@ def simulate(
     text_file = str(Path(folder.name) / "text.npy")
     if text is not None:
         np.save(text_file, np.ascontiguousarray(text, np.float32))
+
+    def table_of(shared: np.ndarray) -> np.ndarray:
+        """The item table the federated parameters stand for (FedMF: the parameters themselves)."""
+        return shared if layout is None else layout.table(shared, load_text(text_file))
+
     max_weight = 0.0
     if c.secagg:
         max_weight = check_secagg(c, n_clients, n_sampled, [d.n_records for d in clients])

@@ -168,7 +168,7 @@ def _enc(value: Any) -> str:
 
 def _rounded(values: Any) -> list[float]:
     """Floats to 6 decimals for the log (Python's ``round``: the same digits ``json`` writes back)."""
-    return [round(v, 6) if type(v) is float else round(float(v), 6) for v in values]
+    return [round(float(v), 6) for v in values]
 
 
 def _dec(text: str | None) -> Any:
