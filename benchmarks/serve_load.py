@@ -306,11 +306,49 @@ def pin_apart(server_pid: int) -> dict[str, list[int]]:
 
 
 def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (Linux /proc), to report CPU per request: a number that,
-    unlike latency, barely moves when other work shares the machine."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    """User + system CPU time of a process and its children (the workers of ``--workers``; Linux
+    /proc), to report CPU per request: a number that, unlike latency, barely moves when other work
+    shares the machine."""
     ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks
+    total = 0.0
+    for p in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (Linux /proc)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            try:
+                todo += [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                continue
+    return out
+
+
+def wait_for_workers(url: str, workers: int, timeout: float) -> set[int]:
+    """Until every worker process has answered ``/health`` ready (a loading worker takes no
+    connections yet, so one new connection at a time reaches the ones that are up)."""
+    seen: set[int] = set()
+    deadline = time.monotonic() + timeout
+    while len(seen) < workers:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"only {len(seen)} of {workers} workers ready after {timeout:.0f} s")
+        with httpx.Client(base_url=url, timeout=10) as c:
+            h = c.get("/health")
+        if h.status_code == 200 and h.json().get("ready"):
+            seen.add(int(h.json()["pid"]))
+        else:
+            time.sleep(0.2)
+    return seen
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -363,6 +401,12 @@ def main(argv: list[str] | None = None) -> int:
         help="pin the server (every thread) to the last CPU and this generator to the others (Linux), so "
         "that on a small machine the two do not preempt each other; reported in the result",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server worker processes (`lmrec serve --workers`); the generator then shares the CPUs",
+    )
     p.add_argument("--out", type=Path, help="also write the JSON result here")
     p.add_argument(
         "--serve-config",
@@ -372,6 +416,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.rate <= 0 or args.duration <= 0:
         p.error("--rate and --duration must be positive")
+    if args.workers < 1 or (args.pin and args.workers > 1):
+        p.error("--workers must be >= 1, and --pin keeps one server process on one CPU: not with --workers")
+    serve_config = {
+        **json.loads(args.serve_config),
+        **({"workers": args.workers} if args.workers > 1 else {}),
+    }
 
     artifact = args.artifact or train_artifact(
         args.model, args.work_dir, args.data_dir, json.loads(args.params)
@@ -387,12 +437,14 @@ def main(argv: list[str] | None = None) -> int:
             artifact,
             tmp / "events.db",
             api_key=API_KEY,
-            config=json.loads(args.serve_config),
+            config=serve_config,
             log_path=tmp / "server.log",
         )
         t_ready = time.perf_counter()
         try:  # a hybrid's warm-up precomputes its known users: longer than the tests' default wait
             srv.wait_ready(timeout=args.ready_timeout)
+            if args.workers > 1:
+                wait_for_workers(srv.url, args.workers, args.ready_timeout)
             ready_s = time.perf_counter() - t_ready
         except BaseException:
             srv.stop()
@@ -421,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
         n_items=health["n_items"],
         n_users=health["n_users"],
         index=health["index"],
-        serve_config=json.loads(args.serve_config),
+        serve_config=serve_config,
         ready_s=round(ready_s, 1),
         mix=mix,
         duration_s=args.duration,

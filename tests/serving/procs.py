@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -35,9 +37,11 @@ class ServerProcess:
         api_key: str,
         config: dict[str, Any] | None = None,
         use_cli: bool = False,
+        cli_args: list[str] | None = None,
         log_path: Path | None = None,
     ) -> None:
         self.port = free_port()
+        self._metrics_dir: str | None = None
         self.url = f"http://127.0.0.1:{self.port}"
         env = dict(os.environ)
         env.update(
@@ -59,7 +63,7 @@ class ServerProcess:
                 "--db",
                 str(db),
             ]
-            cmd += ["--port", str(self.port), "--log-level", "warning"]
+            cmd += ["--port", str(self.port), "--log-level", "warning", *(cli_args or [])]
         else:
             cmd = [sys.executable, "-m", "uvicorn", "--factory", "lmrec.serving.app:create_app_from_env"]
             cmd += [
@@ -71,6 +75,11 @@ class ServerProcess:
                 "warning",
                 "--no-access-log",
             ]
+            workers = int((config or {}).get("workers", 1))
+            if workers > 1:  # what `lmrec serve --workers` does (lmrec.serving.server)
+                cmd += ["--workers", str(workers)]
+                self._metrics_dir = tempfile.mkdtemp(prefix="lmrec-metrics-")
+                env["PROMETHEUS_MULTIPROC_DIR"] = self._metrics_dir
         self._log = open(log_path or os.devnull, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd=str(REPO))
 
@@ -101,6 +110,8 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.kill()
         self._log.close()
+        if self._metrics_dir is not None:
+            shutil.rmtree(self._metrics_dir, ignore_errors=True)
 
     def __enter__(self) -> ServerProcess:
         self.wait_ready()

@@ -14,6 +14,7 @@ import polars as pl
 import pytest
 
 import lmrec.serving.feedback as feedback_module
+import lmrec.serving.sync as sync_module
 from lmrec.bandits import LinUCB, make_features
 from lmrec.models.ease import EASE
 from lmrec.serving import pipeline as pl_module
@@ -317,8 +318,11 @@ def test_no_other_bandit_update_in_serving() -> None:
                 ):
                     found.append((path.name, fn.name))
     assert set(found) == {("feedback.py", "update_bandits")}, found
-    assert "update_bandits" in inspect.getsource(feedback_module.replay_events)
+    assert "update_bandits" in inspect.getsource(feedback_module.credit_logged)
+    assert "credit_logged" in inspect.getsource(feedback_module.replay_events)
     assert "update_bandits" in inspect.getsource(feedback_module.record_feedback)
+    # other workers' events (lmrec.serving.sync) go through the replay's update
+    assert "credit_logged" in inspect.getsource(sync_module.LogFollower._apply)
 
 
 def test_recent_lists_credit_the_named_or_newest_list() -> None:

@@ -148,6 +148,16 @@ def serve(
             rich_help_panel=_OPS,
         ),
     ] = SyncChoice.FULL,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Server processes, each with its own copy of the model, sharing the event log: "
+            "one per core the server may use.",
+            rich_help_panel=_OPS,
+        ),
+    ] = 1,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.", rich_help_panel=_OPS)] = "info",
     no_access_log: Annotated[
         bool,
@@ -182,6 +192,7 @@ def serve(
         candidates=candidates,
         synchronous=sync.value,
         strict_ids=strict_ids,
+        workers=workers,
     )
     run(
         artifact_dir,

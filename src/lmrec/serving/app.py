@@ -62,7 +62,13 @@ from lmrec.errors import LmrecError
 from lmrec.serving.batching import RecommendBatcher
 from lmrec.serving.config import ServingConfig, configure_process
 from lmrec.serving.errors import InvalidField, ServingError
-from lmrec.serving.http import LmrecFastAPI, MetricsMiddleware, mount_docs, request_id_of
+from lmrec.serving.http import (
+    LmrecFastAPI,
+    MetricsMiddleware,
+    configure_access_log,
+    mount_docs,
+    request_id_of,
+)
 from lmrec.serving.metrics import CONTENT_TYPE
 from lmrec.serving.schemas import (
     ERROR_RESPONSES,
@@ -337,6 +343,8 @@ def config_from_env(
 def create_app_from_env() -> FastAPI:
     """Factory for ``uvicorn --factory lmrec.serving.app:create_app_from_env`` (see :func:`config_from_env`)."""
     artifact, db, catalogue, config = config_from_env()
+    if os.environ.get("LMREC_ACCESS_LOG"):  # set by ``lmrec serve --workers`` for its workers
+        configure_access_log()
     configure_process(config)
     state = ServingState.from_artifact(artifact, db=db, config=config, catalogue=catalogue)
     try:

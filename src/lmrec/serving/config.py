@@ -65,6 +65,9 @@ class ServingConfig(BaseModel):
     strict_ids: bool = False
     #: warm the model (and its text encoder) up at start; ``/health`` is a 503 until it is done
     warm: bool = True
+    #: server processes (``lmrec serve --workers``): each loads the model and keeps up with the
+    #: others through the event log (:mod:`lmrec.serving.sync`); one per core the server may use
+    workers: int = Field(default=1, ge=1, le=64)
 
 
 def configure_process(config: ServingConfig) -> None:

@@ -117,6 +117,9 @@ def record_feedback(
 ) -> tuple[Event, bool]:
     """Log the event durably, then apply it (see the module doc). Returns the logged event and
     whether a bandit learned from it."""
+    follower = state.follower
+    if follower is not None:  # an item another worker added must resolve below
+        follower.catch_up()
     key = state.user_key(user_id)
     item_idx = state.item_index(item_id)
     canonical_item = state.item_id(item_idx)
@@ -124,8 +127,12 @@ def record_feedback(
     # writers are serialised so that the in-memory order equals the log order (replay then rebuilds
     # exactly this state); the model lock is not held during the fsync, so reads go on
     with state.write_lock:
+        if follower is not None:  # other workers' earlier events come first here too
+            follower.catch_up_locked()
         with state.lock:
             credit = state.recent.credit(key, item_idx, request_id)
+        if follower is not None:
+            credit = follower.shared_credit(credit, key, canonical_item)
         ev = state.store.append(
             Event(
                 user_id=key,
@@ -136,6 +143,8 @@ def record_feedback(
                 request_id=credit.request_id,
             )
         )
+        if follower is not None:
+            follower.mark_own(ev)
         with state.lock:
             apply_event(state, key, item_idx, ev)
             updated = credit.scaled is not None and update_bandits(
@@ -161,13 +170,15 @@ def apply_event(state: ServingState, key: Any, item_idx: int, ev: Event) -> None
 def replay_events(state: ServingState, after: int) -> int:
     """Re-apply logged events at start-up: positives newer than the checkpoint ``after`` extend
     histories (one bulk update per user), every negative hides its item, every event credited to a
-    logged list shown to its user updates the bandit. Returns the number of events replayed."""
+    logged list shown to its user updates the bandit. Returns the number of events replayed; the
+    newest id read is left in ``state.events_applied``."""
     t0 = time.perf_counter()
     per_user: dict[Any, tuple[list[Any], list[float]]] = {}
     n = 0
     vocab = state.model.item_vocab
     assert vocab is not None
     for ev in state.store.events():
+        state.events_applied = max(state.events_applied, ev.id or 0)
         if ev.item_id not in vocab:
             log.warning("event %s names unknown item %r; skipped", ev.id, ev.item_id)
             continue
@@ -179,15 +190,7 @@ def replay_events(state: ServingState, after: int) -> int:
             items, weights = per_user.setdefault(key, ([], []))
             items.append(ev.item_id)
             weights.append(ev.history_weight)
-        if ev.request_id and state.bandits:
-            imp = state.store.get_impression(ev.request_id)
-            # only a list shown to this very user can be credited (a client may send any id)
-            if imp is not None and imp.user_id == key:
-                scaled = _logged_score(imp.candidates, imp.candidate_scores, ev.item_id)
-                if scaled is not None and item < len(state.features):
-                    update_bandits(
-                        state.bandits, imp.policy, scaled, state.features[item], ev.reward, state.metrics
-                    )
+        credit_logged(state, ev, key, item)
         n += 1
     for key, (items, weights) in per_user.items():
         state.model.add_interactions(key, items, weights)
@@ -196,7 +199,20 @@ def replay_events(state: ServingState, after: int) -> int:
     return n
 
 
-def _logged_score(candidates: list[Any], scores: list[float], item_id: Any) -> float | None:
+def credit_logged(state: ServingState, ev: Event, key: Any, item: int) -> None:
+    """The bandit update of a logged event whose ``request_id`` names a logged list shown to this
+    very user (a client may send any id): at replay, and for events another worker logged."""
+    if not (ev.request_id and state.bandits):
+        return
+    imp = state.store.get_impression(ev.request_id)
+    if imp is None or imp.user_id != key:
+        return
+    scaled = logged_score(imp.candidates, imp.candidate_scores, ev.item_id)
+    if scaled is not None and item < len(state.features):
+        update_bandits(state.bandits, imp.policy, scaled, state.features[item], ev.reward, state.metrics)
+
+
+def logged_score(candidates: list[Any], scores: list[float], item_id: Any) -> float | None:
     """The item's scaled score among a logged list's candidates (ids compared by ``repr``: the log
     keeps 42 and "42" apart)."""
     try:
@@ -209,6 +225,8 @@ __all__ = [
     "Credit",
     "RecentLists",
     "apply_event",
+    "credit_logged",
+    "logged_score",
     "record_feedback",
     "replay_events",
     "update_bandits",

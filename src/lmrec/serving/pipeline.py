@@ -408,6 +408,8 @@ class RecommendPipeline:
         from lmrec.serving.batching import rank_many
 
         st = self.state
+        if st.follower is not None:  # what the other workers logged (:mod:`lmrec.serving.sync`)
+            st.follower.catch_up(wait=False)
         done: dict[int, RecommendResponse | Exception] = {}
         staged: list[tuple[int, RequestContext, Exclusions, str | None]] = []
         # the model's history arrays change under feedback: resolve and rank under the lock

@@ -283,6 +283,8 @@ class HealthResponse(BaseModel):
     index: IndexInfo | None = None
     policy: str
     uptime_s: float
+    pid: int = Field(description="The server process that answered (one of `lmrec serve --workers`).")
+    workers: int = Field(default=1, description="Server processes sharing the event log.")
 
 
 class ErrorResponse(BaseModel):

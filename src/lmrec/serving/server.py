@@ -50,7 +50,8 @@ def run(
     log_level: str = "info",
     access_log: bool = False,
 ) -> None:
-    """Load the artifact and serve it with uvicorn (one process: online state lives in memory).
+    """Load the artifact and serve it with uvicorn: in this process, or in ``config.workers``
+    worker processes that share the event log (:mod:`lmrec.serving.sync`).
 
     ``access_log``: one JSON line per request on stderr (:mod:`lmrec.serving.http`; uvicorn's own
     access log stays off)."""
@@ -63,10 +64,14 @@ def run(
 
     if not 1 <= int(port) <= 65535:
         raise LmrecError(f"port must be between 1 and 65535, got {port}")
+    config = config or ServingConfig()
+    if config.workers > 1:
+        _run_workers(artifact_dir, host, port, db, catalogue, config, log_level, access_log)
+        return
     if access_log:
         configure_access_log()
 
-    configure_process(config or ServingConfig())
+    configure_process(config)
     state = ServingState.from_artifact(artifact_dir, db=db, config=config, catalogue=catalogue)
     try:
         app = create_app(state, owns_state=True)
@@ -74,6 +79,54 @@ def run(
         state.close()
         raise
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False, workers=1)
+
+
+def _run_workers(
+    artifact_dir: str | os.PathLike[str],
+    host: str,
+    port: int,
+    db: str | os.PathLike[str] | None,
+    catalogue: str | os.PathLike[str] | None,
+    config: ServingConfig,
+    log_level: str,
+    access_log: bool,
+) -> None:
+    """uvicorn's worker processes over :func:`lmrec.serving.app.create_app_from_env`: each reads the
+    settings from ``LMREC_*`` variables and loads the model itself; their metrics meet in a
+    ``PROMETHEUS_MULTIPROC_DIR`` made for this run (:mod:`lmrec.serving.metrics`)."""
+    import uvicorn
+
+    artifact = Path(artifact_dir).resolve()
+    if not (artifact / "model.json").is_file():  # fail here once, not in every worker
+        raise LmrecError(f"{artifact} is not a saved lmrec model (no model.json)")
+    metrics_dir = tempfile.mkdtemp(prefix="lmrec-metrics-")
+    env = {
+        "LMREC_ARTIFACT": str(artifact),
+        "LMREC_DB": str(Path(db).resolve() if db is not None else default_db_path(artifact)),
+        "LMREC_CATALOGUE": str(Path(catalogue).resolve()) if catalogue is not None else "",
+        "LMREC_SERVE_CONFIG": config.model_dump_json(),
+        "LMREC_ACCESS_LOG": "1" if access_log else "",
+        "PROMETHEUS_MULTIPROC_DIR": metrics_dir,
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)  # the workers inherit the environment
+    try:
+        uvicorn.run(
+            "lmrec.serving.app:create_app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            log_level=log_level,
+            access_log=False,
+            workers=config.workers,
+        )
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def events_frame(store: EventStore, *, after: int = 0, upto: int | None = None) -> pl.DataFrame:

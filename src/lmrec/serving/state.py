@@ -61,6 +61,7 @@ from lmrec.serving.pictures import decode_picture, picture_url, pictures_dir, st
 from lmrec.serving.pipeline import RecommendOptions, RecommendPipeline
 from lmrec.serving.schemas import HealthResponse, IndexInfo, RecommendResponse, SimilarItem, SimilarResponse
 from lmrec.serving.store import EventStore, LoggedItem, open_store
+from lmrec.serving.sync import LogFollower
 
 log = logging.getLogger("lmrec.serving")
 
@@ -97,6 +98,12 @@ class ServingState:
         #: lists recently shown to each user, to credit feedback to the policy that served it
         self.recent = RecentLists()
         self.events_replayed = 0
+        #: newest event id and added-item seq applied from the log (replay, then :attr:`follower`)
+        self.events_applied = 0
+        self.items_applied = 0
+        #: keeps this worker up with the others' events when ``config.workers > 1``
+        #: (:mod:`lmrec.serving.sync`); None in a one-process server
+        self.follower: LogFollower | None = None
         #: set by :meth:`warm`: the model and its text encoder have served a query
         self.ready = False
         self.warm_s: float | None = None
@@ -105,9 +112,14 @@ class ServingState:
         self.rl: Any = None
         self.metrics = ServerMetrics()
         self.pipeline = RecommendPipeline(self)
-        self._replay_items()
+        self.add_logged_items(list(self.store.items()))
         self._build_vectors()
-        self.events_replayed = replay_events(self, int((checkpoint or {}).get("events_upto", 0)))
+        after = int((checkpoint or {}).get("events_upto", 0))
+        self.events_replayed = replay_events(self, after)
+        if self.config.workers > 1:
+            self.follower = LogFollower(
+                self, events_upto=max(self.events_applied, after), items_upto=self.items_applied
+            )
         self._register_gauges()
 
     # ------------------------------------------------------------------ construction
@@ -200,7 +212,8 @@ class ServingState:
                     name, dim, explore=cfg.explore, epsilon=cfg.epsilon, seed=cfg.seed
                 )
 
-    def _append_item_vectors(self, old_n: int) -> None:
+    def append_item_vectors(self, old_n: int) -> None:
+        """Item features, index rows and catalogue rows for the items the model gained after ``old_n``."""
         n = self.model.n_items
         if n == old_n:
             return
@@ -290,6 +303,8 @@ class ServingState:
         for a one-item history."""
         if not 1 <= k <= self.config.max_k:
             raise ServingError(f"k must be between 1 and {self.config.max_k}, got {k}")
+        if self.follower is not None:
+            self.follower.catch_up(wait=False)
         i = self.item_index(item_id)
         with self.lock:
             if self.embedding:
@@ -320,9 +335,12 @@ class ServingState:
     feedback = record_feedback
 
     # ------------------------------------------------------------------ items
-    def _replay_items(self) -> None:
+    def add_logged_items(self, logged: list[LoggedItem]) -> None:
+        """Add items from the log that the model does not know yet: at start-up (before the item
+        features exist) and when another worker added them (then :meth:`append_item_vectors`)."""
         assert self.model.item_vocab is not None
-        pending = [it for it in self.store.items() if it.item_id not in self.model.item_vocab]
+        self.items_applied = max([self.items_applied, *(it.seq or 0 for it in logged)])
+        pending = [it for it in logged if it.item_id not in self.model.item_vocab]
         if not pending:
             return
         if not isinstance(self.model, SupportsAddItems):
@@ -355,6 +373,8 @@ class ServingState:
         ``image`` is a base64 picture (:mod:`lmrec.serving.pictures`). Returns the item's internal
         index."""
         model = self.model
+        if self.follower is not None:  # another worker may have added this id
+            self.follower.catch_up()
         if not isinstance(model, SupportsAddItems):
             raise Conflict(
                 f"model {self.model.name} cannot add items while serving (it has no add_items); "
@@ -385,6 +405,10 @@ class ServingState:
                 )
             logged["image"] = str(store_picture(*picture, pictures_dir(Path(log_path))))
         with self.write_lock, self.lock:
+            if self.follower is not None:
+                self.follower.catch_up_locked()
+                if canonical in vocab:
+                    raise Conflict(f"item_id {item_id!r} already exists")
             old_n = self.model.n_items
             try:
                 model.add_items(pl.DataFrame([catalogue_row(canonical, logged)]))
@@ -393,7 +417,7 @@ class ServingState:
             self.store.add_item(LoggedItem(item_id=canonical, fields=logged))
             self.catalogue.grow_to(old_n)
             self.catalogue.add(title, list(tags or []), text, _with_picture(fields, logged))
-            self._append_item_vectors(old_n)
+            self.append_item_vectors(old_n)
             index = self.model.item_vocab.get(canonical)
         self.metrics.items_added.inc()
         return index
@@ -408,6 +432,8 @@ class ServingState:
 
     # ------------------------------------------------------------------ health
     def health(self) -> HealthResponse:
+        if self.follower is not None:
+            self.follower.catch_up(wait=False)
         info = None
         if self.index is not None:
             info = IndexInfo(
@@ -430,6 +456,8 @@ class ServingState:
             index=info,
             policy=self.config.policy,
             uptime_s=round(time.time() - self.started, 3),
+            pid=os.getpid(),
+            workers=self.config.workers,
         )
 
 

@@ -92,6 +92,12 @@ class EventStore(ABC):
     def items(self) -> Iterator[LoggedItem]:
         """Added items in the order they were added."""
 
+    def watermark(self) -> tuple[int, int]:
+        """``(newest event id, newest added item's seq)``, read together: what a server worker
+        compares with what it has applied (:mod:`lmrec.serving.sync`). Called on every request of a
+        multi-worker server, so back ends should answer it from an index, without waiting on writers."""
+        return self.last_event_id(), max((it.seq or 0 for it in self.items()), default=0)
+
     # -- served lists ----------------------------------------------------------------------
     @abstractmethod
     def log_impression(self, impression: Impression) -> None:
@@ -217,6 +223,11 @@ class SQLiteEventStore(EventStore):
         except sqlite3.DatabaseError as exc:
             self._conn.close()
             raise LmrecError(f"{self.path} is not a usable SQLite event log: {exc}") from exc
+        #: a second connection for :meth:`watermark` alone: a WAL reader never waits for a writer,
+        #: and this one never waits for the main connection's lock, which a commit holds through
+        #: its fsync (opened on first use: only multi-worker servers ask)
+        self._mark_conn: sqlite3.Connection | None = None
+        self._mark_lock = threading.Lock()
         self._pending: list[Impression] = []
         # the buffer has its own lock: a request appending an impression must never wait for the
         # connection lock, which a commit holds through its fsync (seconds on a busy disk)
@@ -323,6 +334,20 @@ class SQLiteEventStore(EventStore):
             "SELECT seq, item_id, fields, added_at FROM items ORDER BY seq"
         ):
             yield LoggedItem(item_id=_dec(item_id), fields=_dec(fields), seq=seq, added_at=added_at)
+
+    def watermark(self) -> tuple[int, int]:
+        with self._mark_lock:
+            if self._closed:
+                raise LmrecError(f"event log {self.path} is closed")
+            if self._mark_conn is None:
+                self._mark_conn = sqlite3.connect(
+                    f"file:{self.path}?mode=ro", uri=True, check_same_thread=False, isolation_level=None
+                )
+                self._mark_conn.execute("PRAGMA busy_timeout = 10000")
+            row = self._mark_conn.execute(
+                "SELECT (SELECT COALESCE(MAX(id), 0) FROM events), (SELECT COALESCE(MAX(seq), 0) FROM items)"
+            ).fetchone()
+        return int(row[0]), int(row[1])
 
     # -- impressions -----------------------------------------------------------------------
     def log_impression(self, impression: Impression) -> None:
@@ -443,9 +468,11 @@ class SQLiteEventStore(EventStore):
                 self.flush()
             except (sqlite3.Error, LmrecError):  # pragma: no cover
                 pass
-        with self._lock:
+        with self._lock, self._mark_lock:
             self._closed = True
             self._conn.close()
+            if self._mark_conn is not None:
+                self._mark_conn.close()
 
 
 def open_store(url: str | os.PathLike[str], **options: Any) -> EventStore:
