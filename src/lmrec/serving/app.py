@@ -305,6 +305,8 @@ def create_app(state: ServingState, *, owns_state: bool = False) -> FastAPI:
         responses={200: {"content": {"text/plain": {}}}},
     )
     async def metrics() -> Response:
+        if state.follower is not None:  # the gauges describe this worker's state: bring it up to date
+            state.follower.catch_up(wait=False)
         return Response(state.metrics.render(), media_type=CONTENT_TYPE)
 
     app.add_middleware(MetricsMiddleware, state=state)  # type: ignore[arg-type]

@@ -2,9 +2,9 @@
 
 ``lmrec serve --workers N`` runs N uvicorn worker processes on one port; the kernel hands each new
 connection to one of them. Python runs one request's pipeline at a time per process, so on a
-machine with more than one core a second worker is what lets the server use it: measured on the
-2-core reference machine with a 1M-item HNSW index, p99 fell from 41 ms (one worker, pinned to its
-own core) to 17 ms (two workers) at 200 requests/s (``docs/retrieval.md``).
+machine with more than one core a second worker is what lets the server use it. Each worker costs a
+copy of the model and of the index (``docs/retrieval.md`` has the measured latency and memory at 1M
+items).
 
 Each worker loads the model and holds its own online state: users' histories, hidden items, the
 bandits and the items added through ``POST /items``. The event log is the one shared truth, and a
