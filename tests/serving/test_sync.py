@@ -13,7 +13,9 @@ from typing import Any
 
 import httpx
 import numpy as np
+import pytest
 
+from lmrec.serving.state import ServingState
 from tests.serving.conftest import API_KEY, AUTH, item_ids
 from tests.serving.procs import ServerProcess
 
@@ -122,3 +124,27 @@ def test_serve_with_two_worker_processes(ease_artifact: Path, tmp_path: Path) ->
             text = c.get("/metrics").text
         assert _metric(text, "lmrec_feedback_events_total") == 5
         assert _metric(text, "lmrec_recommendations_total") == 13
+
+
+def test_a_worker_starting_while_another_writes_misses_nothing(
+    serve, text_artifact: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker still loading (its index build takes minutes at 1M items) while another one takes
+    an item and a click on it: the click must not be read before the item is."""
+    db = tmp_path / "race.db"
+    a = serve(text_artifact, db=db, workers=2)
+    length = history_length(a, 3)
+    new = {"item_id": 990001, "title": "Quokka Odyssey", "text": "marsupial odyssey quokka island"}
+    build = ServingState._build_vectors
+
+    def build_while_the_other_writes(self: ServingState) -> None:
+        assert a.client.post("/items", json=new, headers=AUTH).status_code == 201
+        fb = {"user_id": 3, "item_id": 990001}
+        assert a.client.post("/feedback", json=fb, headers=AUTH).status_code == 200
+        build(self)
+
+    monkeypatch.setattr(ServingState, "_build_vectors", build_while_the_other_writes)
+    b = serve(text_artifact, db=db, workers=2)
+    monkeypatch.undo()
+    assert b.client.get("/items/990001/similar").status_code == 200
+    assert history_length(b, 3) == history_length(a, 3) == length + 1

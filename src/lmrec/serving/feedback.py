@@ -167,17 +167,21 @@ def apply_event(state: ServingState, key: Any, item_idx: int, ev: Event) -> None
         state.blocked.setdefault(key, set()).add(item_idx)
 
 
-def replay_events(state: ServingState, after: int) -> int:
+def replay_events(state: ServingState, after: int, upto: int | None = None) -> int:
     """Re-apply logged events at start-up: positives newer than the checkpoint ``after`` extend
     histories (one bulk update per user), every negative hides its item, every event credited to a
     logged list shown to its user updates the bandit. Returns the number of events replayed; the
-    newest id read is left in ``state.events_applied``."""
+    newest id read is left in ``state.events_applied``. ``upto``: stop after this id (a worker of a
+    multi-worker server replays up to the mark it read before loading the added items, and catches
+    up from there, so that no event naming an item added meanwhile is read before its item)."""
     t0 = time.perf_counter()
     per_user: dict[Any, tuple[list[Any], list[float]]] = {}
     n = 0
     vocab = state.model.item_vocab
     assert vocab is not None
     for ev in state.store.events():
+        if upto is not None and (ev.id or 0) > upto:
+            break
         state.events_applied = max(state.events_applied, ev.id or 0)
         if ev.item_id not in vocab:
             log.warning("event %s names unknown item %r; skipped", ev.id, ev.item_id)

@@ -112,14 +112,14 @@ class ServingState:
         self.rl: Any = None
         self.metrics = ServerMetrics()
         self.pipeline = RecommendPipeline(self)
+        # with other workers writing meanwhile: replay events up to a mark read before the items
+        mark = self.store.watermark()[0] if self.config.workers > 1 else None
         self.add_logged_items(list(self.store.items()))
         self._build_vectors()
         after = int((checkpoint or {}).get("events_upto", 0))
-        self.events_replayed = replay_events(self, after)
-        if self.config.workers > 1:
-            self.follower = LogFollower(
-                self, events_upto=max(self.events_applied, after), items_upto=self.items_applied
-            )
+        self.events_replayed = replay_events(self, after, upto=mark)
+        if mark is not None:
+            self.follower = LogFollower(self, events_upto=max(mark, after), items_upto=self.items_applied)
         self._register_gauges()
 
     # ------------------------------------------------------------------ construction
