@@ -343,7 +343,11 @@ def config_from_env(
 
 
 def create_app_from_env() -> FastAPI:
-    """Factory for ``uvicorn --factory lmrec.serving.app:create_app_from_env`` (see :func:`config_from_env`)."""
+    """Factory for ``uvicorn --factory lmrec.serving.app:create_app_from_env`` (see :func:`config_from_env`).
+
+    Run through uvicorn's own ``--workers N``, it needs ``"workers": N`` in ``LMREC_SERVE_CONFIG`` too
+    (so that each worker follows the others' events, :mod:`lmrec.serving.sync`) and a
+    ``PROMETHEUS_MULTIPROC_DIR`` for shared metrics; ``lmrec serve --workers N`` sets both."""
     artifact, db, catalogue, config = config_from_env()
     if os.environ.get("LMREC_ACCESS_LOG"):  # set by ``lmrec serve --workers`` for its workers
         configure_access_log()
