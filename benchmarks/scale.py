@@ -336,6 +336,33 @@ def plot(doc: dict[str, Any], path: Path) -> None:
     tmp.replace(path)
 
 
+def combine(paths: list[Path], out: Path | None) -> dict[str, Any]:
+    """One table and plot from several runs' ``scale.json`` (or ``scale.partial.json``) files: rows
+    keyed by (size, model), a later file's row replacing an earlier one's (a rerun after a timeout)."""
+    keyed: dict[tuple[str, str], dict[str, Any]] = {}
+    eval_users = 0
+    for path in paths:
+        data = json.loads(path.read_text())
+        rows = data["rows"] if isinstance(data, dict) else data
+        eval_users = max(eval_users, *(int(r.get("eval_users", 0)) for r in rows))
+        for r in rows:
+            keyed[(r["size"], r["model"])] = {**r, "source": str(path)}
+    rows = sorted(keyed.values(), key=lambda r: (r["n_interactions"], MODELS.index(r["model"])))
+    doc = {
+        "benchmark": "scale",
+        "settings": {"eval_users": eval_users, "combined_from": [str(p) for p in paths]},
+        "rows": rows,
+        "growth": {"fit_s": growth(rows, "fit_s"), "peak_rss_gib": growth(rows, "peak_rss_gib")},
+    }
+    print(markdown(doc))
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "scale.json").write_text(json.dumps(doc, indent=2) + "\n")
+        (out / "scale.md").write_text(markdown(doc))
+        plot(doc, out / "scale.png")
+    return doc
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", nargs="+", default=list(DEFAULT_SIZES), help="e.g. 100k 1M 5M 20M 20Mx1M")
@@ -358,6 +385,13 @@ def main(argv: list[str] | None = None) -> int:
         "--work", type=Path, default=Path(tempfile.gettempdir()) / "lmrec-scale", help="data cache"
     )
     p.add_argument("--out", type=Path, default=None, help="write scale.json, scale.md and scale.png here")
+    p.add_argument(
+        "--combine",
+        type=Path,
+        nargs="+",
+        metavar="SCALE_JSON",
+        help="no runs: merge these runs' scale.json files into one table and plot (--out)",
+    )
     # internal: one model in a subprocess
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--data", help=argparse.SUPPRESS)
@@ -369,6 +403,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         out = worker(args)
         Path(args.result).write_text(json.dumps(out))
+        return 0
+    if args.combine:
+        combine(args.combine, args.out)
         return 0
 
     sizes = [parse_size(s) for s in args.sizes]

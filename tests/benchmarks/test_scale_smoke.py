@@ -82,3 +82,25 @@ def test_param_overrides_parse_json_values_and_reject_unknown_models() -> None:
         scale.parse_overrides(["nosuch.x=1"], parser)
     with pytest.raises(SystemExit):
         scale.parse_overrides(["als=1"], parser)
+
+
+def test_combine_merges_runs_a_rerun_replacing_its_timeout(tmp_path: Path) -> None:
+    scale = _script()
+
+    def row(size: str, n: int, model: str, fit: float | None, outcome: str = "ok") -> dict:
+        return {"size": size, "n_interactions": n, "n_users": 10, "n_items": 5, "model": model,
+                "outcome": outcome, "fit_s": fit, "peak_rss_gib": 1.0, "eval_users": 100}  # fmt: skip
+
+    first = tmp_path / "a.json"
+    first.write_text(
+        json.dumps({"rows": [row("1M", 10**6, "als", 2.0), row("10M", 10**7, "als", None, "timeout")]})
+    )
+    rerun = tmp_path / "b.json"
+    rerun.write_text(json.dumps([row("10M", 10**7, "als", 20.0)]))  # a partial file is a plain list
+    doc = scale.combine([first, rerun], tmp_path / "out")
+    assert [(r["size"], r["outcome"], r["fit_s"]) for r in doc["rows"]] == [
+        ("1M", "ok", 2.0),
+        ("10M", "ok", 20.0),
+    ]
+    assert doc["growth"]["fit_s"]["als"] == 1.0  # 10x the data, 10x the time
+    assert (tmp_path / "out" / "scale.png").stat().st_size > 0
