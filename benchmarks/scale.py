@@ -352,15 +352,25 @@ def combine(paths: list[Path], out: Path | None) -> dict[str, Any]:
         "benchmark": "scale",
         "settings": {"eval_users": eval_users, "combined_from": [str(p) for p in paths]},
         "rows": rows,
-        "growth": {"fit_s": growth(rows, "fit_s"), "peak_rss_gib": growth(rows, "peak_rss_gib")},
+        "growth": growths(rows),
     }
     print(markdown(doc))
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "scale.json").write_text(json.dumps(doc, indent=2) + "\n")
-        (out / "scale.md").write_text(markdown(doc))
-        plot(doc, out / "scale.png")
+        write_report(doc, out)
     return doc
+
+
+def growths(rows: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
+    """The fit-time and peak-memory exponents of every model (:func:`growth`)."""
+    return {"fit_s": growth(rows, "fit_s"), "peak_rss_gib": growth(rows, "peak_rss_gib")}
+
+
+def write_report(doc: dict[str, Any], out: Path) -> None:
+    """``scale.json``, ``scale.md`` and ``scale.png`` in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "scale.json").write_text(json.dumps(doc, indent=2) + "\n")
+    (out / "scale.md").write_text(markdown(doc))
+    plot(doc, out / "scale.png")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -449,16 +459,12 @@ def main(argv: list[str] | None = None) -> int:
             "load_avg_1m_after": _load(),
         },
         "rows": rows,
-        "growth": {"fit_s": growth(rows, "fit_s"), "peak_rss_gib": growth(rows, "peak_rss_gib")},
+        "growth": growths(rows),
     }
-    text = markdown(doc)
     print(json.dumps(doc, indent=2))
-    print(text)
+    print(markdown(doc))
     if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "scale.json").write_text(json.dumps(doc, indent=2) + "\n")
-        (args.out / "scale.md").write_text(text)
-        plot(doc, args.out / "scale.png")
+        write_report(doc, args.out)
         (args.out / "scale.partial.json").unlink(missing_ok=True)
     return 0
 

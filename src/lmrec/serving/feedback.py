@@ -177,17 +177,14 @@ def replay_events(state: ServingState, after: int, upto: int | None = None) -> i
     t0 = time.perf_counter()
     per_user: dict[Any, tuple[list[Any], list[float]]] = {}
     n = 0
-    vocab = state.model.item_vocab
-    assert vocab is not None
     for ev in state.store.events():
         if upto is not None and (ev.id or 0) > upto:
             break
         state.events_applied = max(state.events_applied, ev.id or 0)
-        if ev.item_id not in vocab:
-            log.warning("event %s names unknown item %r; skipped", ev.id, ev.item_id)
+        resolved = resolve_logged(state, ev)
+        if resolved is None:
             continue
-        key = state.user_key(ev.user_id)
-        item = vocab.index(ev.item_id)
+        key, item = resolved
         if not ev.positive:
             state.blocked.setdefault(key, set()).add(item)
         elif ev.id is not None and ev.id > after:
@@ -201,6 +198,17 @@ def replay_events(state: ServingState, after: int, upto: int | None = None) -> i
     if n:
         log.info("replayed %d logged events in %.2fs", n, time.perf_counter() - t0)
     return n
+
+
+def resolve_logged(state: ServingState, ev: Event) -> tuple[Any, int] | None:
+    """A logged event's (user key, item index); None (logged as skipped) when the model does not
+    know its item."""
+    vocab = state.model.item_vocab
+    assert vocab is not None
+    if ev.item_id not in vocab:
+        log.warning("event %s names unknown item %r; skipped", ev.id, ev.item_id)
+        return None
+    return state.user_key(ev.user_id), vocab.index(ev.item_id)
 
 
 def credit_logged(state: ServingState, ev: Event, key: Any, item: int) -> None:
@@ -233,5 +241,6 @@ __all__ = [
     "logged_score",
     "record_feedback",
     "replay_events",
+    "resolve_logged",
     "update_bandits",
 ]

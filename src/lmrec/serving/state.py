@@ -119,7 +119,7 @@ class ServingState:
         after = int((checkpoint or {}).get("events_upto", 0))
         self.events_replayed = replay_events(self, after, upto=mark)
         if mark is not None:
-            self.follower = LogFollower(self, events_upto=max(mark, after), items_upto=self.items_applied)
+            self.follower = LogFollower(self, events_upto=max(mark, after))
         self._register_gauges()
 
     # ------------------------------------------------------------------ construction

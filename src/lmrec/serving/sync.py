@@ -34,16 +34,13 @@ request catches up.
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING, Any
 
 from lmrec.events import Event
-from lmrec.serving.feedback import Credit, apply_event, credit_logged, logged_score
+from lmrec.serving.feedback import Credit, apply_event, credit_logged, logged_score, resolve_logged
 
 if TYPE_CHECKING:
     from lmrec.serving.state import ServingState
-
-log = logging.getLogger("lmrec.serving")
 
 __all__ = ["LogFollower"]
 
@@ -51,25 +48,24 @@ __all__ = ["LogFollower"]
 class LogFollower:
     """Applies to one worker's state the events and items that other workers logged."""
 
-    def __init__(self, state: ServingState, *, events_upto: int, items_upto: int) -> None:
+    def __init__(self, state: ServingState, *, events_upto: int) -> None:
         self.state = state
-        #: newest event id / added-item seq this worker has applied
+        #: newest event id this worker has applied (added items: ``state.items_applied``)
         self.events_upto = int(events_upto)
-        self.items_upto = int(items_upto)
         #: ids of events this worker logged and applied itself, newer than ``events_upto``
         self._own: set[int] = set()
         #: events and items applied from other workers (for tests and /metrics)
         self.applied = 0
 
     def __repr__(self) -> str:
-        return f"LogFollower(events_upto={self.events_upto}, items_upto={self.items_upto})"
+        return f"LogFollower(events_upto={self.events_upto}, items_applied={self.state.items_applied})"
 
     def catch_up(self, *, wait: bool = True) -> int:
         """Apply whatever the other workers logged since the last call; returns how many events
         and items that was. ``wait=False`` (the request path) skips the catch-up while this worker's
         own writer holds the write lock."""
         events, items = self.state.store.watermark()
-        if events <= self.events_upto and items <= self.items_upto:
+        if events <= self.events_upto and items <= self.state.items_applied:
             return 0
         lock = self.state.write_lock
         if not lock.acquire(blocking=wait):
@@ -84,13 +80,12 @@ class LogFollower:
         st = self.state
         events_mark, items_mark = st.store.watermark()
         n = 0
-        if items_mark > self.items_upto:
-            new = [it for it in st.store.items() if (it.seq or 0) > self.items_upto]
+        if items_mark > st.items_applied:
+            new = [it for it in st.store.items() if (it.seq or 0) > st.items_applied]
             with st.lock:
                 old_n = st.model.n_items
-                st.add_logged_items(new)
+                st.add_logged_items(new)  # advances st.items_applied
                 st.append_item_vectors(old_n)
-            self.items_upto = max([self.items_upto, *(it.seq or 0 for it in new)])
             n += len(new)
         if events_mark > self.events_upto:
             # events up to the mark read above only: a later one may name an item not applied yet
@@ -108,13 +103,10 @@ class LogFollower:
 
     def _apply(self, ev: Event) -> None:
         st = self.state
-        vocab = st.model.item_vocab
-        assert vocab is not None
-        if ev.item_id not in vocab:
-            log.warning("event %s names unknown item %r; skipped", ev.id, ev.item_id)
+        resolved = resolve_logged(st, ev)
+        if resolved is None:
             return
-        key = st.user_key(ev.user_id)
-        item = vocab.index(ev.item_id)
+        key, item = resolved
         with st.lock:
             apply_event(st, key, item, ev)
             credit_logged(st, ev, key, item)
