@@ -9,7 +9,15 @@ from pathlib import Path
 import pytest
 
 from lmrec.errors import LmrecError
-from lmrec.serving.store import Event, Impression, LoggedItem, SQLiteEventStore, event_reward, open_store
+from lmrec.serving.store import (
+    DuplicateItemError,
+    Event,
+    Impression,
+    LoggedItem,
+    SQLiteEventStore,
+    event_reward,
+    open_store,
+)
 
 
 def test_wal_mode_and_full_sync(tmp_path: Path) -> None:
@@ -78,6 +86,28 @@ def test_items_are_unique_and_ordered(tmp_path: Path) -> None:
             (10, {"title": "a"}),
             ("x", {"tags": ["t"]}),
         ]
+
+
+def test_an_item_is_logged_only_if_the_work_on_it_succeeds(tmp_path: Path) -> None:
+    with SQLiteEventStore(tmp_path / "e.db") as store, SQLiteEventStore(tmp_path / "e.db") as other:
+        seen: list[int] = []
+
+        def fails() -> None:
+            # the id is reserved while this runs: another writer's insert of it waits, then fails
+            seen.append(other._read("SELECT COUNT(*) FROM items")[0][0])
+            raise ValueError("model refused the item")
+
+        with pytest.raises(ValueError, match="refused"):
+            store.add_item(LoggedItem(item_id=7, fields={"title": "a"}), then=fails)
+        assert seen == [0]  # not visible to other connections before the commit
+        assert list(store.items()) == []
+        done: list[int] = []
+        logged = store.add_item(LoggedItem(item_id=7, fields={"title": "b"}), then=lambda: done.append(1))
+        assert done == [1] and logged.seq is not None
+        with pytest.raises(DuplicateItemError, match="already in the event log"):
+            other.add_item(LoggedItem(item_id=7, fields={}), then=lambda: done.append(2))
+        assert done == [1]  # the duplicate's work never ran
+        assert [(i.item_id, i.fields) for i in other.items()] == [(7, {"title": "b"})]
 
 
 def test_impressions_are_buffered_then_flushed(tmp_path: Path) -> None:

@@ -73,6 +73,36 @@ def test_an_item_added_on_one_worker_is_served_by_the_other(
     assert len(a.state.features) == len(b.state.features) == a.state.model.n_items
 
 
+def test_two_workers_adding_one_id_at_once_agree_on_the_first(
+    serve, text_artifact: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = two_workers(serve, text_artifact, tmp_path / "race.db")
+    first = {"item_id": 990002, "title": "Wombat Almanac", "text": "wombat burrow almanac"}
+    second = {"item_id": 990002, "title": "Quokka Odyssey", "text": "marsupial odyssey quokka island"}
+    follower = a.state.follower
+    assert follower is not None
+    n_items = a.state.model.n_items
+    caught_up = follower.catch_up_locked
+
+    def b_adds_it_meanwhile() -> int:
+        # a has caught up and found no such id; b logs the same id before a gets to the log
+        applied = caught_up()
+        if a.state.model.n_items == n_items:
+            assert b.client.post("/items", json=first, headers=AUTH).status_code == 201
+        return applied
+
+    monkeypatch.setattr(follower, "catch_up_locked", b_adds_it_meanwhile)
+    assert a.client.post("/items", json=second, headers=AUTH).status_code == 409
+    # a never took its own version in: after catching up it serves b's, like a restart would
+    assert a.state.model.n_items == n_items
+    monkeypatch.undo()
+    assert a.client.get("/items/990002/similar").status_code == 200
+    i = a.state.model.item_vocab.get(990002)
+    assert a.state.model.n_items == n_items + 1
+    assert a.state.catalogue.title(i) == b.state.catalogue.title(i) == "Wombat Almanac"
+    assert [it.item_id for it in a.state.store.items()] == [990002]
+
+
 def test_bandit_credit_crosses_workers(serve, ease_artifact: Path, tmp_path: Path) -> None:
     a, b = two_workers(serve, ease_artifact, tmp_path / "bandit.db", epsilon=0.1)
     # a list served by b, answered through a (after b committed its impressions: every 0.2 s)

@@ -60,7 +60,7 @@ from lmrec.serving.metrics import ServerMetrics
 from lmrec.serving.pictures import decode_picture, picture_url, pictures_dir, store_picture, uses_pictures
 from lmrec.serving.pipeline import RecommendOptions, RecommendPipeline
 from lmrec.serving.schemas import HealthResponse, IndexInfo, RecommendResponse, SimilarItem, SimilarResponse
-from lmrec.serving.store import EventStore, LoggedItem, open_store
+from lmrec.serving.store import DuplicateItemError, EventStore, LoggedItem, open_store
 from lmrec.serving.sync import LogFollower
 
 log = logging.getLogger("lmrec.serving")
@@ -410,11 +410,17 @@ class ServingState:
                 if canonical in vocab:
                     raise Conflict(f"item_id {item_id!r} already exists")
             old_n = self.model.n_items
+
+            def add_to_model() -> None:  # runs once the log holds the id, before it commits
+                try:
+                    model.add_items(pl.DataFrame([catalogue_row(canonical, logged)]))
+                except LmrecError as exc:
+                    raise ServingError(f"cannot add item {item_id!r}: {exc}") from None
+
             try:
-                model.add_items(pl.DataFrame([catalogue_row(canonical, logged)]))
-            except LmrecError as exc:
-                raise ServingError(f"cannot add item {item_id!r}: {exc}") from None
-            self.store.add_item(LoggedItem(item_id=canonical, fields=logged))
+                self.store.add_item(LoggedItem(item_id=canonical, fields=logged), then=add_to_model)
+            except DuplicateItemError:  # another worker logged it since the catch-up above
+                raise Conflict(f"item_id {item_id!r} already exists") from None
             self.catalogue.grow_to(old_n)
             self.catalogue.add(title, list(tags or []), text, _with_picture(fields, logged))
             self.append_item_vectors(old_n)

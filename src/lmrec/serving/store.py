@@ -35,7 +35,7 @@ import sqlite3
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,10 @@ from lmrec.events import (  # noqa: F401 (all of lmrec.events is re-exported, in
     Impression,
     event_reward,
 )
+
+
+class DuplicateItemError(LmrecError):
+    """An added item's id is already in the event log (another worker, or an earlier run, added it)."""
 
 
 @dataclass(frozen=True)
@@ -85,8 +89,14 @@ class EventStore(ABC):
 
     # -- catalogue additions ---------------------------------------------------------------
     @abstractmethod
-    def add_item(self, item: LoggedItem) -> LoggedItem:
-        """Persist an added item (durable when it returns); raises if the id was added before."""
+    def add_item(self, item: LoggedItem, then: Callable[[], None] | None = None) -> LoggedItem:
+        """Persist an added item (durable when it returns); :class:`DuplicateItemError` if the id
+        was added before.
+
+        ``then`` is the caller's own work on the item (a server adds it to its model): it runs once
+        the id is reserved in the log, so that of two workers adding one id at once exactly one gets
+        that far, and if it raises the item is not logged. Both happen, or neither.
+        """
 
     @abstractmethod
     def items(self) -> Iterator[LoggedItem]:
@@ -246,7 +256,11 @@ class SQLiteEventStore(EventStore):
         return f"SQLiteEventStore({str(self.path)!r})"
 
     # -- helpers ---------------------------------------------------------------------------
-    def _write(self, sql: str, params: Sequence[Any]) -> sqlite3.Cursor:
+    def _write(
+        self, sql: str, params: Sequence[Any], then: Callable[[], None] | None = None
+    ) -> sqlite3.Cursor:
+        """Run one statement in its own transaction; ``then`` (if given) runs after the statement and
+        before the commit, and the statement is rolled back if it raises."""
         if self.read_only:
             raise LmrecError(f"event log {self.path} is open read-only")
         with self._lock:
@@ -256,6 +270,8 @@ class SQLiteEventStore(EventStore):
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 cur = self._conn.execute(sql, params)
+                if then is not None:
+                    then()
                 self._conn.execute("COMMIT")
             except BaseException:
                 self._conn.execute("ROLLBACK")
@@ -318,15 +334,18 @@ class SQLiteEventStore(EventStore):
         return int(self._read("SELECT COUNT(*) FROM events")[0][0])
 
     # -- items -----------------------------------------------------------------------------
-    def add_item(self, item: LoggedItem) -> LoggedItem:
+    def add_item(self, item: LoggedItem, then: Callable[[], None] | None = None) -> LoggedItem:
+        # the row is inserted (its id reserved: another worker's insert of the same id now fails)
+        # before ``then`` runs, and committed only after it returns
         now = time.time()
         try:
             cur = self._write(
                 "INSERT INTO items (item_id, fields, added_at) VALUES (?, ?, ?)",
                 (_enc(item.item_id), _enc(item.fields), now),
+                then,
             )
         except sqlite3.IntegrityError as exc:
-            raise LmrecError(f"item_id {item.item_id!r} is already in the event log") from exc
+            raise DuplicateItemError(f"item_id {item.item_id!r} is already in the event log") from exc
         return replace(item, seq=int(cur.lastrowid or 0), added_at=now)
 
     def items(self) -> Iterator[LoggedItem]:
@@ -489,4 +508,11 @@ def open_store(url: str | os.PathLike[str], **options: Any) -> EventStore:
     return SQLiteEventStore(text, **options)
 
 
-__all__ = [*_events.__all__, "EventStore", "LoggedItem", "SQLiteEventStore", "open_store"]
+__all__ = [
+    *_events.__all__,
+    "DuplicateItemError",
+    "EventStore",
+    "LoggedItem",
+    "SQLiteEventStore",
+    "open_store",
+]

@@ -24,6 +24,11 @@ bandits and the items added through ``POST /items``. The event log is the one sh
   event that names it. Impressions are committed in batches (every 0.2 s); feedback naming a list
   another worker served less than that before falls back to the list's ``request_id`` alone, and
   the bandit does not learn from that one event.
+* **new items**: a worker reserves an added item's id in the log (an uncommitted insert, which
+  makes another worker's insert of the same id wait and then fail) before its model takes the item,
+  and commits only once the model has it. Of two workers adding one id at the same moment, one
+  answers 201 and the other 409, and the second serves the first one's item after catching up,
+  as a restart would; a model that refuses an item leaves nothing in the log.
 * **order**: events of one user sent at the same moment to two workers are applied in log order by
   the others and by a restart, and in arrival order by the worker that logged the later one.
 
