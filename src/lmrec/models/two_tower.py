@@ -79,7 +79,7 @@ from lmrec.image.cache import centred_item_pictures, centred_new_pictures
 from lmrec.image.encoder import shared_image_encoder
 from lmrec.models.base import ModelConfig, QueryBatch, new_items_frame
 from lmrec.models.neural import NeuralRecommender, ScoreFn
-from lmrec.nn.item_repr import FUSION_MODALITIES, check_modalities
+from lmrec.nn.item_repr_config import FUSION_MODALITIES, check_modalities
 from lmrec.nn.lora import LoraTextEncoder
 from lmrec.nn.losses import log_frequency, resolve_loss
 from lmrec.nn.training import NeuralTrainConfig
