@@ -56,93 +56,29 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
-from pydantic import Field
 
 from lmrec.data.dataset import Dataset
 from lmrec.errors import DataError, LmrecError
 from lmrec.image.cache import centred_item_pictures, centred_new_pictures
 from lmrec.image.encoder import ImageEncoder, shared_image_encoder
-from lmrec.models.base import EmbeddingRecommender, ModelConfig, QueryBatch, new_items_frame
+from lmrec.models.base import EmbeddingRecommender, QueryBatch, new_items_frame
 from lmrec.models.cf_projection import CFProjection
+from lmrec.models.content_config import ContentConfig
+from lmrec.models.recency import recency_mean
 from lmrec.text.cache import EmbeddingCache, cached_encode
 from lmrec.text.encoder import TextEncoder, l2_normalize, shared_encoder
 from lmrec.text.keywords import keyword_map, review_keywords
 from lmrec.text.profiles import (
-    ProfileConfig,
     build_item_texts,
     has_profile_text,
     item_texts_from_frame,
     query_text,
 )
-
-
-def recency_mean(
-    table: np.ndarray, items: np.ndarray, half_life: float | None, weights: np.ndarray | None = None
-) -> np.ndarray:
-    """Unit-length mean of ``table[items]`` for a time-ordered history, each item weighing
-    ``0.5 ** (age / half_life)`` (age 0 = most recent; ``None``: all alike) times ``weights`` when
-    given; zeros for an empty history. The content model's query vector (and UniSRec's residual)."""
-    if len(items) == 0:
-        return np.zeros(table.shape[1], np.float32)
-    w = np.ones(len(items), np.float64)
-    if half_life is not None:
-        age = np.arange(len(items) - 1, -1, -1, dtype=np.float64)
-        w = np.power(0.5, age / half_life)
-    if weights is not None:
-        w = w * weights
-    u = (w[:, None] * table[items]).sum(axis=0)
-    return l2_normalize(u.astype(np.float32)[None, :])[0]
-
-
-class ContentConfig(ModelConfig):
-    """Hyperparameters of :class:`ContentRecommender`."""
-
-    #: text model: None = the bundled offline all-MiniLM-L6-v2; any sentence-transformers name or
-    #: local directory; "hashing" for the model-free test encoder
-    encoder: str | None = None
-    #: "cuda", "cpu", ...; None picks CUDA when present (fp16 there)
-    device: str | None = None
-    batch_size: int = Field(64, ge=1)
-    #: how item profile texts are built
-    profile: ProfileConfig = ProfileConfig()
-    #: half-life of a history item's weight, in interactions (None: every item weighs the same)
-    recency_half_life: float | None = Field(50.0, gt=0)
-    #: subtract the catalogue's mean vector before normalising (see the class docstring)
-    center: bool = True
-    #: weigh history items by log(1 + interaction weight) (plays, dwell time); off by default
-    use_weights: bool = False
-    #: share of the free text in a query that has both a history and a text
-    text_weight: float = Field(0.5, ge=0.0, le=1.0)
-    #: on-disk embedding cache directory (None: no cache)
-    cache_dir: str | None = None
-    #: review keyphrases per item added to the profile's "keywords" field (0: off)
-    keywords_per_item: int = Field(0, ge=0)
-    keyword_diversity: float = Field(0.5, ge=0.0, le=1.0)
-    #: progress bar while encoding (None: only for long jobs)
-    show_progress: bool | None = None
-    #: what an item vector is made of: its profile text, its picture (the dataset's item images), or both
-    modalities: tuple[Literal["text", "image"], ...] = ("text",)
-    #: picture model: None = the offline ImageNet MobileNetV2; "histogram" for the model-free one
-    image_encoder: str | None = None
-    #: the picture's share of an item's score when both modalities are used (see the class docstring)
-    image_weight: float = Field(0.5, ge=0.0, le=1.0)
-    #: map content vectors into a collaborative space learned on warm items (see the class docstring)
-    cf_projection: bool = False
-    #: SVD factors of the collaborative space (capped by the training matrix's shape)
-    projection_factors: int = Field(64, ge=1)
-    #: ridge strength of the content -> factor regression (content vectors are unit length)
-    projection_ridge: float = Field(100.0, gt=0.0)
-    #: how content reaches the collaborative space: one ridge regression, or the nearest warm items
-    projection_method: Literal["ridge", "knn"] = "ridge"
-    #: "knn": warm items whose factors a mapped item averages
-    projection_neighbours: int = Field(30, ge=1)
-    #: "knn": softmax temperature on the content dot products of those neighbours
-    projection_temperature: float = Field(0.1, gt=0.0)
 
 
 class ContentRecommender(EmbeddingRecommender):

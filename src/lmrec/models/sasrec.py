@@ -51,7 +51,7 @@ from lmrec.errors import LmrecError
 from lmrec.image.cache import centred_item_pictures
 from lmrec.models.base import ModelConfig, QueryBatch, QueryLike, as_queries
 from lmrec.models.neural import NeuralRecommender, ScoreFn
-from lmrec.nn.item_repr import FUSION_MODALITIES, check_modalities
+from lmrec.nn.item_repr_config import FUSION_MODALITIES, check_modalities
 from lmrec.nn.sequence import (
     AugmentationConfig,
     BucketBatchSampler,

@@ -62,7 +62,7 @@ from torch import Tensor
 
 from lmrec.data.dataset import Dataset
 from lmrec.errors import LmrecError
-from lmrec.models.content import recency_mean
+from lmrec.models.recency import recency_mean
 from lmrec.models.sasrec import SequentialConfig, SequentialRecommender
 from lmrec.nn.adaptor import MoEAdaptor
 from lmrec.nn.losses import full_softmax_ce, info_nce

@@ -23,7 +23,8 @@ speed-up lands everywhere at once:
 See each module's docstring for the exact API.
 """
 
-from lmrec.nn.item_repr import FUSIONS, ItemRepresentation
+from lmrec.nn.item_repr import ItemRepresentation
+from lmrec.nn.item_repr_config import FUSIONS
 from lmrec.nn.losses import bce_with_negatives, full_softmax_ce, info_nce, sampled_softmax
 from lmrec.nn.towers import CausalTransformerBlock, HistoryEncoder
 from lmrec.nn.training import (

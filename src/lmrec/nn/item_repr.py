@@ -63,65 +63,29 @@ they were.
 
 :meth:`add_items` appends catalogue items after training (cold: no ID part) to the buffers, for
 models that serve new items without a refit.
+
+The option names and the model-config check are in :mod:`lmrec.nn.item_repr_config` (no torch
+there); the masked tower's fusion step in :mod:`lmrec.nn.masked_fusion`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal, Protocol
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-Fusion = Literal["sum", "gate", "text_only", "id_only"]
-FUSIONS: tuple[str, ...] = ("sum", "gate", "text_only", "id_only")
-Modality = Literal["id", "text", "image"]
-MODALITIES: tuple[str, ...] = ("id", "text", "image")
-#: the parts each legacy ``fusion`` value fuses (the tower without ``modalities``)
-FUSION_MODALITIES: dict[str, tuple[str, ...]] = {
-    "sum": ("id", "text"),
-    "gate": ("id", "text"),
-    "text_only": ("text",),
-    "id_only": ("id",),
-}
-
-
-def check_modalities(modalities: Sequence[str] | None, fusion: str, modality_dropout: float) -> None:
-    """A model config's ``modalities`` / ``fusion`` / ``modality_dropout`` as the masked tower takes
-    them; a :class:`ValueError` naming the fields otherwise (pydantic reports it per field)."""
-    if modalities is not None:
-        mods = list(modalities)
-        if not mods or len(set(mods)) != len(mods):
-            raise ValueError(f"modalities={mods!r}: give 'id', 'text' and/or 'image', once each")
-        if fusion not in ("sum", "gate"):
-            raise ValueError(
-                f"fusion={fusion!r} names its own modalities; with modalities={mods!r} fusion must be 'sum' or 'gate'"
-            )
-    if modality_dropout:
-        if modalities is None:
-            raise ValueError(
-                "modality_dropout needs modalities (e.g. ['id', 'text', 'image']); the ID + text "
-                "tower of fusion alone has id_dropout"
-            )
-        if len(modalities) < 2 or not {"text", "image"} & set(modalities):
-            raise ValueError(
-                f"modality_dropout drops text or picture parts, with another part left to carry "
-                f"the item; modalities={list(modalities)!r} has none to drop"
-            )
-
-
-class ItemReprSettings(Protocol):
-    """The config fields :meth:`ItemRepresentation.from_config` reads (a model config has them)."""
-
-    @property
-    def dim(self) -> int: ...
-    @property
-    def fusion(self) -> Fusion: ...
-    @property
-    def id_dropout(self) -> float: ...
-    @property
-    def text_hidden(self) -> int | None: ...
+from lmrec.nn.item_repr_config import (
+    FUSION_MODALITIES,
+    FUSIONS,
+    MODALITIES,
+    Fusion,
+    ItemReprSettings,
+    Modality,
+    check_modalities,
+)
+from lmrec.nn.masked_fusion import fuse_present, keep_one_part, modality_gates
 
 
 class ItemRepresentation(nn.Module):
@@ -262,12 +226,7 @@ class ItemRepresentation(nn.Module):
                 raise ValueError(f"text_known must have shape ({n_items},), got {tuple(has.shape)}")
             self.register_buffer("text_known", self._token_mask(has), persistent=True)
         if self.masked and fusion == "gate" and len(mods) > 1:
-            # one gate per modality; zero init: an even mix of the parts an item has
-            gates = {m: nn.Linear(dim, dim) for m in mods}
-            for g in gates.values():
-                nn.init.zeros_(g.weight)
-                nn.init.zeros_(g.bias)
-            self.gates = nn.ModuleDict(gates)
+            self.gates = modality_gates(mods, dim)
 
         token_known = torch.ones(self.n_tokens, dtype=torch.bool)
         if padding_idx is not None:
@@ -403,13 +362,7 @@ class ItemRepresentation(nn.Module):
             present.append(has)
         if self.training and (self.id_dropout > 0 or drop) and len(present) > 1:
             # an item whose every present part was dropped keeps one of them, drawn at random
-            had = torch.stack(self._presence(tokens), dim=-1)
-            now = torch.stack(present, dim=-1)
-            lost = had.any(-1) & ~now.any(-1)
-            if lost.any():
-                draw = torch.where(had, torch.rand(had.shape, device=had.device), -1.0)
-                keep = F.one_hot(draw.argmax(-1), len(present)).bool() & lost.unsqueeze(-1)
-                present = list((now | keep).unbind(-1))
+            present = keep_one_part(self._presence(tokens), present)
         return vecs, present
 
     def _presence(self, tokens: Tensor) -> list[Tensor]:
@@ -426,24 +379,14 @@ class ItemRepresentation(nn.Module):
 
     def _masked_forward(self, tokens: Tensor, text_table: Tensor | None) -> Tensor:
         vecs, present = self._parts(tokens, text_table)
-        out = self._fuse_present(vecs, present)
+        # the gates exist exactly when fusion is "gate" over more than one part
+        gates = self.gates if self.fusion == "gate" and len(vecs) > 1 else None
+        out = fuse_present(vecs, present, gates, self.modalities)
         if self.n_extra_tokens and self.id_embedding is None:
             is_extra = tokens >= self.first_extra_token
             extra = (tokens - self.first_extra_token).clamp(min=0, max=self.n_extra_tokens - 1)
             out = torch.where(is_extra.unsqueeze(-1), self.extra_embedding[extra].to(out.dtype), out)
         return out
-
-    def _fuse_present(self, vecs: list[Tensor], present: list[Tensor]) -> Tensor:
-        """Fuse the parts over those present (a token with none, e.g. padding, gives exact zeros)."""
-        masks = [p.unsqueeze(-1).to(v.dtype) for v, p in zip(vecs, present, strict=True)]
-        if self.fusion == "sum" or len(vecs) == 1:
-            return sum((v * m for v, m in zip(vecs, masks, strict=True)), torch.zeros_like(vecs[0]))
-        logits = torch.stack([self.gates[name](v) for name, v in zip(self.modalities, vecs, strict=True)])
-        mask = torch.stack(masks)  # (M, ..., 1)
-        logits = logits.masked_fill(mask == 0, float("-inf"))
-        # a token with no part at all: every logit -inf; give it zero weights instead of NaN
-        weights = torch.nan_to_num(torch.softmax(logits, dim=0), nan=0.0)
-        return (weights * torch.stack(vecs)).sum(0)
 
     def all_items(self, text_table: Tensor | None = None) -> Tensor:
         """(n_items, dim): every real item, internal-index order; one ID-dropout draw per item."""
@@ -526,3 +469,15 @@ class ItemRepresentation(nn.Module):
                 else ""
             )
         )
+
+
+__all__ = [
+    "FUSIONS",
+    "FUSION_MODALITIES",
+    "MODALITIES",
+    "Fusion",
+    "ItemReprSettings",
+    "ItemRepresentation",
+    "Modality",
+    "check_modalities",
+]

@@ -30,7 +30,7 @@ from lmrec.nn.towers import HistoryEncoder
 from lmrec.nn.training import RecLightningModule
 
 if TYPE_CHECKING:
-    from lmrec.models.two_tower import TwoTowerConfig
+    from lmrec.models.two_tower_config import TwoTowerConfig
 
 __all__ = ["TwoTowerNet", "left_pad", "next_item_windows", "text_neighbours"]
 

@@ -21,20 +21,21 @@ vectors do not fit in memory needs a sharded index (see docs/retrieval.md), not 
 Approximate indexes come with a *recall check*: :meth:`VectorIndex.recall` compares the approximate
 top-k with an exact scan on a sample of queries, and :meth:`VectorIndex.tune` raises ``efSearch``
 (HNSW) or ``nprobe`` (IVF, IVF-PQ; and IVF-PQ's ``refine`` once more lists stop helping) until the
-measured recall@k reaches the target (both in :mod:`lmrec.ranking.index_recall`). The server runs the
-check when it builds an index and reports the measured recall on ``/health`` and ``/metrics``.
+measured recall@k reaches the target (both in :mod:`lmrec.ranking.index_recall`). The server runs
+the check when it builds an index and reports the measured recall on ``/health`` and ``/metrics``.
 :class:`~lmrec.ranking.rankers.IndexRanker` puts an index behind ``EmbeddingRecommender.rank``.
+The faiss structures themselves, and their default sizes, are built in
+:mod:`lmrec.ranking.index_build`.
 
 Exclusions (a user's seen items, an ``exclude`` list) and allow-lists (filters) are applied inside
-faiss with ID selectors, so the k results are k *eligible* items rather than k items of which some
-are then thrown away. When an allow-list is small, HNSW graph search can run out of eligible
-neighbours; those queries are answered by an exact scan of the allowed items instead.
+faiss with ID selectors (:mod:`lmrec.ranking.index_params`), so the k results are k *eligible*
+items rather than k items of which some are then thrown away. When an allow-list is small, HNSW
+graph search can run out of eligible neighbours; those queries are answered by an exact scan of the
+allowed items instead.
 """
 
 from __future__ import annotations
 
-import math
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -43,6 +44,17 @@ from typing import Literal
 import faiss
 import numpy as np
 
+from lmrec.ranking.index_build import (
+    HNSW_ADD_CHUNK,
+    add_chunked,
+    build_hnsw,
+    build_ivf,
+    build_threads,
+    default_nlist,
+    default_pq_m,
+    ivf_shape,
+)
+from lmrec.ranking.index_params import flat_params, id_selector, search_params
 from lmrec.ranking.index_recall import RecallReport, measure_recall, tune_index
 
 IndexKind = Literal["auto", "exact", "hnsw", "ivf", "ivfpq"]
@@ -51,11 +63,6 @@ IndexKind = Literal["auto", "exact", "hnsw", "ivf", "ivfpq"]
 SMALL_ALLOWED = 4096
 #: from this many items ``auto`` builds IVF-PQ rather than HNSW (memory and build time; see above)
 IVFPQ_THRESHOLD = 2_000_000
-#: HNSW inserts in batches of this many: each batch is inserted level by level on every core. Over
-#: the 1M ALS vectors, batches of 100k gave recall@10 0.974 at efSearch 64 (runs/exp/hnsw.txt) where
-#: one batch of all of them fell below 0.95 and was tuned up to efSearch 128 (twice the search);
-#: progress is reported per batch
-HNSW_ADD_CHUNK = 100_000
 #: IVF-PQ's default re-ranking depth: ``refine × k`` compressed candidates re-scored exactly
 DEFAULT_REFINE = 8
 
@@ -104,7 +111,7 @@ class VectorIndex:
         # the exact index is the one float copy of the vectors: ground truth for recall checks,
         # scans of small allow-lists and IVF-PQ's re-ranking all read it (see _stored)
         self._flat = faiss.IndexFlatIP(d)
-        self._add_chunked(self._flat, x, add_chunk, None)
+        add_chunked(self._flat, x, add_chunk, None)
         self.ef_search = ef_search
         self.nprobe = nprobe
         self.refine = refine if kind == "ivfpq" else 1
@@ -114,7 +121,7 @@ class VectorIndex:
         self._zero = np.zeros(0, np.int64)
         self._index: faiss.Index
         t0 = time.perf_counter()
-        with _build_threads():
+        with build_threads():
             self._build(
                 x,
                 kind,
@@ -155,79 +162,35 @@ class VectorIndex:
         if kind == "hnsw":
             if len(live) == 0:  # nothing but zeros: a graph of them all rather than an empty one
                 live, self._zero = np.arange(n, dtype=np.int64), np.zeros(0, np.int64)
-            hnsw = faiss.IndexHNSWFlat(d, hnsw_m, faiss.METRIC_INNER_PRODUCT)
-            hnsw.hnsw.efConstruction = ef_construction
-            hnsw.hnsw.efSearch = ef_search
-            self._hnsw = hnsw  # keep it alive: IndexIDMap does not own it
-            if len(self._zero):
-                # HNSW numbers its nodes 0..n-1 itself; the id map puts item indices on them (and
-                # translates ID selectors back), 8 bytes an item
-                self._index = faiss.IndexIDMap(hnsw)
-                self._add_chunked(self._index, x, min(add_chunk, HNSW_ADD_CHUNK), progress, ids=live)
-            else:
-                self._add_chunked(hnsw, x, min(add_chunk, HNSW_ADD_CHUNK), progress)
-                self._index = hnsw
-        else:
-            if kind == "ivfpq":
-                nlist = nlist or default_nlist(n)
-                pq_m = pq_m or default_pq_m(d)
-                if d % pq_m:
-                    raise ValueError(f"pq_m={pq_m} must divide the vector dimension {d}")
-                if n < 256:  # 8-bit codes: every sub-quantizer trains 256 centroids
-                    raise ValueError(f"IVF-PQ needs at least 256 vectors to train, got {n}")
-            else:
-                nlist = nlist or max(1, min(int(4 * math.sqrt(max(n, 1))), n // 39 if n >= 39 else 1))
-            quantizer = faiss.IndexFlatIP(d)
-            index: faiss.IndexIVF
-            if kind == "ivfpq":
-                assert pq_m is not None
-                index = faiss.IndexIVFPQ(quantizer, d, nlist, pq_m, 8, faiss.METRIC_INNER_PRODUCT)
-                # 256 centroids per sub-quantizer on 64 points each, 15 iterations: PQ k-means in
-                # 4-dim subspaces is BLAS-unfriendly (faiss's 256 points x 25 iterations took 27 s
-                # for 16 sub-quantizers on a loaded 2-core box), and re-ranking absorbs the rest
-                index.pq.cp.seed = seed
-                index.pq.cp.max_points_per_centroid = 64
-                index.pq.cp.niter = 15
-                self.pq_m = pq_m
-            else:
-                index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
-            # k-means needs ~39 points per centroid and gains little past ~64: a sample is enough
-            # and keeps training to minutes at 10M (faiss would otherwise sample 256 per centroid)
-            if len(live) < max(nlist, 256 if kind == "ivfpq" else 1):
-                live, self._zero = np.arange(n, dtype=np.int64), np.zeros(0, np.int64)
-            size = min(len(live), train_size or 64 * nlist)
-            rng = np.random.default_rng(seed)
-            pick = live if size >= len(live) else live[np.sort(rng.choice(len(live), size, replace=False))]
-            sample = x[pick]
-            index.cp.seed = seed
-            index.cp.max_points_per_centroid = max(64, -(-size // nlist))
-            index.train(sample)
-            del sample
-            self._add_chunked(index, x, add_chunk, progress, ids=live if len(self._zero) else None)
-            index.nprobe = min(nprobe, nlist)
-            self.nprobe = index.nprobe
-            self._quantizer = quantizer  # keep it alive: the IVF index does not own it
-            self._index = index
-
-    @staticmethod
-    def _add_chunked(
-        index: faiss.Index,
-        x: np.ndarray,
-        chunk: int,
-        progress: Callable[[int, int], None] | None,
-        ids: np.ndarray | None = None,
-    ) -> None:
-        """Add in chunks: IVF assignment allocates (chunk × nlist) distances, and a long add reports.
-        ``ids``: add only these rows of ``x``, under their row numbers."""
-        total = len(x) if ids is None else len(ids)
-        for start in range(0, total, max(1, chunk)):
-            if ids is None:
-                index.add(x[start : start + chunk])
-            else:
-                part = np.ascontiguousarray(ids[start : start + chunk])
-                index.add_with_ids(x[part], part)
-            if progress is not None:
-                progress(min(start + chunk, total), total)
+            # self._hnsw keeps the graph alive: an IndexIDMap around it does not own it
+            self._index, self._hnsw = build_hnsw(
+                x,
+                live if len(self._zero) else None,
+                hnsw_m,
+                ef_construction,
+                ef_search,
+                min(add_chunk, HNSW_ADD_CHUNK),
+                progress,
+            )
+            return
+        nlist, pq = ivf_shape(kind, n, d, nlist, pq_m)
+        if pq is not None:
+            self.pq_m = pq
+        if len(live) < max(nlist, 256 if kind == "ivfpq" else 1):
+            live, self._zero = np.arange(n, dtype=np.int64), np.zeros(0, np.int64)
+        # self._quantizer keeps the coarse quantizer alive: the IVF index does not own it
+        self._index, self._quantizer = build_ivf(
+            x,
+            live if len(self._zero) else None,
+            nlist,
+            pq,
+            nprobe,
+            train_size,
+            add_chunk,
+            progress,
+            seed,
+        )
+        self.nprobe = self._index.nprobe
 
     # ------------------------------------------------------------------ facts
     def __len__(self) -> int:
@@ -278,21 +241,6 @@ class VectorIndex:
             search = int(ivf.ntotal) * (ivf.code_size + 8) + ivf.nlist * self.dim * 4
         return {"search": int(search), "vectors": int(vectors), "total": int(search + vectors)}
 
-    def _params(self, sel: faiss.IDSelector | None, k: int) -> faiss.SearchParameters | None:
-        if self.kind == "hnsw":
-            p = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]
-            p.efSearch = max(self.ef_search, k)
-        elif self.kind in ("ivf", "ivfpq"):
-            p = faiss.SearchParametersIVF()
-            p.nprobe = self.nprobe
-        else:
-            if sel is None:
-                return None
-            p = faiss.SearchParameters()
-        if sel is not None:
-            p.sel = sel
-        return p
-
     # ------------------------------------------------------------------ search
     def search(
         self,
@@ -324,13 +272,16 @@ class VectorIndex:
             n_keep = int(keep.sum())
             if n_keep <= SMALL_ALLOWED:
                 return self._scan_subset(q, k, np.flatnonzero(keep))
-        sel, _alive = _selector(n_items, exclude, keep)
+        sel, _alive = id_selector(n_items, exclude, keep)
         index = self._flat if exact else self._index
         depth = k if index is self._flat else min(n_items, k * self.refine)
         with self._lock:
-            dist, ids = index.search(
-                q, depth, params=self._params(sel, k) if index is self._index else _flat_params(sel)
+            params = (
+                search_params(self.kind, self.ef_search, self.nprobe, sel, k)
+                if index is self._index
+                else flat_params(sel)
             )
+            dist, ids = index.search(q, depth, params=params)
             if depth > k:
                 ids, dist = self._rerank(q, ids, k)
         dist = np.where(ids < 0, -np.inf, dist).astype(np.float32)
@@ -464,59 +415,6 @@ class VectorIndex:
         rep = tune_index(self, _as_matrix(queries), k, target, max_param, max_refine, exclude=exclude)
         self.last_recall = rep
         return rep
-
-
-def default_nlist(n: int) -> int:
-    """IVF-PQ lists for ``n`` vectors: the power of two at or below ``4·√n`` (faiss's guideline is
-    4–16·√n), so lists hold ~250 items at 1M and ~800 at 10M; at least 1, at most ``n // 39``
-    (k-means wants ~39 points a centroid)."""
-    target = max(1, min(int(4 * math.sqrt(max(n, 1))), max(1, n // 39)))
-    return 1 << (target.bit_length() - 1)
-
-
-def default_pq_m(dim: int) -> int:
-    """Sub-quantizers for ``dim``: one byte per 4 dimensions (16 bytes for 64-dim vectors), the
-    largest divisor of ``dim`` not above ``dim / 4``; 1 for tiny dims."""
-    for m in range(max(1, dim // 4), 0, -1):
-        if dim % m == 0:
-            return m
-    return 1
-
-
-class _build_threads:
-    """Every core for an index build (HNSW inserts, k-means, IVF assignment run on OpenMP), then
-    back to the process's setting: a server keeps one faiss thread for its single-query searches
-    (:func:`set_threads`), which left the 1M-item HNSW graph building on one core for 5 minutes."""
-
-    def __enter__(self) -> None:
-        self._old = faiss.omp_get_max_threads()
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        faiss.omp_set_num_threads(max(1, cores or 1))
-
-    def __exit__(self, *exc: object) -> None:
-        faiss.omp_set_num_threads(self._old)
-
-
-def _flat_params(sel: faiss.IDSelector | None) -> faiss.SearchParameters | None:
-    if sel is None:
-        return None
-    p = faiss.SearchParameters()
-    p.sel = sel
-    return p
-
-
-def _selector(
-    n_items: int, exclude: np.ndarray | None, keep: np.ndarray | None
-) -> tuple[faiss.IDSelector | None, list[object]]:
-    """An ID selector and the Python objects it points into (kept alive by the caller)."""
-    if keep is not None:
-        bits = np.packbits(keep, bitorder="little")
-        return faiss.IDSelectorBitmap(n_items, faiss.swig_ptr(bits)), [bits]
-    if exclude is not None and len(exclude):
-        ids = np.ascontiguousarray(np.unique(np.asarray(exclude, dtype=np.int64)))
-        inner = faiss.IDSelectorBatch(ids)
-        return faiss.IDSelectorNot(inner), [ids, inner]
-    return None, []
 
 
 def _as_matrix(x: np.ndarray) -> np.ndarray:
