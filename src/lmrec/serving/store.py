@@ -7,8 +7,8 @@ process is killed with ``SIGKILL``. ``lmrec retrain`` later folds the logged eve
 trained model and records how far it got (a checkpoint), so the next server start replays only the
 events that the new model has not seen.
 
-:class:`EventStore` is the storage interface; :class:`SQLiteEventStore` is the embedded default
-(SQLite in WAL mode with ``synchronous=FULL``: one ``fsync`` of the write-ahead log per commit, no
+:class:`EventStore` is the storage interface (:mod:`lmrec.serving.store_api`, re-exported here);
+:class:`SQLiteEventStore` is the embedded default (SQLite in WAL mode with ``synchronous=FULL``: one ``fsync`` of the write-ahead log per commit, no
 server to run). A server database (PostgreSQL, ...) is a new subclass implementing the same dozen
 methods.
 
@@ -34,9 +34,8 @@ import os
 import sqlite3
 import threading
 import time
-from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -52,95 +51,7 @@ from lmrec.events import (  # noqa: F401 (all of lmrec.events is re-exported, in
     Impression,
     event_reward,
 )
-
-
-class DuplicateItemError(LmrecError):
-    """An added item's id is already in the event log (another worker, or an earlier run, added it)."""
-
-
-@dataclass(frozen=True)
-class LoggedItem:
-    """An item added while serving (``POST /items``); replayed into the model on restart."""
-
-    item_id: Any
-    fields: dict[str, Any]
-    seq: int | None = None
-    added_at: float | None = None
-
-
-class EventStore(ABC):
-    """Storage interface for the serving log. Implementations must make :meth:`append` durable."""
-
-    # -- feedback events -------------------------------------------------------------------
-    @abstractmethod
-    def append(self, event: Event) -> Event:
-        """Persist one event; return it with ``id``/``received_at`` set. Durable when it returns."""
-
-    @abstractmethod
-    def events(self, after: int = 0, *, limit: int | None = None) -> Iterator[Event]:
-        """Events with ``id > after`` in log order."""
-
-    @abstractmethod
-    def last_event_id(self) -> int:
-        """The id of the newest event (0 for an empty log)."""
-
-    @abstractmethod
-    def count_events(self) -> int: ...
-
-    # -- catalogue additions ---------------------------------------------------------------
-    @abstractmethod
-    def add_item(self, item: LoggedItem, then: Callable[[], None] | None = None) -> LoggedItem:
-        """Persist an added item (durable when it returns); :class:`DuplicateItemError` if the id
-        was added before.
-
-        ``then`` is the caller's own work on the item (a server adds it to its model): it runs once
-        the id is reserved in the log, so that of two workers adding one id at once exactly one gets
-        that far, and if it raises the item is not logged. Both happen, or neither.
-        """
-
-    @abstractmethod
-    def items(self) -> Iterator[LoggedItem]:
-        """Added items in the order they were added."""
-
-    def watermark(self) -> tuple[int, int]:
-        """``(newest event id, newest added item's seq)``, read together: what a server worker
-        compares with what it has applied (:mod:`lmrec.serving.sync`). Called on every request of a
-        multi-worker server, so back ends should answer it from an index, without waiting on writers."""
-        return self.last_event_id(), max((it.seq or 0 for it in self.items()), default=0)
-
-    # -- served lists ----------------------------------------------------------------------
-    @abstractmethod
-    def log_impression(self, impression: Impression) -> None:
-        """Record a served list (may be buffered; see the module docstring)."""
-
-    @abstractmethod
-    def impressions(self, *, since: float | None = None) -> Iterator[Impression]:
-        """Logged impressions in the order they were served."""
-
-    @abstractmethod
-    def get_impression(self, request_id: str) -> Impression | None: ...
-
-    # -- checkpoints and lifecycle ---------------------------------------------------------
-    @abstractmethod
-    def get_meta(self, key: str) -> str | None: ...
-
-    @abstractmethod
-    def set_meta(self, key: str, value: str) -> None: ...
-
-    def flush(self) -> None:
-        """Commit anything buffered (impressions)."""
-        return None
-
-    def close(self) -> None:
-        """Flush and release resources."""
-        return None
-
-    def __enter__(self) -> EventStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
+from lmrec.serving.store_api import DuplicateItemError, EventStore, LoggedItem
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
