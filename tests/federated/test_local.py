@@ -64,3 +64,21 @@ def test_alphas_are_opacus_defaults() -> None:
     # the noise the search returns meets the target, and a little less noise would not
     z = noise_for(4.0, 1e-3, 0.1, 200)
     assert epsilon(z, 0.1, 200, 1e-3) <= 4.0 < epsilon(0.95 * z, 0.1, 200, 1e-3)
+
+
+def test_dp_record_batches_are_opacus_poisson_draws_fetched_at_once() -> None:
+    """The batched record dataset gives the very batches a TensorDataset would, empty ones included."""
+    from opacus.data_loader import DPDataLoader
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from lmrec.federated.local import _first, _RecordIndex
+
+    def draws(loader: DataLoader) -> list[list[int]]:
+        dp = DPDataLoader.from_data_loader(loader, generator=torch.Generator().manual_seed(3))
+        return [b[0].tolist() for _ in range(4) for b in dp]
+
+    plain = DataLoader(TensorDataset(torch.arange(40)), batch_size=3)
+    batched = DataLoader(_RecordIndex(40), batch_size=3, collate_fn=_first)
+    want = draws(plain)
+    assert draws(batched) == want
+    assert any(len(b) == 0 for b in want) and any(len(b) > 1 for b in want)

@@ -42,9 +42,11 @@ def _step_rdp(noise_multiplier: float, sample_rate: float) -> tuple[float, ...]:
     return tuple(float(x) for x in np.atleast_1d(rdp))
 
 
+@functools.lru_cache(maxsize=256)
 def noise_for(target_epsilon: float, delta: float, sample_rate: float, steps: int) -> float:
     """The smallest noise multiplier whose ε after ``steps`` steps is at most ``target_epsilon``
-    (Opacus's ``get_noise_multiplier``, same accountant and orders as :func:`epsilon`)."""
+    (Opacus's ``get_noise_multiplier``, same accountant and orders as :func:`epsilon`; remembered per
+    arguments, since one search takes about a second)."""
     from opacus.accountants.utils import get_noise_multiplier
 
     return float(

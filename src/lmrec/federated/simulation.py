@@ -148,6 +148,10 @@ def simulate(
         """The item table the federated parameters stand for (FedMF: the parameters themselves)."""
         return shared if layout is None else layout.table(shared, load_text(text_file))
 
+    # each client's DP-SGD noise multiplier, found here once (Opacus's search takes about a second
+    # and clients with as many batches share it) rather than by every client on its first round
+    record_z = {pid: _client_noise(d, c, delta) for pid, d in enumerate(clients)} if c.dp == "record" else {}
+
     max_weight = 0.0
     if c.secagg:
         max_weight = check_secagg(c, n_clients, n_sampled, [d.n_records for d in clients])
@@ -163,7 +167,7 @@ def simulate(
         rng = np.random.default_rng([c.seed, pid, server_round])
         z = 0.0
         if c.dp == "record":
-            z = _record_noise(context, data, c, delta)
+            z = _record_noise(context, record_z[pid])
         run = local_update(
             items,
             users,
@@ -355,16 +359,20 @@ def _user_factors(context: Context, pid: int, n: int, c: FedMFConfig) -> np.ndar
     return (rng.standard_normal((n, c.factors)) * 0.1).astype(np.float32)
 
 
-def _record_noise(context: Context, data: ClientData, c: FedMFConfig, delta: float) -> float:
-    """The client's DP-SGD noise multiplier, fixed on its first round so that ``dp_epsilon`` is met
-    after every round it may be sampled in (Opacus's ``get_noise_multiplier`` on its own records)."""
-    if "dp" in context.state.config_records:
-        return num(context.state.config_records["dp"], "z")
-    batches = max(1, math.ceil(data.n_records / min(c.batch_size, max(data.n_records, 1))))
+def _client_noise(data: ClientData, c: FedMFConfig, delta: float) -> float:
+    """A client's DP-SGD noise multiplier: ``dp_epsilon`` is met after every round it may be sampled
+    in (Opacus's ``get_noise_multiplier`` for its Poisson rate and step count), or the fixed
+    ``noise_multiplier``."""
     if c.noise_multiplier is not None:
-        z = float(c.noise_multiplier)
-    else:
-        assert c.dp_epsilon is not None
-        z = noise_for(c.dp_epsilon, delta, 1.0 / batches, batches * c.local_epochs * c.iterations)
-    context.state["dp"] = ConfigRecord({"z": z, "steps": 0, "sample_rate": 1.0 / batches})
-    return z
+        return float(c.noise_multiplier)
+    assert c.dp_epsilon is not None
+    batches = max(1, math.ceil(data.n_records / min(c.batch_size, max(data.n_records, 1))))
+    return noise_for(c.dp_epsilon, delta, 1.0 / batches, batches * c.local_epochs * c.iterations)
+
+
+def _record_noise(context: Context, z: float) -> float:
+    """The client's noise multiplier, kept in its state with its accountant history (steps, rate)
+    from its first round on."""
+    if "dp" not in context.state.config_records:
+        context.state["dp"] = ConfigRecord({"z": z, "steps": 0, "sample_rate": 0.0})
+    return num(context.state.config_records["dp"], "z")
