@@ -167,7 +167,9 @@ def simulate(
         rng = np.random.default_rng([c.seed, pid, server_round])
         z = 0.0
         if c.dp == "record":
-            z = _record_noise(context, record_z[pid])
+            z = record_z[pid]
+            if "dp" not in context.state.config_records:  # the client's accountant history
+                context.state["dp"] = ConfigRecord({"steps": 0, "sample_rate": 0.0})
         run = local_update(
             items,
             users,
@@ -368,11 +370,3 @@ def _client_noise(data: ClientData, c: FedMFConfig, delta: float) -> float:
     assert c.dp_epsilon is not None
     batches = max(1, math.ceil(data.n_records / min(c.batch_size, max(data.n_records, 1))))
     return noise_for(c.dp_epsilon, delta, 1.0 / batches, batches * c.local_epochs * c.iterations)
-
-
-def _record_noise(context: Context, z: float) -> float:
-    """The client's noise multiplier, kept in its state with its accountant history (steps, rate)
-    from its first round on."""
-    if "dp" not in context.state.config_records:
-        context.state["dp"] = ConfigRecord({"z": z, "steps": 0, "sample_rate": 0.0})
-    return num(context.state.config_records["dp"], "z")
