@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from lmrec.federated.local import LocalConfig, _PlainOptimizer, local_update
+from lmrec.federated.local import LocalConfig, _PlainOptimizer, _TorchAdam, local_update
 
 
 @pytest.mark.parametrize(("name", "wd"), [("adam", 0.0), ("adam", 0.01), ("sgd", 0.01)])
@@ -33,6 +33,37 @@ def test_plain_optimizer_matches_torch(name: str, wd: float) -> None:
     for p, q in zip(ours, theirs, strict=True):
         torch.testing.assert_close(p.detach(), q.detach(), rtol=1e-5, atol=1e-6)
     assert not torch.equal(ours[0].detach(), torch.zeros(5, 3))
+
+
+@pytest.mark.parametrize("wd", [0.0, 1e-5])
+def test_dp_adam_is_torch_adam_bit_for_bit(wd: float) -> None:
+    """The Adam that Opacus wraps (no torch._dynamo import) computes exactly torch's Adam: the DP
+    runs' numbers are unchanged. Steps alternate zeroing and dropping the gradients, and one
+    parameter gets none in some steps (torch then leaves it and its moments alone)."""
+    torch.manual_seed(0)
+    ours = [nn.Parameter(torch.randn(50, 3)), nn.Parameter(torch.randn(7))]
+    theirs = [nn.Parameter(p.detach().clone()) for p in ours]
+    start = ours[0].detach().clone()
+    mine, ref = (
+        _TorchAdam(ours, lr=0.006, weight_decay=wd),
+        torch.optim.Adam(theirs, lr=0.006, weight_decay=wd),
+    )
+    for step in range(12):
+        to_none = step % 2 == 0
+        mine.zero_grad(to_none)
+        ref.zero_grad(to_none)
+        for i, (p, q) in enumerate(zip(ours, theirs, strict=True)):
+            if i == 1 and step % 3 == 0:
+                continue
+            g = torch.randn_like(p) * 10.0 ** (step % 4 - 2)
+            p.grad = g.clone() if p.grad is None else p.grad.add_(g)
+            q.grad = g.clone() if q.grad is None else q.grad.add_(g)
+        mine.step()
+        ref.step()
+    for p, q in zip(ours, theirs, strict=True):
+        assert torch.equal(p.detach(), q.detach())
+        assert torch.equal(mine.state[p]["exp_avg_sq"], ref.state[q]["exp_avg_sq"])
+    assert not torch.equal(ours[0].detach(), start)
 
 
 def test_local_update_learns_a_preference() -> None:

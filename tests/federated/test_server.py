@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 pytest.importorskip("flwr")
 
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.serverapp import Grid
 from flwr.serverapp.strategy import (
     DifferentialPrivacyServerSideFixedClipping,
     FedAdam,
@@ -18,7 +22,7 @@ from flwr.serverapp.strategy import (
 
 from lmrec.federated import FedMFConfig, RoundLog
 from lmrec.federated.report import plot_epsilon, plot_rounds
-from lmrec.federated.server import make_strategy
+from lmrec.federated.server import Observed, make_strategy
 
 
 def test_fedavgm_takes_the_server_step_and_momentum() -> None:
@@ -84,3 +88,35 @@ def test_one_ray_cluster_serves_connections_and_stops() -> None:
     with socket.socket() as s, pytest.raises(OSError):
         s.settimeout(5)
         s.connect((host, int(port)))
+
+
+class _OneEvaluation(FedAvg):
+    """FedAvg that sends one evaluation message per round, without a grid."""
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> list[Message]:
+        # the wrapper reads only a message's content (a real Message needs a running Flower app)
+        return [SimpleNamespace(content=RecordDict({"arrays": arrays}))]  # type: ignore[list-item]
+
+
+def test_clients_evaluate_every_n_rounds_and_in_the_last() -> None:
+    observed = Observed(
+        _OneEvaluation(),
+        client_epsilon=lambda r: None,
+        on_round=None,
+        keep=False,
+        evaluate_every=5,
+        num_rounds=12,
+    )
+    arrays = ArrayRecord({"items": Array(np.zeros((3, 2), np.float32))})
+    sent = [r for r in range(1, 13) if list(observed.configure_evaluate(r, arrays, ConfigRecord(), None))]  # type: ignore[arg-type]
+    assert sent == [5, 10, 12]
+    observed.aggregate_evaluate(11, [])  # a skipped round: no replies, no metric
+    observed.end_round(11, None)
+    assert observed.rounds[-1].valid_ndcg is None
+
+
+def test_secagg_refuses_sparse_client_evaluation() -> None:
+    with pytest.raises(ValueError, match="evaluate_every=2 needs secagg=False"):
+        FedMFConfig(secagg=True, clients=3, evaluate_every=2)

@@ -93,6 +93,10 @@ class FedMFConfig(BPRConfig):
     #: the simulation knows (a deployment agrees on a public cap instead). A client with more records
     #: would overflow the masked sum, so the simulation refuses it
     secagg_max_weight: float | None = Field(None, gt=0.0)
+    #: clients evaluate (validation NDCG@10 with their own user factors) every this many rounds and
+    #: in the last round; ``RoundLog.valid_ndcg`` is None in the other rounds. Evaluation changes no
+    #: client state, so the model is the same; larger values only save the evaluation messages
+    evaluate_every: int = Field(1, ge=1)
     #: ray CPUs for the simulated clients (one client runs per CPU)
     simulation_cpus: int = Field(1, ge=1)
     #: address of a running Ray cluster to simulate on (``lmrec.federated.cluster.ray_cluster``);
@@ -116,6 +120,10 @@ class FedMFConfig(BPRConfig):
             raise ValueError(
                 "secagg=True with dp='client' needs dp_clipping='client': under SecAgg+ the server never "
                 "sees a client's update, so it cannot clip one (or use dp='record', or secagg=False)"
+            )
+        if self.evaluate_every != 1:
+            raise ValueError(
+                f"secagg=True evaluates every round: evaluate_every={self.evaluate_every} needs secagg=False"
             )
         if self.partition != "user" and self.clients < 2:
             raise ValueError(

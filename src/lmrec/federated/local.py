@@ -24,6 +24,7 @@ accountant. Per-record gradient norms come from Opacus's ghost clipping, which n
 
 from __future__ import annotations
 
+import collections
 import math
 import warnings
 from dataclasses import dataclass
@@ -238,7 +239,60 @@ def _optimizer(model: _BPR | TowerBPR, config: LocalConfig) -> torch.optim.Optim
     params = [p for p in model.parameters() if p.requires_grad]  # not the tower's frozen text
     if config.optimizer == "sgd":
         return torch.optim.SGD(params, lr=config.learning_rate, weight_decay=config.regularization)
-    return torch.optim.Adam(params, lr=config.learning_rate, weight_decay=config.regularization)
+    return _TorchAdam(params, lr=config.learning_rate, weight_decay=config.regularization)
+
+
+class _TorchAdam(torch.optim.Optimizer):
+    """``torch.optim.Adam(params, lr, weight_decay=wd)`` on CPU, bit for bit (its single-tensor
+    path: the same operations in the same order; a test compares them with ``torch.equal``), for
+    Opacus's ``DPOptimizer`` to wrap in the DP-SGD update.
+
+    Any ``torch.optim.Optimizer`` method imports ``torch._dynamo`` on first use: seconds in a quiet
+    process, over a minute in each fresh Ray actor on a busy 2-core machine, paid again by every DP
+    simulation. This class sets the attributes Opacus reads (``param_groups``, ``state``,
+    ``defaults``) without ``Optimizer.__init__`` and overrides ``step`` and ``zero_grad``.
+    """
+
+    def __init__(self, params: list[nn.Parameter], *, lr: float, weight_decay: float) -> None:
+        # no super().__init__: see the class docstring
+        self.defaults = {"lr": lr, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": weight_decay}
+        self.param_groups = [{"params": params, **self.defaults}]
+        self.state = collections.defaultdict(dict)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.param_groups[0]["params"]:
+            if p.grad is None:
+                continue
+            if set_to_none:
+                p.grad = None
+                continue
+            if p.grad.grad_fn is not None:
+                p.grad.detach_()
+            else:
+                p.grad.requires_grad_(False)
+            p.grad.zero_()
+
+    @torch.no_grad()
+    def step(self, closure: None = None) -> None:  # type: ignore[override]
+        group = self.param_groups[0]
+        lr, wd, eps = group["lr"], group["weight_decay"], group["eps"]
+        beta1, beta2 = group["betas"]
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            state = self.state[p]
+            if not state:
+                state["step"] = torch.tensor(0.0)
+                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            grad = p.grad if wd == 0 else p.grad.add(p, alpha=wd)
+            state["step"] += 1
+            state["exp_avg"].lerp_(grad, 1 - beta1)
+            state["exp_avg_sq"].mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            step = state["step"].item()
+            step_size = lr / (1 - beta1**step)
+            denom = (state["exp_avg_sq"].sqrt() / (1 - beta2**step) ** 0.5).add_(eps)
+            p.addcdiv_(state["exp_avg"], denom, value=-step_size)
 
 
 class _PlainOptimizer:

@@ -81,7 +81,8 @@ def payload_bytes(content: RecordDict) -> int:
 
 
 class Observed(Strategy):
-    """Flower strategy wrapper: forwards everything, counts bytes, tracks ε and logs each round.
+    """Flower strategy wrapper: forwards everything, counts bytes, tracks ε and logs each round;
+    with ``evaluate_every > 1`` it sends the clients' evaluation only every that many rounds.
 
     Replies are sorted by their metrics before aggregation, so a seeded run does not depend on the
     order in which Ray's actors answered (floating-point sums are order dependent).
@@ -94,8 +95,13 @@ class Observed(Strategy):
         client_epsilon: Callable[[int], float | None],
         on_round: Callable[[RoundLog], None] | None,
         keep: bool,
+        evaluate_every: int = 1,
+        num_rounds: int = 0,
     ) -> None:
         self.inner = inner
+        #: clients evaluate in rounds ``evaluate_every, 2 * evaluate_every, ...`` and ``num_rounds``
+        self.evaluate_every = evaluate_every
+        self.num_rounds = num_rounds
         self.client_epsilon = client_epsilon
         self.on_round = on_round
         self.keep = keep
@@ -141,6 +147,8 @@ class Observed(Strategy):
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
+        if server_round % self.evaluate_every and server_round != self.num_rounds:
+            return []  # no evaluation messages this round (Flower then aggregates no replies)
         messages = list(self.inner.configure_evaluate(server_round, arrays, config, grid))
         self._down += sum(payload_bytes(m.content) for m in messages)
         return messages

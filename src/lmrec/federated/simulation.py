@@ -284,6 +284,8 @@ def simulate(
             client_epsilon=central_epsilon,
             on_round=on_round,
             keep=keep_messages,
+            evaluate_every=c.evaluate_every,
+            num_rounds=c.iterations,
         )
 
         def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
