@@ -301,7 +301,7 @@ class _PlainOptimizer:
     The same arithmetic as torch's (a test compares them step by step), written out because the
     first ``torch.optim.Optimizer`` of a process imports ``torch._dynamo``: 3 s in a quiet process,
     over a minute in a fresh Ray actor on a busy 2-core machine, paid again by every simulation.
-    DP-SGD keeps torch's optimisers (Opacus wraps them).
+    DP-SGD needs a ``torch.optim.Optimizer`` for Opacus to wrap: :class:`_TorchAdam` (or torch's SGD).
     """
 
     def __init__(self, params: list[nn.Parameter], config: LocalConfig) -> None:
