@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import sys
 import time
 from typing import Any
@@ -33,7 +32,7 @@ from lmrec.data.loaders import load_dataset
 from lmrec.data.split import Split, leave_last_out
 from lmrec.evaluation import evaluate
 from lmrec.federated import FedMF, FedMFConfig, FedTwoTower, client_data, partition_users
-from lmrec.federated.accounting import noise_for
+from lmrec.federated.accounting import client_noise
 from lmrec.federated.local import LocalConfig, local_update
 from lmrec.federated.tower import TowerLayout, centred, text_centre
 from lmrec.text.cache import default_cache_dir
@@ -105,8 +104,7 @@ def run(
     noise = [0.0] * len(cl)
     if eps is not None:
         for k, d in enumerate(cl):
-            b = max(1, math.ceil(d.n_records / min(batch, max(d.n_records, 1))))
-            noise[k] = noise_for(eps, 1 / data.n_users, 1 / b, b * epochs * rounds)
+            noise[k] = client_noise(eps, 1 / data.n_users, d.n_records, batch, epochs * rounds)
     mom: np.ndarray | None = None
     out = []
     for r in range(1, rounds + 1):

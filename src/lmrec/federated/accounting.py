@@ -10,6 +10,7 @@ Opacus is imported on first use: a Ray actor that never accounts does not pay fo
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 
@@ -60,3 +61,11 @@ def noise_for(target_epsilon: float, delta: float, sample_rate: float, steps: in
             epsilon_tolerance=0.01 * target_epsilon,
         )
     )
+
+
+def client_noise(target_epsilon: float, delta: float, n_records: int, batch_size: int, passes: int) -> float:
+    """The DP-SGD noise multiplier of a client holding ``n_records``: Poisson batches of expected
+    size ``batch_size`` (sample rate 1 / batches per pass), ``passes`` passes over its records in all
+    (local epochs x rounds), ``target_epsilon`` met after the last one (:func:`noise_for`)."""
+    batches = max(1, math.ceil(n_records / min(batch_size, max(n_records, 1))))
+    return noise_for(target_epsilon, delta, 1.0 / batches, batches * passes)

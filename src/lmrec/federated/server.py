@@ -23,6 +23,7 @@ from flwr.serverapp.strategy import (
     FedAvg,
     FedAvgM,
     FedProx,
+    Result,
     Strategy,
 )
 
@@ -96,12 +97,12 @@ class Observed(Strategy):
         on_round: Callable[[RoundLog], None] | None,
         keep: bool,
         evaluate_every: int = 1,
-        num_rounds: int = 0,
     ) -> None:
         self.inner = inner
-        #: clients evaluate in rounds ``evaluate_every, 2 * evaluate_every, ...`` and ``num_rounds``
+        #: clients evaluate in rounds ``evaluate_every, 2 * evaluate_every, ...`` and the last one
         self.evaluate_every = evaluate_every
-        self.num_rounds = num_rounds
+        #: the rounds :meth:`start` was asked to run (the last round always evaluates)
+        self.num_rounds = 0
         self.client_epsilon = client_epsilon
         self.on_round = on_round
         self.keep = keep
@@ -115,6 +116,21 @@ class Observed(Strategy):
 
     def summary(self) -> None:
         self.inner.summary()
+
+    def start(
+        self,
+        grid: Grid,
+        initial_arrays: ArrayRecord,
+        num_rounds: int = 3,
+        timeout: float = 3600,
+        train_config: ConfigRecord | None = None,
+        evaluate_config: ConfigRecord | None = None,
+        evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None,
+    ) -> Result:
+        self.num_rounds = num_rounds  # read by configure_evaluate: the last round always evaluates
+        return super().start(
+            grid, initial_arrays, num_rounds, timeout, train_config, evaluate_config, evaluate_fn
+        )
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -45,7 +44,7 @@ from flwr.clientapp.mod import fixedclipping_mod
 from flwr.serverapp import Grid, ServerApp
 from flwr.simulation import run_simulation
 
-from lmrec.federated.accounting import epsilon, noise_for
+from lmrec.federated.accounting import client_noise, epsilon, noise_for
 from lmrec.federated.clients import ClientData, client_data, load_clients, save_clients
 from lmrec.federated.config import FedMFConfig, FedTwoTowerConfig
 from lmrec.federated.local import LocalConfig, local_update
@@ -169,7 +168,7 @@ def simulate(
         if c.dp == "record":
             z = record_z[pid]
             if "dp" not in context.state.config_records:  # the client's accountant history
-                context.state["dp"] = ConfigRecord({"steps": 0, "sample_rate": 0.0})
+                context.state["dp"] = ConfigRecord({"steps": 0})
         run = local_update(
             items,
             users,
@@ -185,7 +184,6 @@ def simulate(
             acc = context.state.config_records["dp"]
             steps = int(num(acc, "steps")) + run.steps
             acc["steps"] = steps
-            acc["sample_rate"] = run.sample_rate
             metrics["epsilon"] = epsilon(z, run.sample_rate, steps, delta)
         return run.items, metrics
 
@@ -285,7 +283,6 @@ def simulate(
             on_round=on_round,
             keep=keep_messages,
             evaluate_every=c.evaluate_every,
-            num_rounds=c.iterations,
         )
 
         def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
@@ -370,5 +367,4 @@ def _client_noise(data: ClientData, c: FedMFConfig, delta: float) -> float:
     if c.noise_multiplier is not None:
         return float(c.noise_multiplier)
     assert c.dp_epsilon is not None
-    batches = max(1, math.ceil(data.n_records / min(c.batch_size, max(data.n_records, 1))))
-    return noise_for(c.dp_epsilon, delta, 1.0 / batches, batches * c.local_epochs * c.iterations)
+    return client_noise(c.dp_epsilon, delta, data.n_records, c.batch_size, c.local_epochs * c.iterations)

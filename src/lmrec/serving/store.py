@@ -8,9 +8,9 @@ trained model and records how far it got (a checkpoint), so the next server star
 events that the new model has not seen.
 
 :class:`EventStore` is the storage interface (:mod:`lmrec.serving.store_api`, re-exported here);
-:class:`SQLiteEventStore` is the embedded default (SQLite in WAL mode with ``synchronous=FULL``: one ``fsync`` of the write-ahead log per commit, no
-server to run). A server database (PostgreSQL, ...) is a new subclass implementing the same dozen
-methods.
+:class:`SQLiteEventStore` is the embedded default (SQLite in WAL mode with ``synchronous=FULL``: one
+``fsync`` of the write-ahead log per commit, no server to run). A server database (PostgreSQL, ...)
+is a new subclass implementing the same dozen methods.
 
 Served lists (*impressions*: the candidates, what was shown, with propensities) are the exception to
 "durable before acknowledged": writing one per ``/recommend`` call with an ``fsync`` each would put
