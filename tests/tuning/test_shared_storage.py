@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import optuna
@@ -48,6 +50,32 @@ def test_a_study_refuses_other_settings(tmp_path: Path, split: Split) -> None:
         tune("item_knn", split, n_trials=1, metric="recall@10", storage=url, study_name="s")
     with pytest.raises(LmrecError, match="created with fixed"):
         tune("item_knn", split, n_trials=1, fixed_params={"k": 5}, storage=url, study_name="s")
+
+
+def test_a_run_joining_a_half_written_claim_waits_for_the_rest(tmp_path: Path, split: Split) -> None:
+    """Another process claims a new study one attribute at a time; a run that reads the study in
+    between must wait for the rest instead of failing on the attributes not written yet."""
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    tune("item_knn", split, n_trials=1, storage=url, study_name="first")
+    claim = optuna.load_study(study_name="first", storage=url).user_attrs
+    assert len(claim) > 1
+    other = optuna.create_study(study_name="s", storage=url, direction="maximize")
+    keys = sorted(claim)
+    other.set_user_attr(keys[0], claim[keys[0]])  # the other process is part-way through its claim
+
+    def finish_claim() -> None:
+        time.sleep(0.5)
+        for key in keys[1:]:
+            other.set_user_attr(key, claim[key])
+
+    writer = threading.Thread(target=finish_claim)
+    writer.start()
+    try:
+        joined = tune("item_knn", split, n_trials=2, storage=url, study_name="s")
+    finally:
+        writer.join()
+    assert joined.n_trials == 2
+    assert optuna.load_study(study_name="s", storage=url).user_attrs == claim
 
 
 def test_bad_storage_url_is_one_line(split: Split) -> None:

@@ -26,7 +26,7 @@ A study remembers what it tunes (model, metric, fixed parameters, dataset checks
 process asking for something else is refused rather than mixing incomparable trials. Each process
 seeds its sampler with ``seed`` and its process id, because processes sharing one seed would
 propose the same first trials; a shared study is therefore not reproducible trial by trial (the
-interleaving of processes is not either), only its protocol is.
+interleaving of processes is not either), only its protocol is (:mod:`lmrec.tuning.storage`).
 Neural trials are pruned by a ``MedianPruner`` from their per-epoch validation NDCG@10 (see
 :mod:`lmrec.tuning.pruning`).
 """
@@ -34,7 +34,6 @@ Neural trials are pruned by a ``MedianPruner`` from their per-epoch validation N
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 import math
 import os
@@ -54,6 +53,7 @@ from lmrec.evaluation.evaluate import EvalResult, evaluate
 from lmrec.models.base import Recommender
 from lmrec.models.registry import create_model, get_model_class
 from lmrec.tuning.spaces import Suggest, flatten, get_space, unflatten
+from lmrec.tuning.storage import claim_study, open_storage, worker_seed
 
 __all__ = [
     "TuneResult",
@@ -269,14 +269,14 @@ def tune(
         shared = storage is not None
         study = optuna.create_study(
             direction="maximize",
-            sampler=optuna.samplers.TPESampler(seed=_worker_seed(seed) if shared else seed),
+            sampler=optuna.samplers.TPESampler(seed=worker_seed(seed) if shared else seed),
             pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2),
             study_name=study_name or f"lmrec-{model_name}",
-            storage=_open_storage(storage) if storage is not None else None,
+            storage=open_storage(storage) if storage is not None else None,
             load_if_exists=shared,
         )
         if shared:
-            _claim_study(study, storage or "", model_name, metric, fixed, split)
+            claim_study(study, storage or "", model_name, metric, fixed, split)
         started = len(study.trials)  # by every process sharing the study, before this one
         if searchable and not started:
             first = default_trial(model_name, space, fixed)
@@ -314,57 +314,6 @@ def tune(
         seed=seed,
         fixed_params=fixed,
     )
-
-
-def _open_storage(url: str) -> optuna.storages.BaseStorage:
-    """An Optuna RDB storage for ``url``; SQLite waits for a busy database instead of failing."""
-    engine: dict[str, Any] = {}
-    if url.startswith("sqlite"):
-        # several processes write one SQLite file: wait up to a minute for its lock
-        engine["connect_args"] = {"timeout": 60}
-    last: Exception | None = None
-    for attempt in range(5):
-        try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine)
-        except Exception as exc:  # SQLAlchemy's URL, driver and connection errors, all one line
-            last = exc
-            # processes that open a new database at the same moment race to create its tables;
-            # the loser sees a unique-constraint error and finds the tables on a second try
-            if "constraint" not in str(exc).lower() and "already exists" not in str(exc).lower():
-                break
-            time.sleep(0.2 * (attempt + 1))
-    reason = " ".join(str(last).split())[:200] or type(last).__name__
-    raise LmrecError(f"cannot open the tuning storage {url!r}: {reason}") from None
-
-
-def _worker_seed(seed: int) -> int:
-    """``seed`` mixed with this process's id: processes sharing a study must not propose alike."""
-    return (seed * 1_000_003 + os.getpid()) % 2**32
-
-
-def _claim_study(
-    study: optuna.Study, storage: str, model: str, metric: str, fixed: Mapping[str, Any], split: Split
-) -> None:
-    """Record what a new shared study tunes, or refuse to join one that tunes something else."""
-    want = {
-        "lmrec_model": model,
-        "lmrec_metric": metric,
-        "lmrec_fixed": json.dumps(fixed, sort_keys=True, default=str),
-        "lmrec_data": str(split.train.meta.get("source_checksum", split.train.checksum())),
-        "lmrec_split": json.dumps(split.protocol, sort_keys=True, default=str),
-    }
-    have = study.user_attrs
-    if not have:
-        for key, value in want.items():
-            study.set_user_attr(key, value)
-        return
-    for key, value in want.items():
-        if have.get(key) != value:
-            what = key.removeprefix("lmrec_")
-            raise LmrecError(
-                f"study {study.study_name!r} in {storage} was created with {what} {have.get(key)!r}, "
-                f"this run has {value!r}; join it with the same settings or choose another study name"
-            )
 
 
 def _trials_frame(study: optuna.Study, searched: list[str]) -> pl.DataFrame:
