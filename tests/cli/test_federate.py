@@ -20,6 +20,7 @@ runner = CliRunner()
         (["--dp", "shop"], "--dp 'shop': choose record or client"),
         (["--strategy", "fedsgd"], "--strategy 'fedsgd': choose fedavg, fedavgm, fedprox or fedadam"),
         (["--dp-clipping", "both"], "--dp-clipping 'both': choose server or client"),
+        (["--fold-in-l2", "high"], "--fold-in-l2 'high': give a number or auto"),
     ],
 )
 def test_bad_arguments_are_one_line(args: list[str], message: str) -> None:

@@ -82,6 +82,13 @@ def federate_cmd(
             help="secure aggregation (Flower's SecAgg+): the server sees only the sum of the clients' tables",
         ),
     ] = False,
+    fold_in_l2: Annotated[
+        str,
+        typer.Option(
+            "--fold-in-l2",
+            help="λ of the serving-time fold-in of user vectors: a number, or auto (chosen on validation)",
+        ),
+    ] = "auto",
     seed: Annotated[int, typer.Option("--seed", help="seeds partitions, initialisation and sampling")] = 42,
     out: Annotated[
         Path | None,
@@ -116,6 +123,11 @@ def federate_cmd(
         raise LmrecError(f"--dp-clipping {dp_clipping!r}: choose server or client")
     if strategy not in ("fedavg", "fedavgm", "fedprox", "fedadam"):
         raise LmrecError(f"--strategy {strategy!r}: choose fedavg, fedavgm, fedprox or fedadam")
+    auto_l2 = fold_in_l2.strip().lower() == "auto"
+    try:
+        l2 = None if auto_l2 else float(fold_in_l2)
+    except ValueError:
+        raise LmrecError(f"--fold-in-l2 {fold_in_l2!r}: give a number or auto") from None
     try:
         from lmrec.federated import FedMF, FedMFConfig, FedTwoTower, FedTwoTowerConfig
         from lmrec.federated.report import plot_rounds
@@ -142,6 +154,7 @@ def federate_cmd(
             "dp_clipping": dp_clipping,
             "secagg": secagg,
             "seed": seed,
+            **({} if l2 is None else {"regularization": l2}),
         }
         config: FedMFConfig
         if model == "two_tower":
@@ -177,6 +190,11 @@ def federate_cmd(
     estimator = FedTwoTower(config) if isinstance(config, FedTwoTowerConfig) else FedMF(config)
     fitted = estimator.fit(sp.train, valid=sp.valid, on_round=show)
     seconds = time.perf_counter() - started
+    if auto_l2:
+        with err.status("choosing the fold-in λ on validation"):
+            scores = fitted.choose_fold_in(sp)
+        tried = ", ".join(f"{lam:g}: {v:.4f}" for lam, v in scores.items())
+        console.print(f"fold-in λ {fitted.config.regularization:g} (validation NDCG@10 {tried})")
     with err.status("evaluating (user vectors folded in from history)"):
         valid = evaluate(fitted, sp, ks=(10,), phase="valid", beyond_accuracy=False, auc=False)
         test = evaluate(fitted, sp, ks=(10,), phase="test", beyond_accuracy=False, auc=False)

@@ -13,6 +13,11 @@ Two things a deployment would do differently from this simulation, stated so nob
 the artifact stores the training histories like every lmrec model (so known user ids can be
 queried; a deployment would send the history with the query instead), and the popularity fallback
 for an empty history uses the learnt item biases, not counts the server never sees.
+
+The fold-in's ridge λ (``regularization``) is a serving-time setting: :meth:`FedMF.choose_fold_in`
+picks it on a split's validation phase after training (``lmrec federate`` and the benchmark do). In
+the simulation the driver holds the validation items; a deployment would have each client score the
+few λ on its own users and report the NDCG only, like the clients' validation NDCG every round.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import numpy as np
 import polars as pl
 
 from lmrec.data.dataset import Dataset
+from lmrec.data.split import Split
 from lmrec.errors import LmrecError
 from lmrec.federated.clients import client_data
 from lmrec.federated.config import FedMFConfig, FedTwoTowerConfig
@@ -37,6 +43,10 @@ from lmrec.models.mf import BPR
 from lmrec.text.cache import cached_encode
 from lmrec.text.encoder import TextEncoder, shared_encoder
 from lmrec.text.profiles import build_item_texts, item_texts_from_frame
+
+#: the fold-in λ :meth:`FedMF.choose_fold_in` tries: central and silo runs on ml-100k chose 0.01-0.03,
+#: DP-SGD runs (noisier tables) 0.1 (validation, benchmarks/federated_tune.py; docs/federated.md)
+FOLD_IN_GRID: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3)
 
 
 class FedMF(BPR):
@@ -101,6 +111,26 @@ class FedMF(BPR):
     def _simulate_text(self) -> np.ndarray | None:
         """Public item text vectors for the simulation (two-tower); FedMF reads none."""
         return None
+
+    def choose_fold_in(self, split: Split, grid: tuple[float, ...] = FOLD_IN_GRID) -> dict[float, float]:
+        """Set the fold-in λ to the value in ``grid`` with the best validation NDCG@10 (``split``'s
+        ``valid`` phase, users folded in from their training history; the first of equals wins) and
+        return every λ's score. The item table is not touched: only how a user's vector is fitted
+        to it at query time. The test phase is never read."""
+        from lmrec.evaluation import evaluate
+
+        if split.valid is None or not split.valid.height:
+            raise LmrecError("choose_fold_in needs a split with validation interactions")
+        if not grid:
+            raise LmrecError("choose_fold_in needs at least one λ in grid")
+        scores: dict[float, float] = {}
+        for lam in grid:
+            self.config = self.Config.model_validate({**self.config.model_dump(), "regularization": lam})
+            res = evaluate(self, split, ks=(10,), phase="valid", beyond_accuracy=False, auc=False)
+            scores[lam] = float(res.metrics["ndcg@10"])
+        best = max(grid, key=lambda lam: scores[lam])
+        self.config = self.Config.model_validate({**self.config.model_dump(), "regularization": best})
+        return scores
 
     def with_items(self, items: np.ndarray) -> FedMF:
         """A copy of this fitted model serving ``items`` instead (e.g. one round's item table)."""
