@@ -64,3 +64,20 @@ def test_no_validation_or_empty_grid_is_one_line(split: Split) -> None:
         model.choose_fold_in(no_valid)
     with pytest.raises(LmrecError, match="at least one λ"):
         model.choose_fold_in(split, grid=())
+
+
+def test_a_failed_search_leaves_the_lambda_as_it_was(split: Split, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = _served(split, regularization=0.1)
+    calls = []
+
+    def failing(*args: object, **kwargs: object) -> None:
+        calls.append(model.config.regularization)
+        if len(calls) == 2:
+            raise RuntimeError("evaluation failed")
+        return evaluate(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("lmrec.evaluation.evaluate", failing)
+    with pytest.raises(RuntimeError, match="evaluation failed"):
+        model.choose_fold_in(split, grid=(0.01, 0.3))
+    assert calls == [0.01, 0.3]
+    assert model.config.regularization == 0.1

@@ -123,13 +123,18 @@ class FedMF(BPR):
             raise LmrecError("choose_fold_in needs a split with validation interactions")
         if not grid:
             raise LmrecError("choose_fold_in needs at least one λ in grid")
+        original = self.config
         scores: dict[float, float] = {}
-        for lam in grid:
-            self.config = self.Config.model_validate({**self.config.model_dump(), "regularization": lam})
-            res = evaluate(self, split, ks=(10,), phase="valid", beyond_accuracy=False, auc=False)
-            scores[lam] = float(res.metrics["ndcg@10"])
+        try:
+            for lam in grid:
+                self.config = original.model_validate({**original.model_dump(), "regularization": lam})
+                res = evaluate(self, split, ks=(10,), phase="valid", beyond_accuracy=False, auc=False)
+                scores[lam] = float(res.metrics["ndcg@10"])
+        except BaseException:
+            self.config = original  # a failed or interrupted search leaves the model as it was
+            raise
         best = max(grid, key=lambda lam: scores[lam])
-        self.config = self.Config.model_validate({**self.config.model_dump(), "regularization": best})
+        self.config = original.model_validate({**original.model_dump(), "regularization": best})
         return scores
 
     def with_items(self, items: np.ndarray) -> FedMF:
