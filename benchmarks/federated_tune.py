@@ -13,8 +13,9 @@ only; it never evaluates on test.
 Keys (defaults): partition ("occupation"), clients (10), rounds (30), lr (0.003), epochs (1),
 batch (256), server_lr (1), momentum (0), factors (32), seed (0), wd (0), eval_every (10),
 eps (None: no DP), clip (1.0), fraction (1.0), tower (None: federated MF; "text_only" or "sum":
-federated two-tower over the MiniLM item text, through the embedding cache). Prints one JSON line
-per grid point.
+federated two-tower over the MiniLM item text, through the embedding cache), choose (False: validation
+NDCG@10 at the fold-in λ 0.1; True: ``[at 0.1, at the λ FedMF.choose_fold_in picks, that λ]``). Prints
+one JSON line per grid point.
 """
 
 from __future__ import annotations
@@ -50,10 +51,16 @@ def item_text(split: Split) -> np.ndarray:
     return _TEXT["ml"]
 
 
-def valid_ndcg(split: Split, items: np.ndarray, seed: int) -> float:
+def valid_ndcg(split: Split, items: np.ndarray, seed: int, choose: bool = False) -> float | list[float]:
+    """Validation NDCG@10 with users folded in at λ 0.1; with ``choose``, also at the λ
+    :meth:`FedMF.choose_fold_in` picks from its grid: ``[at 0.1, best, best λ]``."""
     model = FedMF(FedMFConfig(seed=seed))
     model._start_fit(split.train)
     model._set_items(items)
+    if choose:
+        scores = model.choose_fold_in(split)
+        best = model.config.regularization
+        return [round(scores[0.1], 4), round(scores[best], 4), best]
     return evaluate(model, split, ks=(10,), phase="valid", beyond_accuracy=False, auc=False).metrics[
         "ndcg@10"
     ]
@@ -77,7 +84,8 @@ def run(
     clip: float = 1.0,
     fraction: float = 1.0,
     tower: str | None = None,
-) -> list[tuple[int, float]]:
+    choose: bool = False,
+) -> list[tuple[int, float | list[float]]]:
     data = split.train
     spec: tuple[np.ndarray, TowerLayout] | None = None
     if tower is not None:
@@ -136,7 +144,8 @@ def run(
         items = (items - server_lr * step).astype(np.float32)
         if r % eval_every == 0 or r == rounds:
             table = items if spec is None else spec[1].table(items, spec[0])
-            out.append((r, round(valid_ndcg(split, table, seed), 4)))
+            score = valid_ndcg(split, table, seed, choose)
+            out.append((r, score if isinstance(score, list) else round(score, 4)))
     return out
 
 
