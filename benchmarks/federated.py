@@ -12,7 +12,7 @@ would change the federated and the central model alike). Per seed, all in Flower
 * ``silo``: 10 clients, non-IID: whole occupations per silo (``partition="occupation"``).
 * ``dp eps=E``: ``silo`` with record-level DP-SGD on each client (Opacus), target ε = E at
   δ = 1/943 over all rounds; ε from Opacus's RDP accountant (largest over clients). ``eps=inf`` is
-  the ``silo`` run (no DP).
+  the ``silo`` run (no DP; with the silos' own rounds and local epochs, see ``SILO`` and ``DP``).
 * ``device``: one client per user (943), 10% sampled per round, no client-side evaluation; every
   ``--device-eval`` rounds the simulation measures the aggregated item table (Flower's server-side
   ``evaluate_fn``: validation NDCG@10 with users folded in, a simulation-only measurement) and
@@ -67,21 +67,36 @@ LOCAL: dict[str, Any] = {
     "evaluate_every": 5,
 }
 ROUNDS = 40
-CENTRAL: dict[str, Any] = {**LOCAL, "clients": 1, "partition": "hash", "iterations": ROUNDS}
-#: FedAvgM with server momentum 0.9 won on silo validation NDCG@10 (FedAvg, server lr 3/5/10, 2-10
-#: local epochs were the alternatives; the same momentum made the one-client central model worse)
+#: rounds (and local epochs) per run kind, chosen on the 3-seed mean of validation NDCG@10 at the
+#: fold-in λ each run chooses (benchmarks/federated_tune.py with ``choose``; docs/federated.md):
+#: central 40 / 50 / 60 rounds .0610 / .0647 / .0638 (every seed better at 50 than at 40); silos
+#: 1 local epoch at 40 / 50 / 60 rounds .0600 / .0576 / .0592, 2 local epochs at 20 / 40 rounds
+#: .0618 / .0601, server momentum 0.8 / 0.95 at 40 rounds .0602 / .0558
+CENTRAL: dict[str, Any] = {**LOCAL, "clients": 1, "partition": "hash", "iterations": 50}
+#: FedAvgM with server momentum 0.9 won on silo validation NDCG@10 (FedAvg with server lr 3/5/10 or
+#: 2-10 local epochs were the alternatives; the same momentum made the one-client central model
+#: worse); its 2 local epochs x 20 rounds are from the re-check above
 SILO: dict[str, Any] = {
     **LOCAL,
     "clients": 10,
     "partition": "occupation",
-    "iterations": ROUNDS,
+    "iterations": 20,
+    "local_epochs": 2,
     "strategy": "fedavgm",
     "server_momentum": 0.9,
 }
 #: record-level DP-SGD: larger Poisson batches and a smaller clipping norm, chosen at ε = 8 on
 #: validation (batch 1024/2048/4096, clipping 0.1/0.3/1, lr 0.006/0.01, 20/40 rounds, with and
-#: without server momentum)
-DP: dict[str, Any] = {**SILO, "batch_size": 4096, "max_grad_norm": 0.3}
+#: without server momentum). Clipping 0.1: at the fold-in λ each run chooses (FedMF.choose_fold_in),
+#: seeds 0 / 1 / 2 reached .0420 / .0379 / .0445 against 0.3's .0386 / .0383 / .0418 and 1.0's
+#: .0351 / .0388 / .0383 (at the fixed λ 0.1 the two were level, and 0.3 had been kept)
+DP: dict[str, Any] = {
+    **SILO,
+    "iterations": ROUNDS,
+    "local_epochs": 1,
+    "batch_size": 4096,
+    "max_grad_norm": 0.1,
+}
 #: cross-device: a client holds ~100 records, so small local batches and several local epochs; the
 #: server step η = 10 makes up for sampling 10% of the clients (momentum 0.9 was worse here)
 DEVICE: dict[str, Any] = {
@@ -110,7 +125,14 @@ TOWER: dict[str, Any] = {"fusion": "sum"}
 #: beat FedMF's 0.3 at ε = 8 on all three seeds (valid NDCG@10 at the chosen fold-in λ, seeds
 #: 0 / 1 / 2: .0472 / .0445 / .0479 against .0428 / .0431 / .0462); 0.1 and 3.0, lr 0.003 / 0.012,
 #: 16 factors, batch 2048 / 8192 and no server momentum were no better on seed 0
-TOWER_RUNS: dict[str, dict[str, Any]] = {"dp": {"max_grad_norm": 1.0}}
+#: Rounds and local epochs re-checked for the tower the same way as FedMF's (3-seed validation
+#: means at the chosen fold-in λ): central 40 / 50 / 60 rounds .0619 / .0631 / .0618; silos 1 local
+#: epoch at 40 / 60 rounds .0601 / .0570, 2 local epochs at 20 / 40 rounds .0602 / .0603.
+TOWER_RUNS: dict[str, dict[str, Any]] = {
+    "central": {"iterations": 50},
+    "silo": {"iterations": ROUNDS, "local_epochs": 2},
+    "dp": {"max_grad_norm": 1.0},
+}
 MODELS: dict[str, type[FedMF]] = {"mf": FedMF, "two_tower": FedTwoTower}
 
 
@@ -142,8 +164,7 @@ def run(
 ) -> dict[str, Any]:
     started = time.perf_counter()
     if model_name == "two_tower":
-        kind = name.split(" ")[0]
-        params = {**params, **TOWER, **TOWER_RUNS.get(kind, {}), "cache_dir": str(default_cache_dir())}
+        params = {**params, **TOWER, "cache_dir": str(default_cache_dir())}
     model = MODELS[model_name](seed=seed, simulation_cpus=2, ray_address=ray_address, **params)
 
     def server_eval(server_round: int, items: np.ndarray) -> float | None:
@@ -185,15 +206,26 @@ def run(
 
 
 def plan_runs(
-    parts: set[str], epsilons: list[float], device_rounds: int, rounds: int = ROUNDS
+    parts: set[str],
+    epsilons: list[float],
+    device_rounds: int,
+    rounds: int | None = None,
+    model_name: str = "mf",
 ) -> list[tuple[str, dict[str, Any]]]:
+    """The runs to make: (name, settings). ``rounds`` (if given) replaces every central, silo and DP
+    run's own number of rounds; the two-tower model's runs get ``TOWER_RUNS`` first."""
+
+    def settings(kind: str, base: dict[str, Any]) -> dict[str, Any]:
+        out = {**base, **(TOWER_RUNS.get(kind, {}) if model_name == "two_tower" else {})}
+        return out if rounds is None else {**out, "iterations": rounds}
+
     plan: list[tuple[str, dict[str, Any]]] = []
     if "central" in parts:
-        plan.append(("central", {**CENTRAL, "iterations": rounds}))
+        plan.append(("central", settings("central", CENTRAL)))
     if "silo" in parts:
-        plan.append(("silo", {**SILO, "iterations": rounds}))
+        plan.append(("silo", settings("silo", SILO)))
     if "dp" in parts:
-        dp = {**DP, "iterations": rounds}
+        dp = settings("dp", DP)
         # ε = ∞ is the silo run itself (what a user gets without DP), added by main()
         for eps in (e for e in epsilons if not math.isinf(e)):
             plan.append((f"dp eps={eps:g}", {**dp, "dp": "record", "dp_epsilon": eps}))
@@ -303,7 +335,12 @@ def main() -> None:
     ap.add_argument("--model", choices=sorted(MODELS), default="mf", help="fed_mf or fed_two_tower")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--epsilons", default="1,2,4,8,inf")
-    ap.add_argument("--rounds", type=int, default=ROUNDS, help="rounds of the central, silo and DP runs")
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="rounds of every central, silo and DP run (default: each kind's own, see CENTRAL/SILO/DP)",
+    )
     ap.add_argument("--device-rounds", type=int, default=DEVICE_ROUNDS)
     ap.add_argument("--device-eval", type=int, default=5, help="server-side evaluation every N rounds")
     ap.add_argument("--parts", default="central,silo,dp,device")
@@ -317,7 +354,7 @@ def main() -> None:
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     epsilons = [float(e) for e in args.epsilons.split(",")]
-    plan = plan_runs(set(args.parts.split(",")), epsilons, args.device_rounds, args.rounds)
+    plan = plan_runs(set(args.parts.split(",")), epsilons, args.device_rounds, args.rounds, args.model)
     split = leave_last_out(load_dataset("ml-100k", data_dir=args.data_dir))
     if args.summarise_only:
         rows = [json.loads(line) for line in (args.out / "federated.partial.jsonl").read_text().splitlines()]

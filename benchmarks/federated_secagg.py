@@ -14,7 +14,7 @@ validation and test NDCG@10, and the largest |entry| of any round's aggregated t
 clipping range must cover). Timings on a shared 2-core machine are noisy: the load average is
 printed with them.
 
-    python benchmarks/federated_secagg.py [--seeds 0] [--rounds 40] [--out runs/federated_secagg]
+    python benchmarks/federated_secagg.py [--seeds 0] [--rounds 20] [--out runs/federated_secagg]
 
 Prints JSON and a Markdown table; writes ``federated_secagg.json``.
 """
@@ -38,7 +38,7 @@ from lmrec.federated import FedMF, RoundLog
 from lmrec.federated.cluster import ray_cluster
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from federated import ROUNDS, SILO
+from federated import SILO
 
 
 def _ndcg(model: FedMF, split: Split, phase: str) -> float:
@@ -112,7 +112,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--seeds", default="0")
-    ap.add_argument("--rounds", type=int, default=ROUNDS)
+    ap.add_argument("--rounds", type=int, default=SILO["iterations"])
     ap.add_argument("--out", type=Path, default=Path("runs/federated_secagg"))
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
