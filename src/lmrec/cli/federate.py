@@ -123,13 +123,13 @@ def federate_cmd(
         raise LmrecError(f"--dp-clipping {dp_clipping!r}: choose server or client")
     if strategy not in ("fedavg", "fedavgm", "fedprox", "fedadam"):
         raise LmrecError(f"--strategy {strategy!r}: choose fedavg, fedavgm, fedprox or fedadam")
-    auto_l2 = fold_in_l2.strip().lower() == "auto"
     try:
-        l2 = None if auto_l2 else float(fold_in_l2)
+        l2 = None if fold_in_l2.strip().lower() == "auto" else float(fold_in_l2)
     except ValueError:
         raise LmrecError(f"--fold-in-l2 {fold_in_l2!r}: give a number or auto") from None
     try:
         from lmrec.federated import FedMF, FedMFConfig, FedTwoTower, FedTwoTowerConfig
+        from lmrec.federated.model import FOLD_IN_GRID
         from lmrec.federated.report import plot_rounds
     except ModuleNotFoundError as exc:
         raise LmrecError(
@@ -191,14 +191,12 @@ def federate_cmd(
     fitted = estimator.fit(sp.train, valid=sp.valid, on_round=show)
     seconds = time.perf_counter() - started
     with err.status("evaluating (user vectors folded in from history)"):
-        if auto_l2:  # the chosen λ's validation score is the search's own; no second evaluation
-            scores = fitted.choose_fold_in(sp)
-            valid_ndcg = scores[fitted.config.regularization]
+        # a given λ is a grid of one: its validation score is the search's own, as for auto
+        scores = fitted.choose_fold_in(sp, FOLD_IN_GRID if l2 is None else (l2,))
+        valid_ndcg = scores[fitted.config.regularization]
+        if l2 is None:
             tried = ", ".join(f"{lam:g}: {v:.4f}" for lam, v in scores.items())
             console.print(f"fold-in λ {fitted.config.regularization:g} (validation NDCG@10 {tried})")
-        else:
-            valid = evaluate(fitted, sp, ks=(10,), phase="valid", beyond_accuracy=False, auc=False)
-            valid_ndcg = valid.metrics["ndcg@10"]
         test = evaluate(fitted, sp, ks=(10,), phase="test", beyond_accuracy=False, auc=False)
     fitted.save(out)
     save_catalog(data, out)
