@@ -19,7 +19,8 @@ batches, each record's gradient (over the user *and* item factors it touches) cl
 they are a function of every local record and they shape the item gradients of later steps, so only
 when they too are produced by the DP mechanism is the item-factor release covered by the
 accountant. Per-record gradient norms come from Opacus's ghost clipping, which never builds the
-``batch x n_items x dim`` per-sample gradient of the item table that its ``hooks`` mode would.
+``batch x n_items x dim`` per-sample gradient of the item table that its ``hooks`` mode would; for
+the embedding tables Opacus takes them from :mod:`lmrec.federated.ghost`'s closed form.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from lmrec.federated.ghost import RecordEmbedding, register
 from lmrec.federated.tower import TowerBPR, TowerLayout
 
 
@@ -60,8 +62,8 @@ class _BPR(nn.Module):
 
     def __init__(self, users: np.ndarray, items: np.ndarray) -> None:
         super().__init__()
-        self.users = nn.Embedding.from_pretrained(torch.from_numpy(users.copy()), freeze=False)
-        self.items = nn.Embedding.from_pretrained(torch.from_numpy(items.copy()), freeze=False)
+        self.users = RecordEmbedding.from_pretrained(torch.from_numpy(users.copy()), freeze=False)
+        self.items = RecordEmbedding.from_pretrained(torch.from_numpy(items.copy()), freeze=False)
 
     def forward(self, users: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
         u = self.users(users)  # (B, f)
@@ -152,6 +154,7 @@ def _dp_update(
     from opacus import PrivacyEngine
     from torch.utils.data import DataLoader
 
+    register()  # Opacus clips our tables with lmrec.federated.ghost's per-record norms
     n = len(u_all)
     batch = min(config.batch_size, n)
     # the negatives are drawn once per epoch and belong to the record: a record is (u, i, j)

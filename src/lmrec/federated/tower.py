@@ -34,6 +34,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from lmrec.federated.ghost import RecordEmbedding
+
 #: the scale of the initial projection and ID entries (FedMF starts its item table at N(0, 0.1²))
 INIT_STD = 0.1
 
@@ -111,22 +113,22 @@ class TowerBPR(nn.Module):
     like :class:`lmrec.federated.local._BPR`'s, so the same local loop and DP-SGD train it.
 
     The text table is a frozen ``nn.Embedding`` (no gradient, nothing for Opacus to clip), the
-    projection an ``nn.Linear`` and the IDs an ``nn.Embedding``: layers Opacus's ghost clipping
-    computes per-record gradient norms for.
+    projection an ``nn.Linear`` and the IDs a :class:`~lmrec.federated.ghost.RecordEmbedding`:
+    layers Opacus's ghost clipping computes per-record gradient norms for.
     """
 
     def __init__(self, users: np.ndarray, packed: np.ndarray, text: np.ndarray, layout: TowerLayout) -> None:
         super().__init__()
         self.layout = layout
         proj, ids = layout.split(packed)
-        self.users = nn.Embedding.from_pretrained(torch.from_numpy(users.copy()), freeze=False)
+        self.users = RecordEmbedding.from_pretrained(torch.from_numpy(users.copy()), freeze=False)
         self.text = nn.Embedding.from_pretrained(torch.from_numpy(np.ascontiguousarray(text, np.float32)))
         self.proj = nn.Linear(layout.text_dim, layout.factors + 1)
         with torch.no_grad():
             self.proj.weight.copy_(torch.from_numpy(proj[:-1].T.copy()))
             self.proj.bias.copy_(torch.from_numpy(proj[-1].copy()))
         self.ids = (
-            nn.Embedding.from_pretrained(torch.from_numpy(ids.copy()), freeze=False)
+            RecordEmbedding.from_pretrained(torch.from_numpy(ids.copy()), freeze=False)
             if ids is not None
             else None
         )
