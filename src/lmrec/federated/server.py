@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
@@ -28,6 +28,7 @@ from flwr.serverapp.strategy import (
 )
 
 from lmrec.federated.config import FedMFConfig
+from lmrec.federated.engine import SampledGrid
 
 
 @dataclass(frozen=True)
@@ -97,8 +98,12 @@ class Observed(Strategy):
         on_round: Callable[[RoundLog], None] | None,
         keep: bool,
         evaluate_every: int = 1,
+        sample: Callable[[int, str], list[int]] | None = None,
     ) -> None:
         self.inner = inner
+        #: seeded client sampling (:class:`lmrec.federated.engine.NodeSampler`): the strategy is
+        #: shown only the round's nodes; None: the strategy samples (Flower's ``random.sample``)
+        self.sample = sample
         #: clients evaluate in rounds ``evaluate_every, 2 * evaluate_every, ...`` and the last one
         self.evaluate_every = evaluate_every
         #: the rounds :meth:`start` was asked to run (the last round always evaluates)
@@ -135,6 +140,8 @@ class Observed(Strategy):
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
+        if self.sample is not None:
+            grid = cast(Grid, SampledGrid(grid, self.sample(server_round, "train")))
         messages = list(self.inner.configure_train(server_round, arrays, config, grid))
         self._down = sum(payload_bytes(m.content) for m in messages)
         self._up = 0
@@ -165,6 +172,8 @@ class Observed(Strategy):
     ) -> Iterable[Message]:
         if server_round % self.evaluate_every and server_round != self.num_rounds:
             return []  # no evaluation messages this round (Flower then aggregates no replies)
+        if self.sample is not None:
+            grid = cast(Grid, SampledGrid(grid, self.sample(server_round, "evaluate")))
         messages = list(self.inner.configure_evaluate(server_round, arrays, config, grid))
         self._down += sum(payload_bytes(m.content) for m in messages)
         return messages
@@ -232,15 +241,22 @@ def train_metrics(records: list[RecordDict], weighting: str) -> MetricRecord:
 
 
 def make_strategy(
-    c: FedMFConfig, n_clients: int, n_sampled: int, has_valid: bool, central_z: float | None
+    c: FedMFConfig,
+    n_clients: int,
+    n_sampled: int,
+    has_valid: bool,
+    central_z: float | None,
+    seeded_sampling: bool = False,
 ) -> Strategy:
-    """Flower's strategy for ``c.strategy``; clients evaluate only when they hold validation data."""
+    """Flower's strategy for ``c.strategy``; clients evaluate only when they hold validation data.
+    With ``seeded_sampling`` the strategy is shown only the round's sampled nodes (``Observed``'s
+    ``sample``), so it waits for those, not for every client."""
     common: dict[str, Any] = {
         "fraction_train": c.fraction,
         "fraction_evaluate": c.fraction if has_valid else 0.0,
         "min_train_nodes": min(n_sampled, n_clients),
         "min_evaluate_nodes": min(n_sampled, n_clients) if has_valid else 0,
-        "min_available_nodes": n_clients,
+        "min_available_nodes": min(n_sampled, n_clients) if seeded_sampling else n_clients,
         "train_metrics_aggr_fn": train_metrics,
     }
     strategy: Strategy

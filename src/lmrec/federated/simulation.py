@@ -39,7 +39,6 @@ from typing import Any
 import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
-from flwr.clientapp import ClientApp
 from flwr.clientapp.mod import fixedclipping_mod
 from flwr.serverapp import Grid, ServerApp
 from flwr.simulation import run_simulation
@@ -47,6 +46,7 @@ from flwr.simulation import run_simulation
 from lmrec.federated.accounting import client_noise, epsilon, noise_for
 from lmrec.federated.clients import ClientData, client_data, load_clients, save_clients
 from lmrec.federated.config import FedMFConfig, FedTwoTowerConfig
+from lmrec.federated.engine import NodeSampler, ShippedClientApp, engine_supported, simulation_engine
 from lmrec.federated.local import LocalConfig, local_update
 from lmrec.federated.secagg import (
     SecAggObserved,
@@ -201,7 +201,7 @@ def simulate(
         return len(data.valid_users), ndcg
 
     if c.secagg:
-        client_app = ClientApp(mods=client_mods(c))
+        client_app = ShippedClientApp(mods=client_mods(c))
 
         @client_app.train()
         def train_legacy(msg: Message, context: Context) -> Message:
@@ -213,7 +213,7 @@ def simulate(
 
     else:
         # Flower's message-API clipping mod for client-side DP clipping (the strategy sends the norm)
-        client_app = ClientApp(
+        client_app = ShippedClientApp(
             mods=[fixedclipping_mod] if c.dp == "client" and c.dp_clipping == "client" else []
         )
 
@@ -244,6 +244,13 @@ def simulate(
         init = layout.init(c.seed)
     final: dict[str, np.ndarray] = {}
     received: list[RecordDict] = []
+    # a sampled round's clients follow c.seed (Flower's own draw does not; lmrec.federated.engine);
+    # SecAgg+'s legacy workflow samples through its client manager and keeps Flower's draw
+    sampler = (
+        NodeSampler(n_clients, n_sampled, c.seed)
+        if n_sampled < n_clients and not c.secagg and engine_supported()
+        else None
+    )
     rounds: list[RoundLog]
     server_app = ServerApp()
     if c.secagg:
@@ -278,11 +285,12 @@ def simulate(
         rounds = legacy_observer.rounds
     else:
         observer = Observed(
-            make_strategy(c, n_clients, n_sampled, has_valid, central_z),
+            make_strategy(c, n_clients, n_sampled, has_valid, central_z, seeded_sampling=sampler is not None),
             client_epsilon=central_epsilon,
             on_round=on_round,
             keep=keep_messages,
             evaluate_every=c.evaluate_every,
+            sample=sampler,
         )
 
         def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
@@ -314,21 +322,23 @@ def simulate(
     level = flwr_log.level
     flwr_log.setLevel(logging.ERROR)
     try:
-        run_simulation(
-            server_app=server_app,
-            client_app=client_app,
-            num_supernodes=n_clients,
-            backend_config={
-                "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-                "init_args": (
-                    {"address": c.ray_address, "log_to_driver": False}
-                    if c.ray_address
-                    # "local": a Ray instance of its own, never one another process started on
-                    # this machine (a plain ray.init() attaches to it and then refuses num_cpus)
-                    else {"address": "local", "num_cpus": c.simulation_cpus, "include_dashboard": False}
-                ),
-            },
-        )
+        # the engine's per-message overhead, off the driver (lmrec.federated.engine)
+        with simulation_engine(sampler):
+            run_simulation(
+                server_app=server_app,
+                client_app=client_app,
+                num_supernodes=n_clients,
+                backend_config={
+                    "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+                    "init_args": (
+                        {"address": c.ray_address, "log_to_driver": False}
+                        if c.ray_address
+                        # "local": a Ray instance of its own, never one another process started on
+                        # this machine (a plain ray.init() attaches to it and then refuses num_cpus)
+                        else {"address": "local", "num_cpus": c.simulation_cpus, "include_dashboard": False}
+                    ),
+                },
+            )
         if "items" not in final:
             raise RuntimeError("the Flower simulation ended without a model (see the log above)")
         shared = np.ascontiguousarray(final["items"], dtype=np.float32)
