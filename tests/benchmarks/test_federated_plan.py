@@ -38,3 +38,17 @@ def test_rounds_overrides_every_central_silo_and_dp_run() -> None:
         plan = _plan(model, rounds=2)
         assert {p["iterations"] for name, p in plan.items() if name != "device"} == {2}
         assert plan["device"]["iterations"] == 40
+
+
+def test_every_planned_run_is_a_valid_config() -> None:
+    """Each run's settings pass the model's own config validation (a refused combination, e.g.
+    SecAgg+ with ``evaluate_every`` > 1, would otherwise surface only minutes into a benchmark)."""
+    from lmrec.federated import FedMFConfig, FedTwoTowerConfig
+
+    for settings in _plan("mf").values():
+        FedMFConfig(**settings)
+    bench = _script("federated")
+    for settings in _plan("two_tower").values():
+        FedTwoTowerConfig(**{**settings, **bench.TOWER})
+    for settings in _script("federated_secagg").secagg_arms(20).values():
+        FedMFConfig(**settings)
