@@ -13,7 +13,8 @@ would change the federated and the central model alike). Per seed, all in Flower
 * ``dp eps=E``: ``silo`` with record-level DP-SGD on each client (Opacus), target ε = E at
   δ = 1/943 over all rounds; ε from Opacus's RDP accountant (largest over clients). ``eps=inf`` is
   the ``silo`` run (no DP; with the silos' own rounds and local epochs, see ``SILO`` and ``DP``).
-* ``device``: one client per user (943), 10% sampled per round, no client-side evaluation; every
+* ``device``: one client per user (943), 10% sampled per round (drawn from the seed and the round,
+  ``lmrec.federated.engine.NodeSampler``), no client-side evaluation; every
   ``--device-eval`` rounds the simulation measures the aggregated item table (Flower's server-side
   ``evaluate_fn``: validation NDCG@10 with users folded in, a simulation-only measurement) and
   reports the first round that reaches 0.9x the central model's validation NDCG@10 (same measure).
