@@ -165,7 +165,7 @@ def run(
 ) -> dict[str, Any]:
     started = time.perf_counter()
     if model_name == "two_tower":
-        params = {**params, **TOWER, "cache_dir": str(default_cache_dir())}
+        params = {**params, "cache_dir": str(default_cache_dir())}
     model = MODELS[model_name](seed=seed, simulation_cpus=2, ray_address=ray_address, **params)
 
     def server_eval(server_round: int, items: np.ndarray) -> float | None:
@@ -213,11 +213,15 @@ def plan_runs(
     rounds: int | None = None,
     model_name: str = "mf",
 ) -> list[tuple[str, dict[str, Any]]]:
-    """The runs to make: (name, settings). ``rounds`` (if given) replaces every central, silo and DP
-    run's own number of rounds; the two-tower model's runs get ``TOWER_RUNS`` first."""
+    """The runs to make: (name, settings). The two-tower model's runs get ``TOWER`` and their kind's
+    ``TOWER_RUNS`` on top of FedMF's; ``rounds`` (if given) then replaces every central, silo and DP
+    run's own number of rounds."""
+
+    def own(kind: str, base: dict[str, Any]) -> dict[str, Any]:
+        return {**base, **TOWER, **TOWER_RUNS.get(kind, {})} if model_name == "two_tower" else dict(base)
 
     def settings(kind: str, base: dict[str, Any]) -> dict[str, Any]:
-        out = {**base, **(TOWER_RUNS.get(kind, {}) if model_name == "two_tower" else {})}
+        out = own(kind, base)
         return out if rounds is None else {**out, "iterations": rounds}
 
     plan: list[tuple[str, dict[str, Any]]] = []
@@ -231,7 +235,7 @@ def plan_runs(
         for eps in (e for e in epsilons if not math.isinf(e)):
             plan.append((f"dp eps={eps:g}", {**dp, "dp": "record", "dp_epsilon": eps}))
     if "device" in parts:
-        plan.append(("device", {**DEVICE, "iterations": device_rounds}))
+        plan.append(("device", {**own("device", DEVICE), "iterations": device_rounds}))
     return plan
 
 

@@ -30,7 +30,8 @@ def test_the_tower_overrides_fedmf_settings_per_kind() -> None:
     assert tower["central"]["iterations"] == 50
     assert (tower["silo"]["iterations"], tower["silo"]["local_epochs"]) == (40, 2)
     assert tower["dp eps=1"]["max_grad_norm"] == 1.0 and tower["dp eps=1"]["local_epochs"] == 1
-    assert tower["device"] == _plan("mf")["device"]
+    # the device run has no overrides of its own: FedMF's settings plus the tower's (fusion)
+    assert tower["device"] == {**_plan("mf")["device"], **_script("federated").TOWER}
 
 
 def test_rounds_overrides_every_central_silo_and_dp_run() -> None:
@@ -47,8 +48,8 @@ def test_every_planned_run_is_a_valid_config() -> None:
 
     for settings in _plan("mf").values():
         FedMFConfig(**settings)
-    bench = _script("federated")
     for settings in _plan("two_tower").values():
-        FedTwoTowerConfig(**{**settings, **bench.TOWER})
+        assert settings["fusion"] == "sum"  # the tower's own settings are in the plan
+        FedTwoTowerConfig(**settings)
     for settings in _script("federated_secagg").secagg_arms(20).values():
         FedMFConfig(**settings)

@@ -190,6 +190,3 @@ class ShippedClientApp(ClientApp):
             plain.__dict__.update({k: v for k, v in self.__dict__.items() if not k.startswith("_lmrec")})
             self._lmrec_payload = cloudpickle.dumps(plain)
         return (_receive, (self._lmrec_key, self._lmrec_payload))
-
-    def __reduce_ex__(self, protocol: Any) -> tuple[Callable[[str, bytes], ClientApp], tuple[str, bytes]]:
-        return self.__reduce__()
