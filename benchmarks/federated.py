@@ -385,7 +385,9 @@ def main() -> None:
         if name.startswith("dp eps=")
     }
     central_test = summary.get("central", {}).get("test_ndcg@10", {}).get("mean")
-    eps_plot = plot_epsilon(eps_points, args.out / "federated_epsilon.png", central=central_test)
+    plots = [plot]
+    if eps_points:  # no DP or silo run (e.g. --parts central,device): no ε curve to draw
+        plots.append(plot_epsilon(eps_points, args.out / "federated_epsilon.png", central=central_test))
     report = {
         "summary": summary,
         "model": args.model,
@@ -396,7 +398,7 @@ def main() -> None:
         "loadavg_start": load_start,
         "loadavg_end": os.getloadavg(),
         "cpus": os.cpu_count(),
-        "plots": [str(plot), str(eps_plot)],
+        "plots": [str(p) for p in plots],
     }
     (args.out / "federated.json").write_text(json.dumps(report, indent=1))
     print(
