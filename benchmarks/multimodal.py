@@ -75,7 +75,7 @@ from lmrec.data.split import Split, cold_item, leave_last_out
 from lmrec.evaluation import evaluate
 from lmrec.evaluation.metrics import ranking_metrics
 from lmrec.evaluation.significance import bootstrap_ci, paired_test
-from lmrec.image import MobileNetV2Encoder, cached_encode_images, image_key
+from lmrec.image import cached_encode_images, get_image_encoder, image_key
 from lmrec.models.base import Query, Recommender
 from lmrec.models.content import ContentRecommender
 from lmrec.models.popularity import Popularity
@@ -594,7 +594,7 @@ def time_encoding(data: Dataset, main_cache: str, threads: int) -> dict[str, Any
     then go into ``main_cache`` too, so the model runs do not encode them a second time."""
     assert data.images is not None
     paths = list(data.images.paths.values())
-    enc = MobileNetV2Encoder(threads=threads)
+    enc = get_image_encoder(ENCODERS["image"], threads=threads)
     with tempfile.TemporaryDirectory(prefix="lmrec-mm-cache-") as root:
         t0 = time.perf_counter()
         vecs = cached_encode_images(paths, enc, EmbeddingCache(root), show_progress=True)
@@ -621,8 +621,8 @@ def throughput(data: Dataset, n: int) -> list[dict[str, Any]]:
     paths = list(data.images.paths.values())[:n]
     out = []
     for threads in (1, 2):
-        enc = MobileNetV2Encoder(threads=threads).load()
-        enc.encode(paths[:8])  # warm-up
+        enc = get_image_encoder(ENCODERS["image"], threads=threads)
+        enc.encode(paths[:8])  # warm-up (loads the weights)
         t0 = time.perf_counter()
         enc.encode(paths, batch_size=32)
         s = time.perf_counter() - t0
@@ -653,7 +653,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--skip-timing", action="store_true", help="no fresh-cache encoding run")
     ap.add_argument("--text-encoder", default=None, help="text model (default: the bundled MiniLM)")
-    ap.add_argument("--image-encoder", default=None, help="image model (default: MobileNetV2; 'histogram')")
+    ap.add_argument(
+        "--image-encoder",
+        default=None,
+        help="image model (default: MobileNetV2; e.g. 'mobilenetv2+efficientnet-lite2', 'histogram')",
+    )
     ap.add_argument(
         "--hybrid", action="store_true", help="also the hybrid ranker with/without picture features (warm)"
     )

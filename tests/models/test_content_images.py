@@ -134,3 +134,28 @@ def test_add_items_with_only_a_picture_or_only_text(board: Dataset, tmp_path: Pa
     m = ContentRecommender(modalities=("image",), image_encoder="histogram").fit(board.with_images(feats))
     with pytest.raises(LmrecError, match="different space"):
         m.add_items(pl.DataFrame({"item_id": [100], "image": [str(red)]}))
+
+
+def test_concatenated_cnn_pictures_end_to_end(board: Dataset, tmp_path: Path) -> None:
+    """The real offline CNNs side by side (``"mobilenetv2+efficientnet-lite2"``): fit, save, load, and
+    a poster-only item added after loading ranks with its look-alikes."""
+    m = ContentRecommender(
+        modalities=("image",),
+        image_encoder="mobilenetv2+efficientnet-lite2",
+        recency_half_life=None,
+        cache_dir=str(tmp_path / "cache"),
+    ).fit(board)
+    assert m.image_encoder_id_ is not None and m.image_encoder_id_.startswith("concat(")
+    assert m.item_vectors().shape == (N_ITEMS, 2560)
+    assert _hit_rate(m, board) >= 0.9
+    loaded = Recommender.load(m.save(tmp_path / "m"))
+    assert isinstance(loaded, ContentRecommender)
+    np.testing.assert_array_equal(loaded.item_vectors(), m.item_vectors())
+    red = tmp_path / "new_red.jpg"
+    im = Image.new("RGB", (24, 36), (210, 35, 45))
+    ImageDraw.Draw(im).ellipse((4, 8, 20, 24), fill=(250, 250, 250))
+    im.save(red, "JPEG")
+    loaded.add_items(pl.DataFrame({"item_id": [100], "image": [str(red)]}))
+    # the 6 unseen red items and the new red poster come before every blue one
+    top = loaded.recommend(Query(history=[0, 2, 4, 6]), k=7)["item_id"].to_list()
+    assert 100 in top and all(i == 100 or i % 2 == 0 for i in top)
