@@ -44,7 +44,8 @@ class ContentConfig(ModelConfig):
     show_progress: bool | None = None
     #: what an item vector is made of: its profile text, its picture (the dataset's item images), or both
     modalities: tuple[Literal["text", "image"], ...] = ("text",)
-    #: picture model: None = the offline ImageNet MobileNetV2; "histogram" for the model-free one
+    #: picture model: None = the offline ImageNet MobileNetV2; "efficientnet-lite2"; names joined by
+    #: "+" side by side ("mobilenetv2+efficientnet-lite2"); "histogram" for the model-free one
     image_encoder: str | None = None
     #: the picture's share of an item's score when both modalities are used (see :mod:`lmrec.models.content`)
     image_weight: float = Field(0.5, ge=0.0, le=1.0)

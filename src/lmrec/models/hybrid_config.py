@@ -72,7 +72,8 @@ class HybridConfig(ModelConfig):
     #: how many of the query's latest items the text (and picture) similarity looks at
     text_history: int = Field(default=5, ge=1)
     #: picture features ("image" group): image encoder name (None: the offline ImageNet
-    #: MobileNetV2; "histogram" for tests); vectors go through ``text_cache_dir`` too
+    #: MobileNetV2; any :func:`lmrec.image.get_image_encoder` name; "histogram" for tests); vectors
+    #: go through ``text_cache_dir`` too
     image_encoder: str | None = None
     profile: ProfileConfig = ProfileConfig()
     #: item-table columns used as categories, when present

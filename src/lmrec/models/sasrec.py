@@ -106,8 +106,9 @@ class SequentialConfig(ModelConfig):
     modalities: tuple[Literal["id", "text", "image"], ...] | None = None
     #: with ``modalities``: probability of dropping an item's text or picture part during training
     modality_dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
-    #: picture model: None = the offline ImageNet MobileNetV2 (:mod:`lmrec.image`); "histogram" for
-    #: the model-free one. Ignored when the dataset's pictures come as a feature matrix
+    #: picture model: None = the offline ImageNet MobileNetV2 (:mod:`lmrec.image`; any
+    #: ``get_image_encoder`` name, e.g. "mobilenetv2+efficientnet-lite2"); "histogram" for the
+    #: model-free one. Ignored when the dataset's pictures come as a feature matrix
     image_encoder: str | None = None
     #: probability of zeroing an item's ID part during training (the text path learns to carry it)
     id_dropout: float = Field(default=0.0, ge=0.0, lt=1.0)

@@ -37,8 +37,9 @@ class TwoTowerConfig(ModelConfig):
     #: with ``modalities``: probability of dropping an item's text or picture part during training,
     #: each on its own (an item keeps at least one part it has), so items lacking one are placed well
     modality_dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
-    #: picture model: None = the offline ImageNet MobileNetV2 (:mod:`lmrec.image`); "histogram" for
-    #: the model-free one. Ignored when the dataset's pictures come as a feature matrix
+    #: picture model: None = the offline ImageNet MobileNetV2 (:mod:`lmrec.image`; any
+    #: ``get_image_encoder`` name, e.g. "mobilenetv2+efficientnet-lite2"); "histogram" for the
+    #: model-free one. Ignored when the dataset's pictures come as a feature matrix
     image_encoder: str | None = None
     #: hidden width of a 2-layer text projection (None: one linear layer)
     text_hidden: int | None = Field(default=None, ge=1)
