@@ -14,8 +14,6 @@ from lmrec.image import ConcatImageEncoder, ImageEncoder, MobileNetV2Encoder, ge
 from lmrec.image.efficientnet import EFFICIENTNET_LITE, EfficientNetLiteEncoder, lite_weights_path
 from lmrec.image.encoder import sha256_file
 
-from .test_encoder import posters  # noqa: F401  (fixture)
-
 #: the ImageNet classes nearest a film poster: "web site", "comic book", "book jacket"
 POSTER_CLASSES = [916, 917, 921]
 
@@ -28,7 +26,7 @@ def test_weights_are_the_pinned_files(name: str) -> None:
     assert path.name.split("-")[-1] == EFFICIENTNET_LITE[name].sha256[:8] + ".pth"
 
 
-def test_lite_vectors_offline_without_torchvision(posters, tmp_path: Path) -> None:  # noqa: F811
+def test_lite_vectors_offline_without_torchvision(posters, tmp_path: Path) -> None:
     enc = get_image_encoder("efficientnet-lite2", threads=1)
     assert isinstance(enc, EfficientNetLiteEncoder) and isinstance(enc, ImageEncoder)
     assert enc.dim == 1280 and "size=260" in enc.model_id and not enc.is_loaded
@@ -82,7 +80,7 @@ def test_changed_lite_weights_are_refused() -> None:
         get_image_encoder("efficientnet-b7")
 
 
-def test_concatenation_averages_the_parts_cosines(posters) -> None:  # noqa: F811
+def test_concatenation_averages_the_parts_cosines(posters) -> None:
     enc = get_image_encoder("mobilenetv2+efficientnet-lite2", threads=1)
     assert isinstance(enc, ConcatImageEncoder) and isinstance(enc, ImageEncoder)
     assert enc.dim == 2560 and enc.model_id.startswith("concat(mobilenetv2-imagenet@")

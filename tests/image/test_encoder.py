@@ -4,11 +4,10 @@ model-free colour histogram."""
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from lmrec.errors import LmrecError
 from lmrec.image import (
@@ -19,26 +18,6 @@ from lmrec.image import (
     get_image_encoder,
 )
 from lmrec.image.encoder import sha256_file, weights_path
-
-
-def poster(path: Path, colour: tuple[int, int, int], shape: str) -> Path:
-    im = Image.new("RGB", (46, 69), colour)
-    d = ImageDraw.Draw(im)
-    if shape == "circle":
-        d.ellipse((8, 20, 38, 50), fill=(255, 255, 255))
-    else:
-        d.rectangle((5, 5, 40, 30), fill=(0, 0, 0))
-    im.save(path, "JPEG", quality=90)
-    return path
-
-
-@pytest.fixture()
-def posters(tmp_path: Path) -> list[Path]:
-    return [
-        poster(tmp_path / "a.jpg", (200, 30, 30), "circle"),
-        poster(tmp_path / "b.jpg", (30, 30, 200), "box"),
-        poster(tmp_path / "c.jpg", (30, 180, 30), "circle"),
-    ]
 
 
 def test_weights_are_the_pinned_file() -> None:
@@ -86,3 +65,10 @@ def test_histogram_encoder(posters) -> None:
     assert get_image_encoder("histogram:4").dim == 12 + 48
     with pytest.raises(LmrecError, match="unknown image encoder"):
         get_image_encoder("clip")
+
+
+def test_a_missing_weights_package_is_named() -> None:
+    from lmrec.image.encoder import packaged_file
+
+    with pytest.raises(LmrecError, match=r"the X image encoder needs the nothing==1 package .*images-nodeps"):
+        packaged_file("lmrec_no_such_package", "w.pt", "the X image encoder", "nothing==1")

